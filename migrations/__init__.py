@@ -1,0 +1,1 @@
+"""Alembic migrations for the BooCode store. Run them with `boocode db upgrade`."""

@@ -1,0 +1,1 @@
+"""Plain domain vocabulary (enums and small value types); no I/O."""

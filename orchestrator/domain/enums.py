@@ -1,0 +1,78 @@
+"""Enumerations shared from the database to the wire.
+
+The string values are stored in Postgres and sent to clients unchanged, so renaming one is a
+migration and an API change.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    """A member's role in a project, weakest first."""
+
+    VIEWER = "viewer"
+    MEMBER = "member"
+    OWNER = "owner"
+
+    @property
+    def rank(self) -> int:
+        return list(Role).index(self)
+
+    def allows(self, needed: "Role") -> bool:
+        return self.rank >= needed.rank
+
+
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    WAITING = "waiting"
+    COMPLETED = "completed"
+    COMPLETED_WITH_FAILURES = "completed_with_failures"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset({
+    RunStatus.COMPLETED,
+    RunStatus.COMPLETED_WITH_FAILURES,
+    RunStatus.FAILED,
+    RunStatus.CANCELLED,
+    RunStatus.INTERRUPTED,
+})
+
+
+class RunKind(StrEnum):
+    AGENT = "agent"
+    PROBE = "probe"
+    WORKFLOW = "workflow"
+    SUBAGENT = "subagent"
+    FLOW = "flow"
+
+
+class StepStatus(StrEnum):
+    STARTED = "started"
+    FINISHED = "finished"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
+class MessageRole(StrEnum):
+    USER = "user"
+    ASSISTANT = "assistant"
+    TOOL = "tool"
+    SYSTEM = "system"
+
+
+class PartType(StrEnum):
+    TEXT = "text"
+    IMAGE = "image"
+    TOOL_CALL = "tool_call"
+    TOOL_RESULT = "tool_result"
+    DIFF = "diff"

@@ -1,0 +1,66 @@
+"""Task names, queues and routing, shared by the web front end (which enqueues) and the worker.
+
+Tasks carry one argument: a run id. Everything else is re-read from Postgres inside the task.
+This module holds plain data so that neither side imports the other.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+from orchestrator.settings import Settings
+
+QUEUES = ("turns", "tools", "workflows", "subagents", "flows", "maintenance")
+
+TURN_TASK = "turns.run"
+PROBE_TASK = "runs.probe"
+RECOVER_TASK = "maintenance.recover"
+
+TASK_ROUTES: dict[str, str] = {
+    TURN_TASK: "turns",
+    PROBE_TASK: "maintenance",
+    RECOVER_TASK: "maintenance",
+}
+
+TASK_FOR_KIND: dict[str, str] = {
+    "agent": TURN_TASK,
+    "probe": PROBE_TASK,
+}
+
+
+def task_for_kind(kind: str) -> str:
+    return TASK_FOR_KIND.get(kind, TURN_TASK)
+
+
+def broker_url(redis_url: str) -> str:
+    """Kombu spells a unix-socket Redis `redis+socket://`; redis-py spells it `unix://`."""
+    if redis_url.startswith("unix://"):
+        parsed = urlparse(redis_url)
+        database = parse_qs(parsed.query).get("db", ["0"])[0]
+        return f"redis+socket://{parsed.path}?virtual_host={database}"
+    return redis_url
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings both sides agree on. See docs/worker.md for why each is set."""
+    assert settings.redis_url, "call settings.require_services() first"
+    return {
+        "broker_url": broker_url(settings.redis_url),
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {
+            "visibility_timeout": settings.visibility_timeout_seconds,
+            "global_keyprefix": f"{settings.redis_prefix}:celery:",
+        },
+        "task_routes": {name: {"queue": queue} for name, queue in TASK_ROUTES.items()},
+        "task_default_queue": "maintenance",
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_ignore_result": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "worker_prefetch_multiplier": 1,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_hijack_root_logger": False,
+    }

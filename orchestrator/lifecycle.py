@@ -1,0 +1,164 @@
+"""Executing a run under its lease: the helper every task kind goes through.
+
+    execute_run(run_id):
+        claim the lease (one conditional UPDATE; lose the race -> return)
+        start a keeper thread that renews the lease every lease_seconds / 3
+        call the kind's handler with a RunContext
+            ctx.step(key, body): journal hit -> recorded output; else started -> body -> finished
+            ctx.check(): raise if the run was cancelled or the lease was lost
+        record the outcome once (finish_run is fenced), stop the keeper
+
+A handler's expected failures are data (`RunOutcome` with an error); an exception it raises is
+recorded as a failed run. A lost lease records nothing: the new holder owns the run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from orchestrator.domain.enums import RunStatus, StepStatus
+from orchestrator.errors import LeaseError, RunCancelledError, StaleLeaseError
+from orchestrator.store import journal, runs
+from orchestrator.store.database import Database
+from orchestrator.store.models import Run
+
+logger = logging.getLogger(__name__)
+
+Enqueue = Callable[[str, str], None]
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    status: RunStatus = RunStatus.COMPLETED
+    result: Any = None
+    error: dict[str, Any] | None = None
+
+
+class LeaseKeeper:
+    """Renews a lease in the background; remembers why it was lost so the handler can stop."""
+
+    def __init__(self, db: Database, lease: runs.Lease, lease_seconds: float) -> None:
+        self.db = db
+        self.lease = lease
+        self.lease_seconds = lease_seconds
+        self.lost: LeaseError | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew_until_stopped, name=f"lease-{lease.run_id}", daemon=True)
+
+    def __enter__(self) -> "LeaseKeeper":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.lease_seconds)
+
+    def renew(self) -> None:
+        try:
+            with self.db.transaction() as session:
+                runs.renew_lease(session, self.lease, self.lease_seconds)
+        except LeaseError as error:
+            self.lost = error
+
+    def _renew_until_stopped(self) -> None:
+        interval = max(self.lease_seconds / 3, 0.05)
+        while not self._stop.wait(interval) and self.lost is None:
+            try:
+                self.renew()
+            except Exception:  # Postgres hiccup: keep trying until the lease would expire
+                logger.warning("lease renewal failed", extra={"run_id": str(self.lease.run_id)}, exc_info=True)
+
+    def raise_if_lost(self) -> None:
+        if self.lost is not None:
+            raise self.lost
+
+
+@dataclass
+class RunContext:
+    """What a handler sees: its run, journaled steps, and the way to check it may go on."""
+
+    db: Database
+    lease: runs.Lease
+    run: Run
+    keeper: LeaseKeeper
+    enqueue: Enqueue
+    journal_hits: int = field(default=0)
+
+    def check(self) -> None:
+        self.keeper.raise_if_lost()
+
+    def step(self, step_key: str, body: Callable[[], Any], *, kind: str = "step", input: Any = None) -> Any:
+        """Run `body` once per journal entry: a recorded result is returned without running it again."""
+        self.check()
+        input_hash = hash_input(input) if input is not None else None
+        with self.db.transaction() as session:
+            recorded = journal.load_step(session, self.lease.run_id, step_key)
+        if recorded is not None and recorded.status == StepStatus.FINISHED.value:
+            self.journal_hits += 1
+            return recorded.output
+        with self.db.transaction() as session:
+            journal.begin_step(session, self.lease, step_key, kind=kind, input_hash=input_hash)
+        try:
+            output = body()
+        except Exception as error:
+            with self.db.transaction() as session:
+                journal.finish_step(session, self.lease, step_key, status=StepStatus.FAILED,
+                                    error={"type": type(error).__name__, "message": str(error)})
+            raise
+        with self.db.transaction() as session:
+            journal.finish_step(session, self.lease, step_key, output=output)
+        return output
+
+
+Handler = Callable[[RunContext], RunOutcome]
+
+
+def hash_input(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def execute_run(db: Database, run_id: uuid.UUID, *, owner: str, lease_seconds: float,
+                handlers: dict[str, Handler], enqueue: Enqueue) -> str:
+    """Claim and run one run. Returns what happened: claimed-and-finished, skipped, or lost."""
+    with db.transaction() as session:
+        lease = runs.claim_run(session, run_id, owner, lease_seconds)
+        run = runs.load_run(session, run_id) if lease else None
+    if lease is None or run is None:
+        return "skipped"
+    log_extra = {"run_id": str(run_id), "epoch": lease.epoch, "kind": lease.kind}
+    logger.info("claimed run", extra=log_extra)
+    with LeaseKeeper(db, lease, lease_seconds) as keeper:
+        context = RunContext(db=db, lease=lease, run=run, keeper=keeper, enqueue=enqueue)
+        handler = handlers.get(lease.kind)
+        try:
+            if handler is None:
+                outcome = RunOutcome(RunStatus.FAILED, error={
+                    "code": "unsupported_run_kind",
+                    "message": f"this server has no executor for runs of kind {lease.kind!r}; "
+                               f"known kinds: {', '.join(sorted(handlers))}"})
+            else:
+                outcome = handler(context)
+            keeper.raise_if_lost()
+        except RunCancelledError:
+            logger.info("run was cancelled while running", extra=log_extra)
+            return "cancelled"
+        except StaleLeaseError:
+            logger.warning("lost the lease; another worker owns the run now", extra=log_extra)
+            return "lost"
+        except Exception as error:
+            logger.exception("run failed", extra=log_extra)
+            outcome = RunOutcome(RunStatus.FAILED, error={"code": "internal_error", "type": type(error).__name__,
+                                                          "message": str(error)})
+        try:
+            with db.transaction() as session:
+                runs.finish_run(session, lease, outcome.status, result=outcome.result, error=outcome.error)
+        except StaleLeaseError:
+            logger.warning("lost the lease before recording the outcome", extra=log_extra)
+            return "lost"
+    return "finished"

@@ -1,0 +1,197 @@
+"""The one settings object.
+
+Settings come from environment variables, optionally layered over a TOML file named by
+`BOOCODE_CONFIG` (environment wins). They are parsed and validated once; every problem is reported
+together, each naming the variable to set. This module is the only place that reads `os.environ`;
+everything else receives a `Settings` explicitly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from orchestrator.errors import ConfigurationError
+
+
+def _parse_text(raw: str) -> str:
+    value = raw.strip()
+    if not value:
+        raise ValueError("must not be empty")
+    return value
+
+
+def _parse_positive_float(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise ValueError(f"must be greater than 0, got {raw!r}")
+    return value
+
+
+def _parse_positive_int(raw: str) -> int:
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        raise ValueError(f"must be a whole number, got {raw!r}") from None
+    if value <= 0:
+        raise ValueError(f"must be greater than 0, got {raw!r}")
+    return value
+
+
+def _parse_port(raw: str) -> int:
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        raise ValueError(f"must be a port number, got {raw!r}") from None
+    if not 0 < value < 65536:
+        raise ValueError(f"must be between 1 and 65535, got {raw!r}")
+    return value
+
+
+def _parse_database_url(raw: str) -> str:
+    value = raw.strip()
+    if value.startswith("postgres://"):
+        value = "postgresql://" + value[len("postgres://"):]
+    if value.startswith("postgresql://"):
+        value = "postgresql+psycopg://" + value[len("postgresql://"):]
+    if not value.startswith("postgresql+psycopg://"):
+        raise ValueError(f"must be a PostgreSQL URL (postgresql://user@host:5432/db), got {raw!r}")
+    return value
+
+
+def _parse_redis_url(raw: str) -> str:
+    value = raw.strip()
+    if not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(f"must be a Redis URL (redis://host:6379/0 or unix:///path/redis.sock), got {raw!r}")
+    return value
+
+
+def _parse_choice(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _parse_path(raw: str) -> Path:
+    return Path(raw).expanduser()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Typed, frozen configuration. See `FIELDS` for the variable behind each attribute."""
+
+    database_url: str | None = None
+    redis_url: str | None = None
+    data_dir: Path = field(default_factory=lambda: Path("~/.boocode").expanduser())
+    host: str = "127.0.0.1"
+    port: int = 8765
+    api_url: str | None = None
+    api_token: str | None = None
+    redis_prefix: str = "boocode"
+    lease_seconds: float = 15.0
+    recovery_interval_seconds: float = 5.0
+    requeue_after_seconds: float = 300.0
+    visibility_timeout_seconds: int = 3600
+    max_request_bytes: int = 1024 * 1024
+    worker_concurrency: int = 2
+    web_threads: int = 32
+    ws_poll_seconds: float = 2.0
+    log_level: str = "info"
+    log_format: str = "text"
+
+    @property
+    def base_url(self) -> str:
+        """Where clients reach the API: `BOOCODE_URL`, else the local bind address."""
+        return self.api_url or f"http://{self.host}:{self.port}"
+
+    def require_services(self) -> None:
+        """Web and worker processes need both services; `boocode up` provides them when unset."""
+        problems = []
+        if not self.database_url:
+            problems.append("DATABASE_URL is not set: point it at PostgreSQL, or start with `boocode up`, "
+                            "which provides PostgreSQL itself")
+        if not self.redis_url:
+            problems.append("REDIS_URL is not set: point it at Redis, or start with `boocode up`, "
+                            "which provides Redis itself")
+        if problems:
+            raise ConfigurationError(problems)
+
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+
+# attribute -> (environment variable, parser)
+FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "database_url": ("DATABASE_URL", _parse_database_url),
+    "redis_url": ("REDIS_URL", _parse_redis_url),
+    "data_dir": ("BOOCODE_DATA_DIR", _parse_path),
+    "host": ("BOOCODE_HOST", _parse_text),
+    "port": ("BOOCODE_PORT", _parse_port),
+    "api_url": ("BOOCODE_URL", _parse_text),
+    "api_token": ("BOOCODE_TOKEN", _parse_text),
+    "redis_prefix": ("BOOCODE_REDIS_PREFIX", _parse_text),
+    "lease_seconds": ("BOOCODE_LEASE_SECONDS", _parse_positive_float),
+    "recovery_interval_seconds": ("BOOCODE_RECOVERY_INTERVAL_SECONDS", _parse_positive_float),
+    "requeue_after_seconds": ("BOOCODE_REQUEUE_AFTER_SECONDS", _parse_positive_float),
+    "visibility_timeout_seconds": ("BOOCODE_VISIBILITY_TIMEOUT_SECONDS", _parse_positive_int),
+    "max_request_bytes": ("BOOCODE_MAX_REQUEST_BYTES", _parse_positive_int),
+    "worker_concurrency": ("BOOCODE_WORKER_CONCURRENCY", _parse_positive_int),
+    "web_threads": ("BOOCODE_WEB_THREADS", _parse_positive_int),
+    "ws_poll_seconds": ("BOOCODE_WS_POLL_SECONDS", _parse_positive_float),
+    "log_level": ("BOOCODE_LOG_LEVEL", _parse_choice("debug", "info", "warning", "error")),
+    "log_format": ("BOOCODE_LOG_FORMAT", _parse_choice("text", "json")),
+}
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build `Settings` from a config file and the environment; raise one error listing every problem.
+
+    `overrides` (already-typed values) win over both; tests and `boocode up` use them.
+    """
+    environ = os.environ if environ is None else environ
+    problems: list[str] = []
+    values: dict[str, Any] = {}
+
+    config_path = environ.get("BOOCODE_CONFIG")
+    file_values: dict[str, Any] = {}
+    if config_path:
+        try:
+            file_values = tomllib.loads(Path(config_path).expanduser().read_text())
+        except OSError as error:
+            problems.append(f"BOOCODE_CONFIG={config_path}: cannot read the file ({error.strerror})")
+        except tomllib.TOMLDecodeError as error:
+            problems.append(f"BOOCODE_CONFIG={config_path}: not valid TOML ({error})")
+        unknown = sorted(set(file_values) - set(FIELDS))
+        if unknown:
+            problems.append(f"BOOCODE_CONFIG={config_path}: unknown keys {', '.join(unknown)}; "
+                            f"known keys are {', '.join(FIELDS)}")
+
+    for name, (variable, parse) in FIELDS.items():
+        if name in overrides:
+            continue
+        if variable in environ and environ[variable] != "":
+            raw, origin = environ[variable], variable
+        elif name in file_values:
+            raw, origin = str(file_values[name]), f"{name} in {config_path}"
+        else:
+            continue
+        try:
+            values[name] = parse(raw)
+        except ValueError as error:
+            problems.append(f"{origin} {error}; set {variable} to fix it")
+
+    if problems:
+        raise ConfigurationError(problems)
+    values.update(overrides)
+    return Settings(**values)

@@ -1,0 +1,87 @@
+"""Engines, transactions and the after-commit outbox.
+
+`Database.transaction()` is the only way the core writes. Events appended inside it are kept in an
+outbox on the SQLAlchemy session and handed to the publisher only after the commit succeeded, so
+Redis never carries anything Postgres does not already hold (invariant 1). A failed publish is
+logged and otherwise ignored: subscribers fill gaps from Postgres by `seq`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import contextmanager
+from typing import Any, Iterator, Protocol
+
+from sqlalchemy import create_engine
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+logger = logging.getLogger(__name__)
+
+OUTBOX_KEY = "boocode_outbox"
+
+
+class Publisher(Protocol):
+    def publish(self, event: dict[str, Any]) -> None: ...
+
+
+class NullPublisher:
+    """For processes that write but have nobody listening (migrations, admin commands)."""
+
+    def publish(self, event: dict[str, Any]) -> None:
+        return None
+
+
+class Database:
+    """One engine per process. Safe across `fork()`: a child re-creates its engine on first use."""
+
+    def __init__(self, url: str, publisher: Publisher | None = None, *, pool_size: int = 5) -> None:
+        self.url = url
+        self.publisher: Publisher = publisher or NullPublisher()
+        self._pool_size = pool_size
+        self._engine: Engine | None = None
+        self._engine_pid: int | None = None
+        self._sessionmaker: sessionmaker[Session] | None = None
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None or self._engine_pid != os.getpid():
+            if self._engine is not None:
+                # Inherited over fork: drop the parent's connections without closing them under it.
+                self._engine.dispose(close=False)
+            self._engine = create_engine(self.url, pool_pre_ping=True, pool_size=self._pool_size,
+                                         max_overflow=20)
+            self._engine_pid = os.getpid()
+            self._sessionmaker = sessionmaker(self._engine, expire_on_commit=False)
+        return self._engine
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A short unit of work: commit on success, roll back on error, then publish its events."""
+        self.engine  # noqa: B018 - makes sure the sessionmaker belongs to this process
+        assert self._sessionmaker is not None
+        with self._sessionmaker() as session:
+            session.info[OUTBOX_KEY] = []
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+            outbox = session.info.pop(OUTBOX_KEY)
+        for event in outbox:
+            try:
+                self.publisher.publish(event)
+            except Exception:  # transport only; Postgres already holds the event
+                logger.warning("could not publish event", extra={"session_id": event.get("session_id"),
+                                                                 "seq": event.get("seq")}, exc_info=True)
+
+    def dispose(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+
+def add_to_outbox(session: Session, event: dict[str, Any]) -> None:
+    session.info.setdefault(OUTBOX_KEY, []).append(event)

@@ -1,0 +1,180 @@
+"""Runs and their leases.
+
+A run is executed by whoever holds its lease: (owner, epoch, expiry) on the run row. `claim_run`
+is one conditional UPDATE, so when several workers race exactly one gets the row and a new epoch;
+the others see a live lease and back off. A worker renews its lease while it works; once a lease
+has expired another worker may claim the run, which bumps the epoch. Every journal write checks
+the epoch under a share lock of the run row (`check_fence`), so a stale worker's write is refused
+before anything is written and a takeover waits for an in-flight write to commit.
+
+Lock order everywhere: the run row, then the session row (taken by `append_event`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
+
+from orchestrator.domain.enums import TERMINAL_STATUSES, RunStatus
+from orchestrator.errors import ConflictError, NotFoundError, RunCancelledError, StaleLeaseError
+from orchestrator.store.events import append_event
+from orchestrator.store.models import Run
+
+CLAIMABLE = (RunStatus.QUEUED.value, RunStatus.RUNNING.value)
+
+
+@dataclass(frozen=True)
+class Lease:
+    run_id: uuid.UUID
+    session_id: uuid.UUID
+    project_id: uuid.UUID
+    kind: str
+    owner: str
+    epoch: int
+    claims: int
+
+
+def serialize_run(run: Run) -> dict[str, Any]:
+    def stamp(value: datetime | None) -> str | None:
+        return value.isoformat() if value else None
+
+    return {"id": str(run.id), "project_id": str(run.project_id), "session_id": str(run.session_id),
+            "parent_id": str(run.parent_id) if run.parent_id else None, "kind": run.kind, "status": run.status,
+            "input": run.input, "result": run.result, "error": run.error, "created_at": stamp(run.created_at),
+            "started_at": stamp(run.started_at), "finished_at": stamp(run.finished_at),
+            "lease": {"owner": run.lease_owner, "epoch": run.lease_epoch,
+                      "expires_at": stamp(run.lease_expires_at)},
+            "claims": run.claims}
+
+
+def create_run(session: Session, *, project_id: uuid.UUID, session_id: uuid.UUID, kind: str,
+               input: dict[str, Any], created_by: uuid.UUID | None, parent_id: uuid.UUID | None = None) -> Run:
+    now = datetime.now(timezone.utc)
+    run = Run(project_id=project_id, session_id=session_id, kind=kind, input=input, created_by=created_by,
+              parent_id=parent_id, status=RunStatus.QUEUED.value, created_at=now, updated_at=now, enqueued_at=now,
+              lease_epoch=0, claims=0)
+    session.add(run)
+    session.flush()
+    append_event(session, session_id, "run.queued", {"kind": kind, "parent_id": str(parent_id) if parent_id else None},
+                 run_id=run.id)
+    return run
+
+
+def load_run(session: Session, run_id: uuid.UUID) -> Run:
+    run = session.get(Run, run_id)
+    if run is None:
+        raise NotFoundError(f"run {run_id} does not exist")
+    return run
+
+
+def list_runs(session: Session, *, project_id: uuid.UUID | None = None, session_id: uuid.UUID | None = None,
+              status: str | None = None, limit: int = 50) -> list[Run]:
+    query = select(Run)
+    if project_id is not None:
+        query = query.where(Run.project_id == project_id)
+    if session_id is not None:
+        query = query.where(Run.session_id == session_id)
+    if status is not None:
+        query = query.where(Run.status == status)
+    return list(session.scalars(query.order_by(Run.created_at.desc(), Run.id).limit(limit)))
+
+
+def claim_run(session: Session, run_id: uuid.UUID, owner: str, lease_seconds: float) -> Lease | None:
+    """Take the run's lease if it is free or expired; None if someone else holds it or the run is done."""
+    row = session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status.in_(CLAIMABLE),
+               or_(Run.lease_expires_at.is_(None), Run.lease_expires_at < func.now()))
+        .values(status=RunStatus.RUNNING.value, lease_owner=owner, lease_epoch=Run.lease_epoch + 1,
+                lease_expires_at=func.now() + timedelta(seconds=lease_seconds),
+                started_at=func.coalesce(Run.started_at, func.now()), claims=Run.claims + 1,
+                updated_at=func.now())
+        .returning(Run.session_id, Run.project_id, Run.kind, Run.lease_epoch, Run.claims)
+    ).one_or_none()
+    if row is None:
+        return None
+    lease = Lease(run_id=run_id, session_id=row.session_id, project_id=row.project_id, kind=row.kind, owner=owner,
+                  epoch=row.lease_epoch, claims=row.claims)
+    append_event(session, lease.session_id, "run.started" if lease.claims == 1 else "run.resumed",
+                 {"epoch": lease.epoch, "owner": owner}, run_id=run_id)
+    return lease
+
+
+def renew_lease(session: Session, lease: Lease, lease_seconds: float) -> None:
+    """Extend the lease; raise `RunCancelledError` or `StaleLeaseError` when it is no longer ours."""
+    renewed = session.execute(
+        update(Run)
+        .where(Run.id == lease.run_id, Run.lease_epoch == lease.epoch, Run.status == RunStatus.RUNNING.value)
+        .values(lease_expires_at=func.clock_timestamp() + timedelta(seconds=lease_seconds))
+        .returning(Run.id)
+    ).one_or_none()
+    if renewed is None:
+        _raise_lost(session, lease)
+
+
+def check_fence(session: Session, lease: Lease) -> None:
+    """Refuse a write by a stale lease holder. Holds a share lock on the run row until commit."""
+    row = session.execute(select(Run.lease_epoch, Run.status).where(Run.id == lease.run_id)
+                          .with_for_update(read=True)).one_or_none()
+    if row is None or row.lease_epoch != lease.epoch:
+        raise StaleLeaseError(f"run {lease.run_id}: epoch {lease.epoch} is stale "
+                              f"(current {row.lease_epoch if row else 'none'}); write refused")
+
+
+def finish_run(session: Session, lease: Lease, status: RunStatus, *, result: Any = None,
+               error: dict[str, Any] | None = None) -> bool:
+    """Record the run's outcome exactly once. False if the run was cancelled meanwhile (outcome kept)."""
+    assert status in TERMINAL_STATUSES
+    finished = session.execute(
+        update(Run)
+        .where(Run.id == lease.run_id, Run.lease_epoch == lease.epoch, Run.status == RunStatus.RUNNING.value)
+        .values(status=status.value, result=result, error=error, finished_at=func.now(), updated_at=func.now(),
+                lease_owner=None, lease_expires_at=None)
+        .returning(Run.id)
+    ).one_or_none()
+    if finished is None:
+        try:
+            _raise_lost(session, lease)
+        except RunCancelledError:
+            return False
+    append_event(session, lease.session_id, "run.finished",
+                 {"status": status.value, "error": error, "result": result}, run_id=lease.run_id)
+    return True
+
+
+def cancel_run(session: Session, run_id: uuid.UUID, *, reason: str = "cancelled by a user") -> Run:
+    """Cancel a run and its unfinished descendants. The lease holder notices at its next renewal."""
+    run = session.get(Run, run_id, with_for_update=True)
+    if run is None:
+        raise NotFoundError(f"run {run_id} does not exist")
+    if RunStatus(run.status).is_terminal:
+        raise ConflictError(f"run {run_id} already finished with status {run.status}",
+                            details={"status": run.status})
+    pending = [run]
+    while pending:
+        current = pending.pop()
+        if not RunStatus(current.status).is_terminal:
+            current.status = RunStatus.CANCELLED.value
+            current.error = {"code": "cancelled", "message": reason}
+            current.finished_at = datetime.now(timezone.utc)
+            current.updated_at = current.finished_at
+            current.lease_expires_at = None
+            session.flush()
+            append_event(session, current.session_id, "run.finished",
+                         {"status": RunStatus.CANCELLED.value, "error": current.error, "result": None},
+                         run_id=current.id)
+        pending.extend(session.scalars(select(Run).where(Run.parent_id == current.id).with_for_update()))
+    return run
+
+
+def _raise_lost(session: Session, lease: Lease) -> None:
+    row = session.execute(select(Run.status, Run.lease_epoch).where(Run.id == lease.run_id)).one_or_none()
+    if row is not None and row.lease_epoch == lease.epoch and row.status == RunStatus.CANCELLED.value:
+        raise RunCancelledError(f"run {lease.run_id} was cancelled")
+    raise StaleLeaseError(f"run {lease.run_id}: lease epoch {lease.epoch} is no longer current "
+                          f"(status {row.status if row else 'missing'}, epoch {row.lease_epoch if row else '-'})")

@@ -1,0 +1,73 @@
+"""Chat sessions and their messages. Each message is announced by a `message.created` event whose
+`seq` also orders the messages."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from orchestrator.domain.enums import MessageRole
+from orchestrator.errors import NotFoundError, ValidationError
+from orchestrator.store.blobs import missing_blobs
+from orchestrator.store.events import append_event
+from orchestrator.store.models import ChatSession, Message
+
+
+def serialize_session(chat: ChatSession) -> dict[str, Any]:
+    return {"id": str(chat.id), "project_id": str(chat.project_id), "title": chat.title,
+            "created_at": chat.created_at.isoformat(), "updated_at": chat.updated_at.isoformat(),
+            "last_seq": chat.last_seq}
+
+
+def serialize_message(message: Message) -> dict[str, Any]:
+    return {"id": str(message.id), "session_id": str(message.session_id),
+            "run_id": str(message.run_id) if message.run_id else None, "role": message.role,
+            "parts": message.parts, "seq": message.seq, "created_at": message.created_at.isoformat()}
+
+
+def create_session(session: Session, project_id: uuid.UUID, title: str, created_by: uuid.UUID | None) -> ChatSession:
+    now = datetime.now(timezone.utc)
+    chat = ChatSession(project_id=project_id, title=title, created_by=created_by, created_at=now, updated_at=now,
+                       last_seq=0)
+    session.add(chat)
+    session.flush()
+    append_event(session, chat.id, "session.created", {"title": title})
+    return chat
+
+
+def load_session(session: Session, session_id: uuid.UUID) -> ChatSession:
+    chat = session.get(ChatSession, session_id)
+    if chat is None:
+        raise NotFoundError(f"session {session_id} does not exist")
+    return chat
+
+
+def list_sessions(session: Session, project_id: uuid.UUID, *, limit: int = 100) -> list[ChatSession]:
+    return list(session.scalars(select(ChatSession).where(ChatSession.project_id == project_id)
+                                .order_by(ChatSession.updated_at.desc()).limit(limit)))
+
+
+def add_message(session: Session, session_id: uuid.UUID, role: MessageRole, parts: list[dict[str, Any]], *,
+                created_by: uuid.UUID | None = None, run_id: uuid.UUID | None = None) -> Message:
+    missing = missing_blobs(session, [part["blob"] for part in parts if part.get("type") == "image"])
+    if missing:
+        raise ValidationError("the message refers to blobs that do not exist; upload them first",
+                              details={"missing_blobs": missing})
+    message = Message(session_id=session_id, role=role.value, parts=parts, created_by=created_by, run_id=run_id,
+                      created_at=datetime.now(timezone.utc), seq=0)
+    session.add(message)
+    session.flush()
+    event = append_event(session, session_id, "message.created",
+                         {"message_id": str(message.id), "role": role.value, "parts": parts}, run_id=run_id)
+    message.seq = event["seq"]
+    session.flush()
+    return message
+
+
+def list_messages(session: Session, session_id: uuid.UUID, *, after_seq: int = 0, limit: int = 200) -> list[Message]:
+    return list(session.scalars(select(Message).where(Message.session_id == session_id, Message.seq > after_seq)
+                                .order_by(Message.seq).limit(limit)))

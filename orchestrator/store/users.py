@@ -1,0 +1,105 @@
+"""Users and API tokens. Tokens are random, shown once, and stored only as their SHA-256."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from orchestrator.errors import ConflictError, NotFoundError, ValidationError
+from orchestrator.store.models import ApiToken, User
+
+TOKEN_PREFIX = "bct_"
+USERNAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def serialize_user(user: User) -> dict[str, Any]:
+    return {"id": str(user.id), "username": user.username, "display_name": user.display_name,
+            "is_admin": user.is_admin, "created_at": user.created_at.isoformat()}
+
+
+def serialize_token(token: ApiToken) -> dict[str, Any]:
+    return {"id": str(token.id), "name": token.name, "prefix": token.prefix, "user_id": str(token.user_id),
+            "created_at": token.created_at.isoformat(),
+            "last_used_at": token.last_used_at.isoformat() if token.last_used_at else None,
+            "revoked": token.revoked_at is not None}
+
+
+def create_user(session: Session, username: str, *, display_name: str | None = None,
+                is_admin: bool = False) -> User:
+    if not USERNAME_PATTERN.match(username):
+        raise ValidationError("username must be 1-64 characters of lower-case letters, digits, '.', '_' or '-', "
+                              "starting with a letter or digit", details={"field": "username"})
+    user = User(username=username, display_name=display_name, is_admin=is_admin,
+                created_at=datetime.now(timezone.utc))
+    session.add(user)
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError:
+        raise ConflictError(f"a user named {username!r} already exists", details={"field": "username"}) from None
+    return user
+
+
+def load_user(session: Session, user_id: uuid.UUID) -> User:
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFoundError(f"user {user_id} does not exist")
+    return user
+
+
+def find_user_by_name(session: Session, username: str) -> User | None:
+    return session.scalar(select(User).where(User.username == username))
+
+
+def list_users(session: Session) -> list[User]:
+    return list(session.scalars(select(User).order_by(User.created_at, User.username)))
+
+
+def create_token(session: Session, user_id: uuid.UUID, name: str) -> tuple[ApiToken, str]:
+    """Return the stored token row and the plain token, which is never stored."""
+    plain = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken(user_id=user_id, name=name, token_hash=hash_token(plain), prefix=plain[:12],
+                     created_at=datetime.now(timezone.utc))
+    session.add(token)
+    session.flush()
+    return token, plain
+
+
+def authenticate_token(session: Session, plain: str) -> User | None:
+    """The user behind a live token, or None. Marks the token used (at most once a minute)."""
+    if not plain.startswith(TOKEN_PREFIX) or len(plain) > 200:
+        return None
+    token = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(plain),
+                                                  ApiToken.revoked_at.is_(None)))
+    if token is None:
+        return None
+    now = datetime.now(timezone.utc)
+    if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
+        session.execute(update(ApiToken).where(ApiToken.id == token.id).values(last_used_at=now))
+    return session.get(User, token.user_id)
+
+
+def list_tokens(session: Session, user_id: uuid.UUID) -> list[ApiToken]:
+    return list(session.scalars(select(ApiToken).where(ApiToken.user_id == user_id)
+                                .order_by(ApiToken.created_at)))
+
+
+def revoke_token(session: Session, user_id: uuid.UUID, token_id: uuid.UUID) -> ApiToken:
+    token = session.get(ApiToken, token_id)
+    if token is None or token.user_id != user_id:
+        raise NotFoundError(f"token {token_id} does not exist")
+    if token.revoked_at is None:
+        token.revoked_at = datetime.now(timezone.utc)
+    return token

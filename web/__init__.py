@@ -1,0 +1,1 @@
+"""The thin web front end: authenticates, validates, enqueues and streams. Never runs agent code."""

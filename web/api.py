@@ -1,0 +1,157 @@
+"""Declaring API operations once: the route, its input schema and its OpenAPI entry.
+
+    @operation(bp, "POST", "/projects", summary="Create a project", body=PROJECT_SCHEMA, status=201)
+    def create_project(body): ...
+
+The decorator registers the Flask route, validates the JSON body and query string against the
+declared JSON Schemas before the view runs (so bad input changes nothing), and records the
+operation for the OpenAPI document. Because the same declaration drives routing, validation and
+the document, they cannot drift apart; a test compares the document with Flask's URL map.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from flask import Blueprint, request
+from jsonschema import Draft202012Validator
+
+from web.errors import HttpError
+
+JSON = dict[str, Any]
+
+
+@dataclass
+class Operation:
+    blueprint: Blueprint
+    method: str
+    rule: str
+    summary: str
+    endpoint: str
+    body: JSON | None = None
+    query: dict[str, JSON] = field(default_factory=dict)
+    status: int = 200
+    public: bool = False
+    tag: str = ""
+
+    @property
+    def path(self) -> str:
+        return (self.blueprint.url_prefix or "") + self.rule
+
+
+OPERATIONS: list[Operation] = []
+
+
+def operation(bp: Blueprint, method: str, rule: str, *, summary: str, body: JSON | None = None,
+              query: dict[str, JSON] | None = None, status: int = 200, public: bool = False) -> Callable:
+    body_validator = Draft202012Validator(body) if body is not None else None
+    query_schema = {"type": "object", "properties": query or {}, "additionalProperties": False}
+    query_validator = Draft202012Validator(query_schema)
+
+    def decorate(view: Callable) -> Callable:
+        @functools.wraps(view)
+        def wrapper(**path_args: Any) -> Any:
+            if body_validator is not None:
+                path_args["body"] = _read_body(body_validator)
+            if query:
+                path_args["query"] = _read_query(query, query_validator)
+            return view(**path_args)
+
+        wrapper.public = public  # type: ignore[attr-defined]
+        bp.add_url_rule(rule, endpoint=view.__name__, view_func=wrapper, methods=[method])
+        OPERATIONS.append(Operation(blueprint=bp, method=method, rule=rule, summary=summary,
+                                    endpoint=f"{bp.name}.{view.__name__}", body=body, query=query or {},
+                                    status=status, public=public, tag=bp.name))
+        return wrapper
+
+    return decorate
+
+
+def _read_body(validator: Draft202012Validator) -> JSON:
+    if not request.mimetype == "application/json":
+        raise HttpError(415, "unsupported_media_type", "send the body as JSON with Content-Type: application/json")
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        raise HttpError(400, "invalid_json", "the request body is empty; send a JSON object")
+    body = request.get_json(silent=True)
+    if body is None and raw.strip() != b"null":
+        raise HttpError(400, "invalid_json", "the request body is not valid JSON")
+    _raise_if_invalid(validator, body)
+    return body
+
+
+def _read_query(spec: dict[str, JSON], validator: Draft202012Validator) -> JSON:
+    values: JSON = {}
+    for name, raw in request.args.items():
+        schema = spec.get(name, {})
+        values[name] = _coerce(raw, schema.get("type"))
+    _raise_if_invalid(validator, values, where="query")
+    return values
+
+
+def _coerce(raw: str, kind: str | None) -> Any:
+    if kind == "integer":
+        try:
+            return int(raw)
+        except ValueError:
+            return raw
+    return raw
+
+
+def _raise_if_invalid(validator: Draft202012Validator, value: Any, where: str = "body") -> None:
+    errors = sorted(validator.iter_errors(value), key=lambda error: list(error.absolute_path))
+    if errors:
+        details = [{"path": "/".join(str(part) for part in error.absolute_path) or where, "message": error.message}
+                   for error in errors[:20]]
+        raise HttpError(422, "validation_failed", f"the request {where} is invalid: {details[0]['message']}",
+                        details)
+
+
+def openapi_path(flask_rule: str) -> str:
+    """`/runs/<uuid:run_id>` -> `/runs/{run_id}`."""
+    return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", flask_rule)
+
+
+ERROR_SCHEMA: JSON = {
+    "type": "object",
+    "properties": {"error": {"type": "object", "properties": {
+        "code": {"type": "string"}, "message": {"type": "string"}, "details": {}},
+        "required": ["code", "message"]}},
+    "required": ["error"],
+}
+
+
+def build_openapi(version: str, extra_paths: dict[str, JSON] | None = None) -> JSON:
+    paths: dict[str, JSON] = {}
+    for op in OPERATIONS:
+        path = openapi_path(op.path)
+        entry: JSON = {
+            "summary": op.summary,
+            "operationId": op.endpoint.replace(".", "_"),
+            "tags": [op.tag],
+            "responses": {str(op.status): {"description": "success"},
+                          "default": {"description": "error",
+                                      "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}},
+        }
+        parameters = [{"name": name, "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+                      for name in re.findall(r"{([^}]+)}", path)]
+        parameters += [{"name": name, "in": "query", "required": False, "schema": schema}
+                       for name, schema in op.query.items()]
+        if parameters:
+            entry["parameters"] = parameters
+        if op.body is not None:
+            entry["requestBody"] = {"required": True, "content": {"application/json": {"schema": op.body}}}
+        entry["security"] = [] if op.public else [{"bearer": []}]
+        paths.setdefault(path, {})[op.method.lower()] = entry
+    for path, item in (extra_paths or {}).items():
+        paths.setdefault(path, {}).update(item)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "BooCode Orchestrator API", "version": version},
+        "paths": dict(sorted(paths.items())),
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+                       "schemas": {"Error": ERROR_SCHEMA}},
+    }

@@ -1,0 +1,31 @@
+"""The Flask application factory."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from orchestrator import services
+from orchestrator.settings import Settings, load_settings
+from web.auth import WS_PROTOCOL, init_auth
+from web.blueprints import health, projects, runs, sessions, users
+from web.errors import register_error_handlers
+from web.queue import TaskQueue
+from web.state import WebState
+from web.websocket import bp as websocket_bp
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or load_settings()
+    settings.require_services()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    app.config["SOCK_SERVER_OPTIONS"] = {"subprotocols": [WS_PROTOCOL], "ping_interval": 25}
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    redis_client = services.make_redis(settings)
+    app.extensions["boocode"] = WebState(settings=settings, db=services.make_database(settings, redis_client),
+                                         redis=redis_client, queue=TaskQueue(settings))
+    register_error_handlers(app)
+    init_auth(app)
+    for blueprint in (health.bp, users.bp, projects.bp, sessions.bp, runs.bp, websocket_bp):
+        app.register_blueprint(blueprint)
+    return app

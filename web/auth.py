@@ -1,0 +1,69 @@
+"""Authentication for every route and socket, and the project access checks views use.
+
+A request carries `Authorization: Bearer <token>`; a WebSocket may instead offer the token as a
+subprotocol `bearer.<token>` (browsers cannot set headers on sockets) next to `boocode.v1`.
+Routes declared `public=True` (health, the OpenAPI document) skip authentication; nothing else does.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from flask import Flask, current_app, g, request
+
+from orchestrator.domain.enums import Role
+from orchestrator.store import projects, users
+from orchestrator.store.models import Project, User
+from web.errors import HttpError
+from web.state import state
+
+WS_PROTOCOL = "boocode.v1"
+WS_TOKEN_PREFIX = "bearer."
+
+
+def presented_token() -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise HttpError(401, "unauthenticated", "use 'Authorization: Bearer <token>'")
+        return value.strip()
+    for offered in request.headers.get("Sec-WebSocket-Protocol", "").split(","):
+        offered = offered.strip()
+        if offered.startswith(WS_TOKEN_PREFIX):
+            return offered[len(WS_TOKEN_PREFIX):]
+    return None
+
+
+def authenticate() -> None:
+    view = current_app.view_functions.get(request.endpoint or "")
+    if view is None or getattr(view, "public", False):
+        return
+    token = presented_token()
+    if token is None:
+        raise HttpError(401, "unauthenticated", "this route needs an API token: send 'Authorization: Bearer <token>' "
+                        "(create one with `boocode token create`)")
+    with state().db.transaction() as session:
+        user = users.authenticate_token(session, token)
+    if user is None:
+        raise HttpError(401, "unauthenticated", "the API token is unknown or revoked")
+    g.user = user
+
+
+def init_auth(app: Flask) -> None:
+    app.before_request(authenticate)
+
+
+def current_user() -> User:
+    return g.user
+
+
+def require_admin() -> User:
+    user = current_user()
+    if not user.is_admin:
+        raise HttpError(403, "forbidden", "only server admins can do this")
+    return user
+
+
+def require_project(session, project_id: uuid.UUID, needed: Role) -> tuple[Project, Role]:  # type: ignore[no-untyped-def]
+    return projects.require_role(session, current_user(), project_id, needed)

@@ -1,0 +1,1 @@
+"""One blueprint per resource; each module exports `bp`."""

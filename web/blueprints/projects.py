@@ -1,0 +1,93 @@
+"""Projects and their members. Creating a project (a directory on the server) is for admins."""
+
+from __future__ import annotations
+
+import uuid
+
+from flask import Blueprint
+
+from orchestrator.domain.enums import Role
+from orchestrator.store import projects, runs
+from orchestrator.store import sessions as chat_sessions
+from web import schemas
+from web.api import operation
+from web.auth import current_user, require_admin, require_project
+from web.state import state
+
+bp = Blueprint("projects", __name__, url_prefix="/api/projects")
+
+
+@operation(bp, "GET", "", summary="List the projects I belong to")
+def list_projects():
+    with state().db.transaction() as session:
+        return {"projects": [projects.serialize_project(project, role)
+                             for project, role in projects.list_projects_for(session, current_user())]}
+
+
+@operation(bp, "POST", "", summary="Register a project directory (admin)", body=schemas.CREATE_PROJECT, status=201)
+def create_project(body):
+    user = require_admin()
+    with state().db.transaction() as session:
+        project = projects.create_project(session, body["name"], body["root_path"], user)
+        return {"project": projects.serialize_project(project, Role.OWNER)}, 201
+
+
+@operation(bp, "GET", "/<uuid:project_id>", summary="Get a project")
+def get_project(project_id: uuid.UUID):
+    with state().db.transaction() as session:
+        project, role = require_project(session, project_id, Role.VIEWER)
+        return {"project": projects.serialize_project(project, role)}
+
+
+@operation(bp, "GET", "/<uuid:project_id>/members", summary="List a project's members")
+def list_members(project_id: uuid.UUID):
+    with state().db.transaction() as session:
+        require_project(session, project_id, Role.VIEWER)
+        return {"members": [projects.serialize_member(member, user)
+                            for member, user in projects.list_members(session, project_id)]}
+
+
+@operation(bp, "PUT", "/<uuid:project_id>/members/<uuid:user_id>", summary="Add a member or change a role (owner)",
+           body=schemas.SET_MEMBER)
+def set_member(project_id: uuid.UUID, user_id: uuid.UUID, body):
+    with state().db.transaction() as session:
+        require_project(session, project_id, Role.OWNER)
+        member = projects.set_member(session, project_id, user_id, Role(body["role"]))
+        user = session.get(type(current_user()), user_id)
+        return {"member": projects.serialize_member(member, user)}
+
+
+@operation(bp, "DELETE", "/<uuid:project_id>/members/<uuid:user_id>", summary="Remove a member (owner)")
+def remove_member(project_id: uuid.UUID, user_id: uuid.UUID):
+    with state().db.transaction() as session:
+        require_project(session, project_id, Role.OWNER)
+        projects.remove_member(session, project_id, user_id)
+        return {"removed": str(user_id)}
+
+
+@operation(bp, "GET", "/<uuid:project_id>/sessions", summary="List a project's sessions",
+           query={"limit": schemas.LIMIT})
+def list_sessions(project_id: uuid.UUID, query):
+    with state().db.transaction() as session:
+        require_project(session, project_id, Role.VIEWER)
+        found = chat_sessions.list_sessions(session, project_id, limit=query.get("limit", 100))
+        return {"sessions": [chat_sessions.serialize_session(chat) for chat in found]}
+
+
+@operation(bp, "POST", "/<uuid:project_id>/sessions", summary="Start a session", body=schemas.CREATE_SESSION,
+           status=201)
+def create_session(project_id: uuid.UUID, body):
+    with state().db.transaction() as session:
+        require_project(session, project_id, Role.MEMBER)
+        chat = chat_sessions.create_session(session, project_id, body.get("title", "New session"), current_user().id)
+        return {"session": chat_sessions.serialize_session(chat)}, 201
+
+
+@operation(bp, "GET", "/<uuid:project_id>/runs", summary="List a project's runs, newest first",
+           query={"status": schemas.RUN_STATUS, "limit": schemas.LIMIT})
+def list_runs(project_id: uuid.UUID, query):
+    with state().db.transaction() as session:
+        require_project(session, project_id, Role.VIEWER)
+        found = runs.list_runs(session, project_id=project_id, status=query.get("status"),
+                               limit=query.get("limit", 50))
+        return {"runs": [runs.serialize_run(run) for run in found]}

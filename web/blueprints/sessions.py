@@ -1,0 +1,90 @@
+"""Sessions: messages (a user message becomes a queued agent run), events, runs and probe runs."""
+
+from __future__ import annotations
+
+import uuid
+
+from flask import Blueprint
+from sqlalchemy.orm import Session
+
+from orchestrator.domain.enums import MessageRole, Role, RunKind
+from orchestrator.domain.parts import validate_user_parts
+from orchestrator.probe import validate_probe_input
+from orchestrator.store import events, runs
+from orchestrator.store import sessions as chat_sessions
+from orchestrator.store.models import ChatSession
+from web import schemas
+from web.api import operation
+from web.auth import current_user, require_project
+from web.state import state
+
+bp = Blueprint("sessions", __name__, url_prefix="/api/sessions")
+
+
+def load_visible_session(session: Session, session_id: uuid.UUID, needed: Role) -> ChatSession:
+    chat = chat_sessions.load_session(session, session_id)
+    require_project(session, chat.project_id, needed)
+    return chat
+
+
+@operation(bp, "GET", "/<uuid:session_id>", summary="Get a session")
+def get_session(session_id: uuid.UUID):
+    with state().db.transaction() as session:
+        return {"session": chat_sessions.serialize_session(load_visible_session(session, session_id, Role.VIEWER))}
+
+
+@operation(bp, "GET", "/<uuid:session_id>/messages", summary="List messages in order",
+           query={"after": schemas.SEQ, "limit": schemas.LIMIT})
+def list_messages(session_id: uuid.UUID, query):
+    with state().db.transaction() as session:
+        load_visible_session(session, session_id, Role.VIEWER)
+        found = chat_sessions.list_messages(session, session_id, after_seq=query.get("after", 0),
+                                            limit=query.get("limit", 200))
+        return {"messages": [chat_sessions.serialize_message(message) for message in found]}
+
+
+@operation(bp, "POST", "/<uuid:session_id>/messages", summary="Post a user message; queues an agent run",
+           body=schemas.POST_MESSAGE, status=202)
+def post_message(session_id: uuid.UUID, body):
+    parts = validate_user_parts(body["parts"] if "parts" in body else [{"type": "text", "text": body["text"]}])
+    with state().db.transaction() as session:
+        chat = load_visible_session(session, session_id, Role.MEMBER)
+        run = runs.create_run(session, project_id=chat.project_id, session_id=chat.id, kind=RunKind.AGENT.value,
+                              input={}, created_by=current_user().id)
+        message = chat_sessions.add_message(session, chat.id, MessageRole.USER, parts, created_by=current_user().id,
+                                            run_id=run.id)
+        run.input = {"message_id": str(message.id)}
+    state().queue.enqueue_run(run.kind, run.id)
+    return {"message": chat_sessions.serialize_message(message), "run": runs.serialize_run(run)}, 202
+
+
+@operation(bp, "GET", "/<uuid:session_id>/events", summary="Replay the session's events after a seq",
+           query={"since": schemas.SEQ, "limit": schemas.LIMIT})
+def list_events(session_id: uuid.UUID, query):
+    with state().db.transaction() as session:
+        load_visible_session(session, session_id, Role.VIEWER)
+        found = events.list_events(session, session_id, after_seq=query.get("since", 0),
+                                   limit=query.get("limit", 500))
+        return {"events": found}
+
+
+@operation(bp, "GET", "/<uuid:session_id>/runs", summary="List the session's runs, newest first",
+           query={"status": schemas.RUN_STATUS, "limit": schemas.LIMIT})
+def list_runs(session_id: uuid.UUID, query):
+    with state().db.transaction() as session:
+        load_visible_session(session, session_id, Role.VIEWER)
+        found = runs.list_runs(session, session_id=session_id, status=query.get("status"),
+                               limit=query.get("limit", 50))
+        return {"runs": [runs.serialize_run(run) for run in found]}
+
+
+@operation(bp, "POST", "/<uuid:session_id>/probes", summary="Start a probe run (a self-test of the worker pipeline)",
+           body=schemas.CREATE_PROBE, status=202)
+def create_probe(session_id: uuid.UUID, body):
+    spec = validate_probe_input(body)
+    with state().db.transaction() as session:
+        chat = load_visible_session(session, session_id, Role.MEMBER)
+        run = runs.create_run(session, project_id=chat.project_id, session_id=chat.id, kind=RunKind.PROBE.value,
+                              input=spec, created_by=current_user().id)
+    state().queue.enqueue_run(run.kind, run.id)
+    return {"run": runs.serialize_run(run)}, 202

@@ -1,0 +1,38 @@
+"""JSON Schemas for request bodies and query strings, shared by validation and the OpenAPI document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+JSON = dict[str, Any]
+
+NAME: JSON = {"type": "string", "minLength": 1, "maxLength": 200}
+LIMIT: JSON = {"type": "integer", "minimum": 1, "maximum": 500}
+SEQ: JSON = {"type": "integer", "minimum": 0}
+ROLE: JSON = {"type": "string", "enum": ["owner", "member", "viewer"]}
+RUN_STATUS: JSON = {"type": "string", "enum": ["queued", "running", "waiting", "completed", "completed_with_failures",
+                                               "failed", "cancelled", "interrupted"]}
+
+
+def strict(properties: JSON, required: list[str] | None = None) -> JSON:
+    return {"type": "object", "properties": properties, "required": required or [], "additionalProperties": False}
+
+
+CREATE_USER = strict({"username": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$"},
+                      "display_name": NAME, "is_admin": {"type": "boolean"}}, ["username"])
+CREATE_TOKEN = strict({"name": NAME}, ["name"])
+CREATE_PROJECT = strict({"name": NAME, "root_path": {"type": "string", "minLength": 1, "maxLength": 4096}},
+                        ["name", "root_path"])
+SET_MEMBER = strict({"role": ROLE}, ["role"])
+CREATE_SESSION = strict({"title": {"type": "string", "minLength": 1, "maxLength": 300}})
+PART: JSON = {"type": "object", "properties": {"type": {"type": "string", "enum": ["text", "image"]}},
+              "required": ["type"]}
+POST_MESSAGE: JSON = {
+    "type": "object",
+    "properties": {"text": {"type": "string", "minLength": 1}, "parts": {"type": "array", "items": PART,
+                                                                        "minItems": 1, "maxItems": 32}},
+    "additionalProperties": False,
+    "oneOf": [{"required": ["text"]}, {"required": ["parts"]}],
+}
+CREATE_PROBE = strict({"steps": {"type": "integer", "minimum": 1, "maximum": 10000},
+                       "step_seconds": {"type": "number", "minimum": 0, "maximum": 60}})

@@ -1,0 +1,1 @@
+"""Celery workers: thin tasks that load a run by id, call the core, commit, publish."""

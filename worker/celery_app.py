@@ -1,0 +1,39 @@
+"""The Celery application factory and the module-level app the `celery` command loads.
+
+    celery -A worker.celery_app worker      # consumes every queue in orchestrator.jobs.QUEUES
+
+No result backend: run status lives in Postgres. See docs/worker.md for the delivery settings.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from orchestrator import jobs
+from orchestrator.logs import configure_logging
+from orchestrator.settings import Settings, load_settings
+from worker.runtime import WorkerRuntime
+from worker.tasks import maintenance, runs
+
+
+def make_celery(settings: Settings) -> Celery:
+    settings.require_services()
+    app = Celery("boocode")
+    app.conf.update(jobs.celery_config(settings))
+    app.conf.task_queues = [Queue(name) for name in jobs.QUEUES]
+    app.conf.worker_concurrency = settings.worker_concurrency
+    runtime = WorkerRuntime(settings)
+    app.boocode_runtime = runtime  # type: ignore[attr-defined]
+    runs.register(app, runtime)
+    maintenance.register(app, runtime)
+    return app
+
+
+def _load_app() -> Celery:
+    settings = load_settings()
+    configure_logging(settings)
+    return make_celery(settings)
+
+
+app = _load_app()

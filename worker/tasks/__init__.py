@@ -1,0 +1,1 @@
+"""Task modules. Each `register(app, runtime)` adds its tasks through `base.durable_task`."""
