@@ -52,8 +52,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "visibility_timeout": settings.visibility_timeout_seconds,
             "global_keyprefix": f"{settings.redis_prefix}:celery:",
         },
-        "task_routes": {name: {"queue": queue} for name, queue in TASK_ROUTES.items()},
+        "task_routes": {name: {"queue": queue, "exchange": queue, "routing_key": queue}
+                        for name, queue in TASK_ROUTES.items()},
         "task_default_queue": "maintenance",
+        "task_default_exchange": "maintenance",
+        "task_default_routing_key": "maintenance",
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "task_ignore_result": True,

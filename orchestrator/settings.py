@@ -130,6 +130,15 @@ class Settings:
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
 
+    def to_environment(self) -> dict[str, str]:
+        """The environment variables that reproduce these settings in a child process."""
+        environment = {}
+        for name, (variable, _) in FIELDS.items():
+            value = getattr(self, name)
+            if value is not None:
+                environment[variable] = str(value)
+        return environment
+
 
 # attribute -> (environment variable, parser)
 FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {

@@ -8,7 +8,7 @@ No result backend: run status lives in Postgres. See docs/worker.md for the deli
 from __future__ import annotations
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from orchestrator import jobs
 from orchestrator.logs import configure_logging
@@ -21,7 +21,9 @@ def make_celery(settings: Settings) -> Celery:
     settings.require_services()
     app = Celery("boocode")
     app.conf.update(jobs.celery_config(settings))
-    app.conf.task_queues = [Queue(name) for name in jobs.QUEUES]
+    # Each queue gets its own direct exchange and key: with one shared default exchange every queue
+    # would be bound to the same key and a message would be copied into all of them.
+    app.conf.task_queues = [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in jobs.QUEUES]
     app.conf.worker_concurrency = settings.worker_concurrency
     runtime = WorkerRuntime(settings)
     app.boocode_runtime = runtime  # type: ignore[attr-defined]

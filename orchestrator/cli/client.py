@@ -1,0 +1,117 @@
+"""HTTP and WebSocket access to a BooCode server, with errors turned into CLI exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import simple_websocket
+
+from orchestrator.cli import EXIT_AUTH, EXIT_NOT_FOUND, EXIT_REJECTED, EXIT_SERVER, EXIT_UNREACHABLE
+from orchestrator.settings import Settings
+
+CREDENTIALS_FILE = "credentials.json"
+
+
+class CliError(Exception):
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def credentials_path(settings: Settings) -> Path:
+    return settings.data_dir / CREDENTIALS_FILE
+
+
+def save_credentials(settings: Settings, url: str, token: str) -> Path:
+    path = credentials_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text(json.dumps({"url": url, "token": token}, indent=2) + "\n")
+    return path
+
+
+def load_credentials(settings: Settings) -> dict[str, str]:
+    path = credentials_path(settings)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def status_exit_code(status: int) -> int:
+    if status in (401, 403):
+        return EXIT_AUTH
+    if status == 404:
+        return EXIT_NOT_FOUND
+    if 400 <= status < 500:
+        return EXIT_REJECTED
+    return EXIT_SERVER
+
+
+class ApiClient:
+    """Flags win over BOOCODE_URL/BOOCODE_TOKEN, which win over the credentials `boocode up` saved."""
+
+    def __init__(self, settings: Settings, url: str | None = None, token: str | None = None) -> None:
+        saved = load_credentials(settings)
+        self.url = (url or settings.api_url or saved.get("url") or settings.base_url).rstrip("/")
+        self.token = token or settings.api_token or saved.get("token")
+        self._http = httpx.Client(base_url=self.url, timeout=30.0)
+
+    def _headers(self) -> dict[str, str]:
+        if not self.token:
+            raise CliError("no API token: pass --token, set BOOCODE_TOKEN, or run `boocode up` once "
+                           "(it saves one in the data directory)", EXIT_AUTH)
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def request(self, method: str, path: str, *, body: Any = None, params: dict[str, Any] | None = None) -> Any:
+        params = {key: value for key, value in (params or {}).items() if value is not None}
+        try:
+            response = self._http.request(method, path, json=body, params=params, headers=self._headers())
+        except httpx.TransportError as error:
+            raise CliError(f"cannot reach the server at {self.url}: {error}; is `boocode up` running? "
+                           f"(set BOOCODE_URL to point elsewhere)", EXIT_UNREACHABLE) from None
+        if response.status_code >= 400:
+            try:
+                error = response.json()["error"]
+                message = f"{error['message']} ({error['code']}, HTTP {response.status_code})"
+                if error.get("details"):
+                    message += f"\n  details: {json.dumps(error['details'])}"
+            except (ValueError, KeyError, TypeError):
+                message = f"HTTP {response.status_code}: {response.text[:300]}"
+            raise CliError(message, status_exit_code(response.status_code))
+        return response.json()
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self.request("GET", path, params=params)
+
+    def post(self, path: str, body: Any = None) -> Any:
+        return self.request("POST", path, body=body if body is not None else {})
+
+    def stream_events(self, session_id: str, since: int) -> Iterator[dict[str, Any]]:
+        """Yield events forever (replay first, then live), reconnecting from the last seq after a drop."""
+        ws_url = self.url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
+        last = since
+        while True:
+            try:
+                socket = simple_websocket.Client.connect(f"{ws_url}/ws/sessions/{session_id}?since={last}",
+                                                         headers=self._headers())
+            except (ConnectionError, OSError) as error:
+                raise CliError(f"cannot open the event stream at {ws_url}: {error}", EXIT_UNREACHABLE) from None
+            except simple_websocket.ConnectionError as error:
+                status = getattr(error, "status_code", None) or 500
+                raise CliError(f"the server refused the event stream (HTTP {status})", status_exit_code(status)) \
+                    from None
+            try:
+                while True:
+                    frame = socket.receive()
+                    event = json.loads(frame)
+                    last = event["seq"]
+                    yield event
+            except simple_websocket.ConnectionClosed:
+                continue
+            finally:
+                socket.close()

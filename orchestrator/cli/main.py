@@ -1,0 +1,458 @@
+"""`boocode` commands. Client commands talk to the API; `up`, `web`, `worker`, `db` and `admin` are local.
+
+See `orchestrator/cli/__init__.py` for the exit codes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from orchestrator.cli import EXIT_SERVER, EXIT_UNREACHABLE, EXIT_USAGE, output
+from orchestrator.cli.client import ApiClient, CliError
+from orchestrator.errors import ConfigurationError, ServiceError
+from orchestrator.settings import Settings, load_settings
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+class Context:
+    def __init__(self, url: str | None, token: str | None) -> None:
+        self.url = url
+        self.token = token
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings()
+        return self._settings
+
+    def api(self) -> ApiClient:
+        return ApiClient(self.settings, self.url, self.token)
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+@click.group()
+@click.option("--url", envvar=None, help="Server URL (default: BOOCODE_URL, then what `boocode up` saved).")
+@click.option("--token", envvar=None, help="API token (default: BOOCODE_TOKEN, then what `boocode up` saved).")
+@click.version_option(package_name="boocode-orchestrator")
+@click.pass_context
+def cli(click_context: click.Context, url: str | None, token: str | None) -> None:
+    """BooCode Orchestrator: run LLM coding agents durably on a team server."""
+    click_context.obj = Context(url, token)
+
+
+# ---------------------------------------------------------------- local: processes and database
+
+@cli.command()
+@pass_context
+def up(context: Context) -> None:
+    """Single-machine mode: web + a worker, plus PostgreSQL/Redis when not configured. Ctrl-C stops all."""
+    from orchestrator.cli.up import run_up
+
+    sys.exit(run_up(context.settings))
+
+
+@cli.command()
+@pass_context
+def web(context: Context) -> None:
+    """Run the web front end under gunicorn (needs DATABASE_URL and REDIS_URL)."""
+    from orchestrator.cli.up import web_command
+
+    context.settings.require_services()
+    command = web_command(context.settings)
+    os.execvp(command[0], command)
+
+
+@cli.command()
+@pass_context
+def worker(context: Context) -> None:
+    """Run a Celery worker on every queue (needs DATABASE_URL and REDIS_URL)."""
+    from orchestrator.cli.up import worker_command
+
+    context.settings.require_services()
+    command = worker_command(context.settings)
+    os.execvp(command[0], command)
+
+
+@cli.group()
+def db() -> None:
+    """Database migrations."""
+
+
+def _local_database_url(settings: Settings) -> tuple[str, Any]:
+    """DATABASE_URL, or the embedded PostgreSQL in the data directory (started if needed)."""
+    if settings.database_url:
+        return settings.database_url, None
+    from orchestrator.embedded import EmbeddedPostgres
+
+    embedded = EmbeddedPostgres(settings.data_dir / "postgres")
+    return embedded.start(), embedded
+
+
+@db.command("upgrade")
+@click.argument("revision", default="head")
+@pass_context
+def db_upgrade(context: Context, revision: str) -> None:
+    """Apply migrations up to REVISION (default: head)."""
+    from orchestrator import migrate
+
+    url, embedded = _local_database_url(context.settings)
+    try:
+        migrate.upgrade(url, revision)
+        click.echo(f"database at revision {migrate.current_revision(url)}")
+    finally:
+        if embedded:
+            embedded.stop()
+
+
+@db.command("downgrade")
+@click.argument("revision", default="-1")
+@pass_context
+def db_downgrade(context: Context, revision: str) -> None:
+    """Revert migrations to REVISION (default: one step)."""
+    from orchestrator import migrate
+
+    url, embedded = _local_database_url(context.settings)
+    try:
+        migrate.downgrade(url, revision)
+        click.echo(f"database at revision {migrate.current_revision(url)}")
+    finally:
+        if embedded:
+            embedded.stop()
+
+
+@db.command("current")
+@pass_context
+def db_current(context: Context) -> None:
+    """Print the database's migration revision."""
+    from orchestrator import migrate
+
+    url, embedded = _local_database_url(context.settings)
+    try:
+        click.echo(migrate.current_revision(url) or "(empty)")
+    finally:
+        if embedded:
+            embedded.stop()
+
+
+@cli.group()
+def admin() -> None:
+    """Local administration (talks to the database directly)."""
+
+
+@admin.command("create-user")
+@click.argument("username")
+@click.option("--admin", "is_admin", is_flag=True, help="Make the user a server admin.")
+@click.option("--display-name", default=None)
+@click.option("--token-name", default="cli", show_default=True, help="Name of the first API token.")
+@json_option
+@pass_context
+def admin_create_user(context: Context, username: str, is_admin: bool, display_name: str | None, token_name: str,
+                      as_json: bool) -> None:
+    """Create USERNAME and print its first API token (shown once)."""
+    from orchestrator.store import users
+    from orchestrator.store.database import Database
+
+    url, embedded = _local_database_url(context.settings)
+    try:
+        database = Database(url)
+        with database.transaction() as session:
+            user = users.create_user(session, username, display_name=display_name, is_admin=is_admin)
+            _, plain = users.create_token(session, user.id, token_name)
+        database.dispose()
+    finally:
+        if embedded:
+            embedded.stop()
+    if as_json:
+        output.emit_json({"user": users.serialize_user(user), "token": plain})
+    else:
+        click.echo(f"created user {username}{' (admin)' if is_admin else ''}")
+        click.echo(f"token: {plain}")
+
+
+# ---------------------------------------------------------------- API: users and tokens
+
+@cli.group()
+def user() -> None:
+    """Users (admin)."""
+
+
+@user.command("list")
+@json_option
+@pass_context
+def user_list(context: Context, as_json: bool) -> None:
+    found = context.api().get("/api/users")["users"]
+    output.emit_json(found) if as_json else output.emit_table(found, ["id", "username", "is_admin", "created_at"])
+
+
+@user.command("create")
+@click.argument("username")
+@click.option("--admin", "is_admin", is_flag=True)
+@json_option
+@pass_context
+def user_create(context: Context, username: str, is_admin: bool, as_json: bool) -> None:
+    created = context.api().post("/api/users", {"username": username, "is_admin": is_admin})["user"]
+    output.emit_json(created) if as_json else output.emit_record(created)
+
+
+@cli.group()
+def token() -> None:
+    """API tokens."""
+
+
+@token.command("create")
+@click.option("--name", default="cli", show_default=True)
+@click.option("--user-id", default=None, help="Mint for another user (admin).")
+@json_option
+@pass_context
+def token_create(context: Context, name: str, user_id: str | None, as_json: bool) -> None:
+    """Create a token and print it (shown once)."""
+    path = f"/api/users/{user_id}/tokens" if user_id else "/api/tokens"
+    created = context.api().post(path, {"name": name})
+    output.emit_json(created) if as_json else click.echo(created["token"])
+
+
+@token.command("list")
+@json_option
+@pass_context
+def token_list(context: Context, as_json: bool) -> None:
+    found = context.api().get("/api/tokens")["tokens"]
+    output.emit_json(found) if as_json else output.emit_table(found, ["id", "name", "prefix", "revoked", "last_used_at"])
+
+
+@token.command("revoke")
+@click.argument("token_id")
+@pass_context
+def token_revoke(context: Context, token_id: str) -> None:
+    context.api().request("DELETE", f"/api/tokens/{token_id}")
+    click.echo(f"revoked {token_id}")
+
+
+# ---------------------------------------------------------------- API: projects
+
+@cli.group()
+def project() -> None:
+    """Projects (directories on the server)."""
+
+
+@project.command("add")
+@click.argument("path", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--name", default=None, help="Display name (default: the directory name).")
+@json_option
+@pass_context
+def project_add(context: Context, path: Path, name: str | None, as_json: bool) -> None:
+    """Register PATH (a directory on the server machine) as a project."""
+    root = path.expanduser().absolute()
+    created = context.api().post("/api/projects", {"name": name or root.name or str(root), "root_path": str(root)})
+    output.emit_json(created["project"]) if as_json else output.emit_record(created["project"])
+
+
+@project.command("list")
+@json_option
+@pass_context
+def project_list(context: Context, as_json: bool) -> None:
+    found = context.api().get("/api/projects")["projects"]
+    output.emit_json(found) if as_json else output.emit_table(found, ["id", "name", "role", "root_path"])
+
+
+@project.command("show")
+@click.argument("project_id")
+@json_option
+@pass_context
+def project_show(context: Context, project_id: str, as_json: bool) -> None:
+    found = context.api().get(f"/api/projects/{project_id}")["project"]
+    output.emit_json(found) if as_json else output.emit_record(found)
+
+
+@project.command("members")
+@click.argument("project_id")
+@json_option
+@pass_context
+def project_members(context: Context, project_id: str, as_json: bool) -> None:
+    found = context.api().get(f"/api/projects/{project_id}/members")["members"]
+    output.emit_json(found) if as_json else output.emit_table(found, ["user_id", "username", "role"])
+
+
+@project.command("set-role")
+@click.argument("project_id")
+@click.argument("user_id")
+@click.argument("role", type=click.Choice(["owner", "member", "viewer"]))
+@pass_context
+def project_set_role(context: Context, project_id: str, user_id: str, role: str) -> None:
+    """Add USER_ID to the project with ROLE, or change their role (owner only)."""
+    context.api().request("PUT", f"/api/projects/{project_id}/members/{user_id}", body={"role": role})
+    click.echo(f"{user_id} is now {role}")
+
+
+# ---------------------------------------------------------------- API: sessions
+
+@cli.group()
+def session() -> None:
+    """Chat sessions."""
+
+
+@session.command("list")
+@click.option("--project", "project_id", required=True)
+@json_option
+@pass_context
+def session_list(context: Context, project_id: str, as_json: bool) -> None:
+    found = context.api().get(f"/api/projects/{project_id}/sessions")["sessions"]
+    output.emit_json(found) if as_json else output.emit_table(found, ["id", "title", "last_seq", "updated_at"])
+
+
+@session.command("create")
+@click.option("--project", "project_id", required=True)
+@click.option("--title", default="New session")
+@json_option
+@pass_context
+def session_create(context: Context, project_id: str, title: str, as_json: bool) -> None:
+    created = context.api().post(f"/api/projects/{project_id}/sessions", {"title": title})["session"]
+    output.emit_json(created) if as_json else output.emit_record(created)
+
+
+@session.command("show")
+@click.argument("session_id")
+@json_option
+@pass_context
+def session_show(context: Context, session_id: str, as_json: bool) -> None:
+    """The session and its messages."""
+    api = context.api()
+    found = api.get(f"/api/sessions/{session_id}")["session"]
+    messages = api.get(f"/api/sessions/{session_id}/messages")["messages"]
+    if as_json:
+        output.emit_json({"session": found, "messages": messages})
+        return
+    output.emit_record(found)
+    for message in messages:
+        texts = [part.get("text", f"[{part.get('type')}]") for part in message["parts"]]
+        click.echo(f"\n[{message['seq']}] {message['role']}: {' '.join(texts)}")
+
+
+@session.command("send")
+@click.argument("session_id")
+@click.argument("text")
+@json_option
+@pass_context
+def session_send(context: Context, session_id: str, text: str, as_json: bool) -> None:
+    """Post a user message; prints the queued run."""
+    created = context.api().post(f"/api/sessions/{session_id}/messages", {"text": text})
+    output.emit_json(created) if as_json else click.echo(f"queued run {created['run']['id']}")
+
+
+@session.command("watch")
+@click.argument("session_id")
+@click.option("--since", default=0, type=click.IntRange(min=0), help="Replay events after this seq.")
+@click.option("--until-run", default=None, help="Exit once this run has finished.")
+@json_option
+@pass_context
+def session_watch(context: Context, session_id: str, since: int, until_run: str | None, as_json: bool) -> None:
+    """Tail the session's events over the WebSocket (replay first, then live). Ctrl-C to stop."""
+    try:
+        for event in context.api().stream_events(session_id, since):
+            click.echo(json.dumps(event, default=str) if as_json else output.describe_event(event))
+            if until_run and event["type"] == "run.finished" and event.get("run_id") == until_run:
+                return
+    except KeyboardInterrupt:
+        return
+
+
+# ---------------------------------------------------------------- API: runs
+
+@cli.group()
+def run() -> None:
+    """Runs."""
+
+
+@run.command("list")
+@click.option("--project", "project_id", default=None)
+@click.option("--session", "session_id", default=None)
+@click.option("--status", default=None)
+@click.option("--limit", default=50, type=click.IntRange(1, 500))
+@json_option
+@pass_context
+def run_list(context: Context, project_id: str | None, session_id: str | None, status: str | None, limit: int,
+             as_json: bool) -> None:
+    """List runs of a project or a session (one of --project/--session)."""
+    if bool(project_id) == bool(session_id):
+        raise click.UsageError("give exactly one of --project or --session")
+    path = f"/api/projects/{project_id}/runs" if project_id else f"/api/sessions/{session_id}/runs"
+    found = context.api().get(path, status=status, limit=limit)["runs"]
+    output.emit_json(found) if as_json else output.emit_table(found, ["id", "kind", "status", "created_at",
+                                                                      "finished_at"])
+
+
+@run.command("show")
+@click.argument("run_id")
+@json_option
+@pass_context
+def run_show(context: Context, run_id: str, as_json: bool) -> None:
+    """The run and its journal."""
+    api = context.api()
+    found = api.get(f"/api/runs/{run_id}")["run"]
+    steps = api.get(f"/api/runs/{run_id}/steps")["steps"]
+    if as_json:
+        output.emit_json({"run": found, "steps": steps})
+        return
+    output.emit_record(found)
+    click.echo("")
+    output.emit_table(steps, ["step_key", "status", "attempt", "epoch", "finished_at"])
+
+
+@run.command("cancel")
+@click.argument("run_id")
+@json_option
+@pass_context
+def run_cancel(context: Context, run_id: str, as_json: bool) -> None:
+    found = context.api().post(f"/api/runs/{run_id}/cancel")["run"]
+    output.emit_json(found) if as_json else click.echo(f"run {run_id} is {found['status']}")
+
+
+@run.command("probe")
+@click.argument("session_id")
+@click.option("--steps", default=3, type=click.IntRange(1, 10000), show_default=True)
+@click.option("--step-seconds", default=0.1, type=click.FloatRange(0, 60), show_default=True)
+@click.option("--wait", is_flag=True, help="Wait for the run to finish; exit 1 unless it completed.")
+@json_option
+@pass_context
+def run_probe(context: Context, session_id: str, steps: int, step_seconds: float, wait: bool, as_json: bool) -> None:
+    """Start a self-test run that journals STEPS steps on a worker."""
+    api = context.api()
+    created = api.post(f"/api/sessions/{session_id}/probes", {"steps": steps, "step_seconds": step_seconds})["run"]
+    if wait:
+        for event in api.stream_events(session_id, 0):
+            if event["type"] == "run.finished" and event.get("run_id") == created["id"]:
+                break
+        created = api.get(f"/api/runs/{created['id']}")["run"]
+    output.emit_json(created) if as_json else click.echo(f"run {created['id']} {created['status']}")
+    if wait and created["status"] != "completed":
+        sys.exit(EXIT_SERVER)
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(EXIT_USAGE)
+    except click.exceptions.Exit as exit_:
+        sys.exit(exit_.exit_code)
+    except CliError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(error.exit_code)
+    except ConfigurationError as error:
+        click.echo(str(error), err=True)
+        sys.exit(EXIT_USAGE)
+    except ServiceError as error:
+        click.echo(f"error: {error.message}", err=True)
+        sys.exit(EXIT_UNREACHABLE)

@@ -1,0 +1,173 @@
+"""`boocode up`: everything on one machine, stopped together on Ctrl-C.
+
+    load settings; make the data directory (0700)
+    DATABASE_URL unset -> start the embedded PostgreSQL;  REDIS_URL unset -> start the embedded Redis
+    apply migrations; on first start create user `admin` and save its token for the CLI
+    start a worker (celery) and the web front end (gunicorn), each in its own process group
+    wait until /health reports Postgres, Redis and a worker; print where everything is
+    supervise: a child that dies stops everything (exit 1); SIGINT/SIGTERM stops everything (exit 0)
+    stop order: web, worker (warm shutdown, then kill), Redis, PostgreSQL
+
+Children get the service URLs through their environment; nothing is written into the project.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+import httpx
+
+from orchestrator import migrate
+from orchestrator.cli import EXIT_OK, EXIT_SERVER
+from orchestrator.cli.client import credentials_path, load_credentials, save_credentials
+from orchestrator.embedded import EmbeddedPostgres, EmbeddedRedis, ensure_private_directory
+from orchestrator.settings import Settings
+from orchestrator.store import users
+from orchestrator.store.database import Database
+
+STOP_TIMEOUT_SECONDS = 15.0
+READY_TIMEOUT_SECONDS = 90.0
+
+
+def web_command(settings: Settings) -> list[str]:
+    return [sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", "1",
+            "--threads", str(settings.web_threads), "--bind", f"{settings.host}:{settings.port}",
+            "--graceful-timeout", "5", "--timeout", "0", "--no-control-socket", "--log-level", settings.log_level, "web.wsgi:app"]
+
+
+def worker_command(settings: Settings) -> list[str]:
+    return [sys.executable, "-m", "celery", "--app", "worker.celery_app", "worker",
+            "--loglevel", settings.log_level.upper(), "--concurrency", str(settings.worker_concurrency),
+            "--hostname", f"boocode@{os.uname().nodename}-{os.getpid()}"]
+
+
+def child_environment(settings: Settings) -> dict[str, str]:
+    return {**os.environ, **settings.to_environment()}
+
+
+def ensure_admin(settings: Settings) -> tuple[str, Path]:
+    """On first start create user `admin` and save a token; afterwards reuse the saved credentials."""
+    database = Database(settings.database_url or "")
+    try:
+        with database.transaction() as session:
+            saved = load_credentials(settings)
+            if users.find_user_by_name(session, "admin") is not None and saved.get("token"):
+                if users.authenticate_token(session, saved["token"]) is not None:
+                    return "reused", credentials_path(settings)
+            admin = users.find_user_by_name(session, "admin") or users.create_user(
+                session, "admin", display_name="Administrator", is_admin=True)
+            _, plain = users.create_token(session, admin.id, "boocode up")
+    finally:
+        database.dispose()
+    return "created", save_credentials(settings, settings.base_url, plain)
+
+
+class Supervisor:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.postgres: EmbeddedPostgres | None = None
+        self.redis: EmbeddedRedis | None = None
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.stopping = False
+
+    def start_services(self) -> Settings:
+        settings = self.settings
+        if not settings.database_url:
+            self.postgres = EmbeddedPostgres(settings.data_dir / "postgres")
+            settings = settings.replace(database_url=self.postgres.start())
+            click.echo(f"postgres: embedded PostgreSQL, data in {settings.data_dir / 'postgres'}")
+        else:
+            click.echo("postgres: DATABASE_URL")
+        if not settings.redis_url:
+            self.redis = EmbeddedRedis(settings.data_dir / "redis")
+            settings = settings.replace(redis_url=self.redis.start())
+            click.echo(f"redis:    embedded Redis, data in {settings.data_dir / 'redis'}")
+        else:
+            click.echo("redis:    REDIS_URL")
+        self.settings = settings
+        return settings
+
+    def start_children(self) -> None:
+        environment = child_environment(self.settings)
+        for name, command in (("worker", worker_command(self.settings)), ("web", web_command(self.settings))):
+            self.children[name] = subprocess.Popen(command, env=environment, start_new_session=True)
+
+    def wait_until_ready(self) -> bool:
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while time.monotonic() < deadline and not self.stopping:
+            if self.dead_child():
+                return False
+            try:
+                response = httpx.get(f"http://{self.settings.host}:{self.settings.port}/health", timeout=2)
+                if response.status_code == 200:
+                    return True
+            except httpx.TransportError:
+                pass
+            time.sleep(0.3)
+        return False
+
+    def dead_child(self) -> str | None:
+        for name, process in self.children.items():
+            if process.poll() is not None:
+                return name
+        return None
+
+    def stop(self) -> None:
+        for name in ("web", "worker"):
+            process = self.children.get(name)
+            if process is None or process.poll() is not None:
+                continue
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(STOP_TIMEOUT_SECONDS)
+            except subprocess.TimeoutExpired:
+                click.echo(f"{name} did not stop in {STOP_TIMEOUT_SECONDS:.0f}s; killing it "
+                           "(its runs resume from their journal)", err=True)
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        if self.redis:
+            self.redis.stop()
+        if self.postgres:
+            self.postgres.stop()
+
+
+def run_up(settings: Settings) -> int:
+    ensure_private_directory(settings.data_dir)
+    supervisor = Supervisor(settings)
+
+    def request_stop(signum: int, frame: object) -> None:
+        supervisor.stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        settings = supervisor.start_services()
+        migrate.upgrade(settings.database_url or "")
+        how, path = ensure_admin(settings)
+        click.echo(f"admin token: {'created and ' if how == 'created' else ''}saved in {path} (the CLI uses it)")
+        supervisor.start_children()
+        if not supervisor.wait_until_ready():
+            if supervisor.stopping:
+                return EXIT_OK
+            click.echo(f"error: BooCode did not become ready ({supervisor.dead_child() or 'timeout'}); "
+                       "see the log lines above", err=True)
+            return EXIT_SERVER
+        click.echo(f"BooCode is up at {settings.base_url}  (Ctrl-C stops everything)", err=False)
+        while not supervisor.stopping:
+            dead = supervisor.dead_child()
+            if dead:
+                click.echo(f"error: the {dead} process exited with code {supervisor.children[dead].returncode}; "
+                           "stopping everything", err=True)
+                return EXIT_SERVER
+            time.sleep(0.5)
+        return EXIT_OK
+    finally:
+        click.echo("stopping…")
+        supervisor.stop()
+        click.echo("stopped")
