@@ -65,5 +65,6 @@ def require_admin() -> User:
     return user
 
 
-def require_project(session, project_id: uuid.UUID, needed: Role) -> tuple[Project, Role]:  # type: ignore[no-untyped-def]
-    return projects.require_role(session, current_user(), project_id, needed)
+def require_project(session, project_id: uuid.UUID, needed: Role, *,  # type: ignore[no-untyped-def]
+                    resource: str | None = None) -> tuple[Project, Role]:
+    return projects.require_role(session, current_user(), project_id, needed, resource=resource)

@@ -43,7 +43,7 @@ def authorize_session() -> None:
         return
     with state().db.transaction() as session:
         chat = load_session(session, session_id)
-        require_project(session, chat.project_id, Role.VIEWER)
+        require_project(session, chat.project_id, Role.VIEWER, resource=f"session {session_id}")
     parse_since()
 
 

@@ -49,7 +49,9 @@ def begin_step(session: Session, lease: Lease, step_key: str, *, kind: str, inpu
             constraint="uq_steps_run_step_key",
             set_={"attempt": Step.attempt + 1, "epoch": lease.epoch, "started_at": now, "input_hash": input_hash},
             where=(Step.status == StepStatus.STARTED.value))
-        .returning(Step)
+        .returning(Step),
+        # The row may already be in this session's identity map; take the returned values, not the cached ones.
+        execution_options={"populate_existing": True},
     ).scalar_one_or_none()
     if step is None:
         raise ConflictError(f"step {step_key!r} of run {lease.run_id} is already recorded")
@@ -66,7 +68,8 @@ def finish_step(session: Session, lease: Lease, step_key: str, *, output: Any = 
         update(Step)
         .where(Step.run_id == lease.run_id, Step.step_key == step_key, Step.status == StepStatus.STARTED.value)
         .values(status=status.value, output=output, error=error, finished_at=datetime.now(timezone.utc))
-        .returning(Step)
+        .returning(Step),
+        execution_options={"populate_existing": True},
     ).scalar_one_or_none()
     if step is None:
         raise ConflictError(f"step {step_key!r} of run {lease.run_id} is not in progress")

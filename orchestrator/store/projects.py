@@ -63,10 +63,12 @@ def role_of(session: Session, user: User, project_id: uuid.UUID) -> Role | None:
     return Role(role) if role else None
 
 
-def require_role(session: Session, user: User, project_id: uuid.UUID, needed: Role) -> tuple[Project, Role]:
+def require_role(session: Session, user: User, project_id: uuid.UUID, needed: Role, *,
+                 resource: str | None = None) -> tuple[Project, Role]:
+    """`resource` names what the caller asked for (e.g. "session <id>"), so a 404 reveals nothing more."""
     role = role_of(session, user, project_id)
     if role is None:
-        raise NotFoundError(f"project {project_id} does not exist")
+        raise NotFoundError(f"{resource or f'project {project_id}'} does not exist")
     if not role.allows(needed):
         raise PermissionDeniedError(f"this needs the {needed.value} role in the project; you are {role.value}",
                                     details={"needed": needed.value, "role": role.value})
@@ -92,7 +94,7 @@ def list_members(session: Session, project_id: uuid.UUID) -> list[tuple[ProjectM
 def set_member(session: Session, project_id: uuid.UUID, user_id: uuid.UUID, role: Role) -> ProjectMember:
     if session.get(User, user_id) is None:
         raise NotFoundError(f"user {user_id} does not exist")
-    member = session.get(ProjectMember, (project_id, user_id), with_for_update=True)
+    member = session.get(ProjectMember, (project_id, user_id), with_for_update=True, populate_existing=True)
     if member is None:
         member = ProjectMember(project_id=project_id, user_id=user_id, role=role.value,
                                created_at=datetime.now(timezone.utc))
@@ -106,7 +108,7 @@ def set_member(session: Session, project_id: uuid.UUID, user_id: uuid.UUID, role
 
 
 def remove_member(session: Session, project_id: uuid.UUID, user_id: uuid.UUID) -> None:
-    member = session.get(ProjectMember, (project_id, user_id), with_for_update=True)
+    member = session.get(ProjectMember, (project_id, user_id), with_for_update=True, populate_existing=True)
     if member is None:
         raise NotFoundError(f"user {user_id} is not a member of this project")
     if member.role == Role.OWNER.value:

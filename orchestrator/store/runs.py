@@ -149,7 +149,7 @@ def finish_run(session: Session, lease: Lease, status: RunStatus, *, result: Any
 
 def cancel_run(session: Session, run_id: uuid.UUID, *, reason: str = "cancelled by a user") -> Run:
     """Cancel a run and its unfinished descendants. The lease holder notices at its next renewal."""
-    run = session.get(Run, run_id, with_for_update=True)
+    run = session.get(Run, run_id, with_for_update=True, populate_existing=True)
     if run is None:
         raise NotFoundError(f"run {run_id} does not exist")
     if RunStatus(run.status).is_terminal:

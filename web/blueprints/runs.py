@@ -17,7 +17,7 @@ bp = Blueprint("runs", __name__, url_prefix="/api/runs")
 
 def _load_visible_run(session, run_id: uuid.UUID, needed: Role):  # type: ignore[no-untyped-def]
     run = runs.load_run(session, run_id)
-    require_project(session, run.project_id, needed)
+    require_project(session, run.project_id, needed, resource=f"run {run_id}")
     return run
 
 

@@ -23,7 +23,7 @@ bp = Blueprint("sessions", __name__, url_prefix="/api/sessions")
 
 def load_visible_session(session: Session, session_id: uuid.UUID, needed: Role) -> ChatSession:
     chat = chat_sessions.load_session(session, session_id)
-    require_project(session, chat.project_id, needed)
+    require_project(session, chat.project_id, needed, resource=f"session {session_id}")
     return chat
 
 

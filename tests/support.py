@@ -1,0 +1,167 @@
+"""Test helpers: a live server in a thread, real Celery worker processes, and an API client.
+
+Everything here talks over real sockets to real services. Behaviour is changed only through
+settings (lease length, sweep interval, Redis prefix), never by patching code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+import httpx
+import simple_websocket
+from werkzeug.serving import make_server
+
+from orchestrator import services
+from orchestrator.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05,
+             message: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+class LiveServer:
+    """The Flask app on a real socket (werkzeug's threaded server, which flask-sock supports)."""
+
+    def __init__(self, app: Any) -> None:
+        self._server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.port = self._server.server_port
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def start(self) -> "LiveServer":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+
+
+class Api:
+    """A small client that keeps responses (tests assert on status codes and bodies)."""
+
+    def __init__(self, url: str, token: str | None) -> None:
+        self.url = url
+        self.token = token
+        self.http = httpx.Client(base_url=url, timeout=30)
+
+    def headers(self, token: str | None = None) -> dict[str, str]:
+        token = token or self.token
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = {**self.headers(), **kwargs.pop("headers", {})}
+        return self.http.request(method, path, headers=headers, **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, json_body: Any = None, **kwargs: Any) -> httpx.Response:
+        if json_body is not None:
+            kwargs["json"] = json_body
+        return self.request("POST", path, **kwargs)
+
+    def ok(self, method: str, path: str, json_body: Any = None, expected: int | None = None) -> Any:
+        kwargs = {"json": json_body} if json_body is not None else {}
+        response = self.request(method, path, **kwargs)
+        assert response.status_code < 400 and (expected is None or response.status_code == expected), \
+            f"{method} {path} -> {response.status_code}: {response.text}"
+        return response.json()
+
+    def as_user(self, token: str) -> "Api":
+        return Api(self.url, token)
+
+    def websocket(self, session_id: str, since: int = 0, *, subprotocol_token: bool = False) -> Any:
+        ws_url = self.url.replace("http://", "ws://") + f"/ws/sessions/{session_id}?since={since}"
+        if subprotocol_token:
+            return simple_websocket.Client.connect(ws_url, subprotocols=["boocode.v1", f"bearer.{self.token}"])
+        return simple_websocket.Client.connect(ws_url, headers=self.headers())
+
+    def run_status(self, run_id: str) -> str:
+        return self.ok("GET", f"/api/runs/{run_id}")["run"]["status"]
+
+    def wait_for_run(self, run_id: str, statuses: tuple[str, ...] = ("completed",), timeout: float = 60) -> dict:
+        def finished() -> dict | None:
+            run = self.ok("GET", f"/api/runs/{run_id}")["run"]
+            return run if run["status"] in statuses else None
+
+        return wait_for(finished, timeout, 0.1, f"run {run_id} to reach {statuses}")
+
+
+class WorkerProcess:
+    """A real `celery worker` process (prefork pool) in its own process group."""
+
+    def __init__(self, settings: Settings, log_dir: Path, name: str | None = None, concurrency: int = 2) -> None:
+        self.settings = settings
+        self.name = name or f"test-{uuid.uuid4().hex[:6]}@localhost"
+        self.log_path = log_dir / f"worker-{self.name.split('@')[0]}.log"
+        self.concurrency = concurrency
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60) -> "WorkerProcess":
+        environment = {**os.environ, **self.settings.to_environment()}
+        command = [sys.executable, "-m", "celery", "--app", "worker.celery_app", "worker", "--loglevel", "INFO",
+                   "--concurrency", str(self.concurrency), "--hostname", self.name, "--without-mingle",
+                   "--without-gossip"]
+        self._log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(command, env=environment, cwd=REPO, stdout=self._log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        client = services.make_redis(self.settings)
+        key = services.worker_key(self.settings, self.name)
+        wait_for(lambda: client.exists(key) or self._exited(), timeout, 0.1, f"worker {self.name} to start")
+        if self._exited():
+            raise AssertionError(f"worker exited at start:\n{self.log()}")
+        return self
+
+    def _exited(self) -> bool:
+        return self.process is not None and self.process.poll() is not None
+
+    def kill(self) -> None:
+        """kill -9 the whole worker: main process and every pool child."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def collect_frames(socket: Any, count: int, timeout: float = 30) -> list[dict[str, Any]]:
+    frames = []
+    deadline = time.monotonic() + timeout
+    while len(frames) < count:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(f"received {len(frames)} of {count} frames")
+        frame = socket.receive(timeout=remaining)
+        if frame is not None:
+            frames.append(json.loads(frame))
+    return frames

@@ -1,0 +1,162 @@
+"""Bad input gets the error shape with a 4xx, never a 500, and changes nothing."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from orchestrator.store.database import Database
+from tests.support import Api
+
+TABLES = ["users", "api_tokens", "projects", "project_members", "sessions", "messages", "runs", "steps", "events",
+          "blobs"]
+
+
+def table_counts(db: Database) -> dict[str, int]:
+    with db.transaction() as session:
+        return {table: session.execute(text(f"SELECT count(*) FROM {table}")).scalar_one() for table in TABLES}
+
+
+def write_operations(api: Api) -> list[tuple[str, str]]:
+    document = api.ok("GET", "/api/openapi.json")
+    return [(method, path) for path, item in document["paths"].items() for method, entry in item.items()
+            if "requestBody" in entry]
+
+
+def fill(path: str, ids: dict[str, str]) -> str:
+    return re.sub(r"{(\w+)}", lambda match: ids[match.group(1)], path)
+
+
+def assert_error_shape(response, status: int | None = None) -> dict:  # type: ignore[no-untyped-def]
+    assert 400 <= response.status_code < 500, (response.status_code, response.text)
+    if status is not None:
+        assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert isinstance(error["code"], str) and isinstance(error["message"], str) and "details" in error
+    return error
+
+
+@pytest.fixture
+def ids(api: Api, project: dict, chat: dict, make_user) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    user_id, _ = make_user("target")
+    return {"project_id": project["id"], "session_id": chat["id"], "user_id": user_id}
+
+
+BAD_BODIES = [
+    ("malformed json", b'{"name": "x",', "application/json", 400, "invalid_json"),
+    ("empty body", b"", "application/json", 400, "invalid_json"),
+    ("a list, not an object", b'["x"]', "application/json", 422, "validation_failed"),
+    ("null", b"null", "application/json", 422, "validation_failed"),
+    ("form data", b"name=x", "application/x-www-form-urlencoded", 415, "unsupported_media_type"),
+    ("oversize", b'{"text": "' + b"x" * (80 * 1024) + b'"}', "application/json", 413, "payload_too_large"),
+]
+
+
+def test_bad_bodies_on_every_write_route(api: Api, db: Database, ids: dict[str, str]) -> None:
+    operations = write_operations(api)
+    assert len(operations) >= 8
+    before = table_counts(db)
+    for method, path in operations:
+        for label, raw, content_type, status, code in BAD_BODIES:
+            response = api.request(method.upper(), fill(path, ids), content=raw,
+                                   headers={"Content-Type": content_type})
+            error = assert_error_shape(response, status)
+            assert error["code"] == code, (method, path, label, response.text)
+    assert table_counts(db) == before
+
+
+WRONG_TYPES = [
+    ("post", "/api/projects", {"name": 5, "root_path": "/tmp"}),
+    ("post", "/api/projects", {"name": "x"}),
+    ("post", "/api/projects", {"name": "x", "root_path": "relative/path"}),
+    ("post", "/api/projects", {"name": "x", "root_path": "/definitely/not/here"}),
+    ("post", "/api/projects", {"name": "x", "root_path": "/tmp", "extra": True}),
+    ("post", "/api/users", {"username": "Has Spaces"}),
+    ("post", "/api/users", {"username": "ok", "is_admin": "yes"}),
+    ("post", "/api/tokens", {"name": ""}),
+    ("put", "/api/projects/{project_id}/members/{user_id}", {"role": "king"}),
+    ("post", "/api/projects/{project_id}/sessions", {"title": ["a"]}),
+    ("post", "/api/sessions/{session_id}/messages", {"text": ""}),
+    ("post", "/api/sessions/{session_id}/messages", {"text": 12}),
+    ("post", "/api/sessions/{session_id}/messages", {"text": "a", "parts": [{"type": "text", "text": "b"}]}),
+    ("post", "/api/sessions/{session_id}/messages", {"parts": []}),
+    ("post", "/api/sessions/{session_id}/messages", {"parts": [{"type": "video"}]}),
+    ("post", "/api/sessions/{session_id}/messages", {"parts": [{"type": "text", "text": "   "}]}),
+    ("post", "/api/sessions/{session_id}/messages", {"parts": [{"type": "image", "blob": "nothex",
+                                                                "media_type": "image/png"}]}),
+    ("post", "/api/sessions/{session_id}/messages", {"parts": [{"type": "image", "blob": "a" * 64,
+                                                                "media_type": "image/png"}]}),
+    ("post", "/api/sessions/{session_id}/probes", {"steps": "three"}),
+    ("post", "/api/sessions/{session_id}/probes", {"steps": 0}),
+    ("post", "/api/sessions/{session_id}/probes", {"steps": True}),
+    ("post", "/api/sessions/{session_id}/probes", {"step_seconds": -1}),
+]
+
+
+def test_wrong_types_and_values_are_rejected_with_details(api: Api, db: Database, ids: dict[str, str]) -> None:
+    before = table_counts(db)
+    for method, path, body in WRONG_TYPES:
+        response = api.request(method.upper(), fill(path, ids), json=body)
+        error = assert_error_shape(response, 422)
+        assert error["details"], (method, path, body, response.text)
+    assert table_counts(db) == before
+
+
+def test_unknown_ids_are_404(api: Api, db: Database, ids: dict[str, str]) -> None:
+    before = table_counts(db)
+    missing = str(uuid.uuid4())
+    cases = [
+        ("GET", f"/api/projects/{missing}", None),
+        ("GET", f"/api/sessions/{missing}", None),
+        ("GET", f"/api/runs/{missing}", None),
+        ("POST", f"/api/runs/{missing}/cancel", None),
+        ("POST", f"/api/sessions/{missing}/messages", {"text": "hi"}),
+        ("POST", f"/api/projects/{missing}/sessions", {"title": "t"}),
+        ("PUT", f"/api/projects/{ids['project_id']}/members/{missing}", {"role": "member"}),
+        ("POST", f"/api/users/{missing}/tokens", {"name": "t"}),
+        ("DELETE", f"/api/tokens/{missing}", None),
+        ("GET", "/api/runs/not-a-uuid", None),
+        ("GET", "/api/no-such-thing", None),
+    ]
+    for method, path, body in cases:
+        response = api.request(method, path, json=body) if body is not None else api.request(method, path)
+        assert_error_shape(response, 404)
+    assert table_counts(db) == before
+
+
+def test_bad_query_strings_are_422(api: Api, ids: dict[str, str]) -> None:
+    for path in (f"/api/sessions/{ids['session_id']}/events?since=-1",
+                 f"/api/sessions/{ids['session_id']}/events?since=abc",
+                 f"/api/sessions/{ids['session_id']}/events?bogus=1",
+                 f"/api/projects/{ids['project_id']}/runs?status=sleeping",
+                 f"/api/projects/{ids['project_id']}/runs?limit=100000"):
+        assert_error_shape(api.get(path), 422)
+
+
+def test_state_conflicts_are_409_and_change_nothing(api: Api, db: Database, ids: dict[str, str], worker) -> None:  # type: ignore[no-untyped-def]
+    run = api.ok("POST", f"/api/sessions/{ids['session_id']}/probes", {"steps": 1, "step_seconds": 0})["run"]
+    api.wait_for_run(run["id"])
+    before = table_counts(db)
+    assert_error_shape(api.post(f"/api/runs/{run['id']}/cancel"), 409)
+    admin_id = api.ok("GET", "/api/me")["user"]["id"]
+    owners = [member for member in api.ok("GET", f"/api/projects/{ids['project_id']}/members")["members"]
+              if member["role"] == "owner"]
+    assert [owner["user_id"] for owner in owners] == [admin_id]
+    assert_error_shape(api.request("DELETE", f"/api/projects/{ids['project_id']}/members/{admin_id}"), 409)
+    assert_error_shape(api.post("/api/users", {"username": api.ok("GET", "/api/me")["user"]["username"]}), 409)
+    assert table_counts(db) == before
+
+
+def test_wrong_method_is_405_with_the_error_shape(api: Api, ids: dict[str, str]) -> None:
+    assert_error_shape(api.request("PATCH", f"/api/sessions/{ids['session_id']}"), 405)
+
+
+def test_project_root_must_exist(api: Api, tmp_path: Path) -> None:
+    file_path = tmp_path / "a-file"
+    file_path.write_text("not a directory")
+    error = assert_error_shape(api.post("/api/projects", {"name": "f", "root_path": str(file_path)}), 422)
+    assert "root_path" in error["message"]

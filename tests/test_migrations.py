@@ -1,0 +1,51 @@
+"""Migrations: upgrade from an empty database, downgrade one step, and match the models."""
+
+import uuid
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine, inspect, pool
+
+from orchestrator import migrate
+from orchestrator.store.models import Base
+from tests.conftest import create_database, drop_database
+
+TABLES = {"users", "api_tokens", "projects", "project_members", "sessions", "messages", "runs", "steps", "events",
+          "blobs"}
+
+
+def _tables(url: str) -> set[str]:
+    engine = create_engine(url, poolclass=pool.NullPool)
+    try:
+        return set(inspect(engine).get_table_names()) - {"alembic_version"}
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_from_empty_then_downgrade_one_step_and_back(admin_postgres_url: str) -> None:
+    name = f"boocode_migrations_{uuid.uuid4().hex[:8]}"
+    url = create_database(admin_postgres_url, name)
+    try:
+        assert _tables(url) == set()
+        migrate.upgrade(url)
+        head = migrate.current_revision(url)
+        assert head is not None
+        assert _tables(url) == TABLES
+        migrate.downgrade(url, "-1")
+        assert migrate.current_revision(url) != head
+        assert _tables(url) != TABLES
+        migrate.upgrade(url)
+        assert migrate.current_revision(url) == head
+        assert _tables(url) == TABLES
+    finally:
+        drop_database(admin_postgres_url, name)
+
+
+def test_migrations_match_the_models(database_url: str) -> None:
+    engine = create_engine(database_url, poolclass=pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    finally:
+        engine.dispose()
+    assert differences == []
