@@ -13,9 +13,11 @@ from typing import Any
 
 import click
 
-from orchestrator.cli import EXIT_SERVER, EXIT_UNREACHABLE, EXIT_USAGE, output
+from orchestrator.cli import (EXIT_AUTH, EXIT_NOT_FOUND, EXIT_REJECTED, EXIT_SERVER, EXIT_UNREACHABLE, EXIT_USAGE,
+                              output)
 from orchestrator.cli.client import ApiClient, CliError
-from orchestrator.errors import ConfigurationError, ServiceError
+from orchestrator.errors import (ConfigurationError, NotFoundError, OrchestratorError, PermissionDeniedError,
+                                 ServiceError)
 from orchestrator.settings import Settings, load_settings
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
@@ -456,3 +458,8 @@ def main() -> None:
     except ServiceError as error:
         click.echo(f"error: {error.message}", err=True)
         sys.exit(EXIT_UNREACHABLE)
+    except OrchestratorError as error:  # from local commands (admin, db)
+        click.echo(f"error: {error.message}", err=True)
+        if isinstance(error, NotFoundError):
+            sys.exit(EXIT_NOT_FOUND)
+        sys.exit(EXIT_AUTH if isinstance(error, PermissionDeniedError) else EXIT_REJECTED)
