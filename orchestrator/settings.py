@@ -117,13 +117,7 @@ class Settings:
 
     def require_services(self) -> None:
         """Web and worker processes need both services; `boocode up` provides them when unset."""
-        problems = []
-        if not self.database_url:
-            problems.append("DATABASE_URL is not set: point it at PostgreSQL, or start with `boocode up`, "
-                            "which provides PostgreSQL itself")
-        if not self.redis_url:
-            problems.append("REDIS_URL is not set: point it at Redis, or start with `boocode up`, "
-                            "which provides Redis itself")
+        problems = _missing_services(self.database_url, self.redis_url)
         if problems:
             raise ConfigurationError(problems)
 
@@ -163,10 +157,23 @@ FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
 }
 
 
-def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+def _missing_services(database_url: str | None, redis_url: str | None) -> list[str]:
+    problems = []
+    if not database_url:
+        problems.append("DATABASE_URL is not set: point it at PostgreSQL, or start with `boocode up`, "
+                        "which provides PostgreSQL itself")
+    if not redis_url:
+        problems.append("REDIS_URL is not set: point it at Redis, or start with `boocode up`, "
+                        "which provides Redis itself")
+    return problems
+
+
+def load_settings(environ: Mapping[str, str] | None = None, *, services_required: bool = False,
+                  **overrides: Any) -> Settings:
     """Build `Settings` from a config file and the environment; raise one error listing every problem.
 
-    `overrides` (already-typed values) win over both; tests and `boocode up` use them.
+    `overrides` (already-typed values) win over both; tests and `boocode up` use them. With
+    `services_required` (web and worker processes) missing service URLs join the same report.
     """
     environ = os.environ if environ is None else environ
     problems: list[str] = []
@@ -200,7 +207,9 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         except ValueError as error:
             problems.append(f"{origin} {error}; set {variable} to fix it")
 
+    values.update(overrides)
+    if services_required:
+        problems += _missing_services(values.get("database_url"), values.get("redis_url"))
     if problems:
         raise ConfigurationError(problems)
-    values.update(overrides)
     return Settings(**values)

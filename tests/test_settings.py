@@ -52,3 +52,10 @@ def test_web_and_worker_refuse_to_start_without_services() -> None:
 def test_settings_round_trip_through_the_environment() -> None:
     settings = load_settings({"DATABASE_URL": "postgresql://a@b/c", "BOOCODE_LEASE_SECONDS": "3"})
     assert load_settings(settings.to_environment()) == settings
+
+
+def test_service_processes_get_parse_errors_and_missing_services_in_one_report() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings({"BOOCODE_PORT": "http"}, services_required=True)
+    problems = "\n".join(caught.value.problems)
+    assert "BOOCODE_PORT" in problems and "DATABASE_URL" in problems and "REDIS_URL" in problems

@@ -7,10 +7,13 @@ No result backend: run status lives in Postgres. See docs/worker.md for the deli
 
 from __future__ import annotations
 
+import sys
+
 from celery import Celery
 from kombu import Exchange, Queue
 
 from orchestrator import jobs
+from orchestrator.errors import ConfigurationError
 from orchestrator.logs import configure_logging
 from orchestrator.settings import Settings, load_settings
 from worker.runtime import WorkerRuntime
@@ -33,7 +36,12 @@ def make_celery(settings: Settings) -> Celery:
 
 
 def _load_app() -> Celery:
-    settings = load_settings()
+    try:
+        settings = load_settings(services_required=True)
+    except ConfigurationError as error:
+        # Started by `celery --app worker.celery_app`: say what to set, without a traceback.
+        print(error, file=sys.stderr)
+        raise SystemExit(2) from None
     configure_logging(settings)
     return make_celery(settings)
 
