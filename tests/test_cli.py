@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -81,3 +83,26 @@ def test_local_admin_commands(cli, settings) -> None:  # type: ignore[no-untyped
     assert "already exists" in duplicate.stderr and "Traceback" not in duplicate.stderr
     bad_name = cli("admin", "create-user", "Bad Name", expect=EXIT_REJECTED, **local)
     assert "username must be" in bad_name.stderr
+
+
+def test_db_commands_migrate_an_empty_database(cli, admin_postgres_url: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import create_database, drop_database
+
+    name = f"boocode_cli_{tmp_path.name[-8:].lower().replace('-', '_')}"
+    url = create_database(admin_postgres_url, name)
+    try:
+        assert cli("db", "current", DATABASE_URL=url).stdout.strip() == "(empty)"
+        assert "revision 0001" in cli("db", "upgrade", DATABASE_URL=url).stdout
+        assert "revision (empty)" in cli("db", "downgrade", DATABASE_URL=url).stdout
+        assert "revision 0001" in cli("db", "upgrade", DATABASE_URL=url).stdout
+    finally:
+        drop_database(admin_postgres_url, name)
+
+
+def test_db_upgrade_without_database_url_uses_the_embedded_postgres(cli) -> None:  # type: ignore[no-untyped-def]
+    data_dir = f"/tmp/bcdb-{os.getpid()}"  # short: the embedded server's socket lives here
+    try:
+        assert "revision 0001" in cli("db", "upgrade", BOOCODE_DATA_DIR=data_dir).stdout
+        assert cli("db", "current", BOOCODE_DATA_DIR=data_dir).stdout.strip() == "0001"
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)

@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Iterator
 
 import click
 
@@ -90,14 +91,20 @@ def db() -> None:
     """Database migrations."""
 
 
-def _local_database_url(settings: Settings) -> tuple[str, Any]:
-    """DATABASE_URL, or the embedded PostgreSQL in the data directory (started if needed)."""
+@contextmanager
+def local_database(settings: Settings) -> Iterator[str]:
+    """DATABASE_URL, or the embedded PostgreSQL in the data directory (started if needed, then stopped
+    unless `boocode up` is also using it)."""
     if settings.database_url:
-        return settings.database_url, None
+        yield settings.database_url
+        return
     from orchestrator.embedded import EmbeddedPostgres
 
     embedded = EmbeddedPostgres(settings.data_dir / "postgres")
-    return embedded.start(), embedded
+    try:
+        yield embedded.start()
+    finally:
+        embedded.stop()
 
 
 @db.command("upgrade")
@@ -107,13 +114,9 @@ def db_upgrade(context: Context, revision: str) -> None:
     """Apply migrations up to REVISION (default: head)."""
     from orchestrator import migrate
 
-    url, embedded = _local_database_url(context.settings)
-    try:
+    with local_database(context.settings) as url:
         migrate.upgrade(url, revision)
-        click.echo(f"database at revision {migrate.current_revision(url)}")
-    finally:
-        if embedded:
-            embedded.stop()
+        click.echo(f"database at revision {migrate.current_revision(url) or '(empty)'}")
 
 
 @db.command("downgrade")
@@ -123,13 +126,9 @@ def db_downgrade(context: Context, revision: str) -> None:
     """Revert migrations to REVISION (default: one step)."""
     from orchestrator import migrate
 
-    url, embedded = _local_database_url(context.settings)
-    try:
+    with local_database(context.settings) as url:
         migrate.downgrade(url, revision)
-        click.echo(f"database at revision {migrate.current_revision(url)}")
-    finally:
-        if embedded:
-            embedded.stop()
+        click.echo(f"database at revision {migrate.current_revision(url) or '(empty)'}")
 
 
 @db.command("current")
@@ -138,12 +137,8 @@ def db_current(context: Context) -> None:
     """Print the database's migration revision."""
     from orchestrator import migrate
 
-    url, embedded = _local_database_url(context.settings)
-    try:
+    with local_database(context.settings) as url:
         click.echo(migrate.current_revision(url) or "(empty)")
-    finally:
-        if embedded:
-            embedded.stop()
 
 
 @cli.group()
@@ -164,16 +159,14 @@ def admin_create_user(context: Context, username: str, is_admin: bool, display_n
     from orchestrator.store import users
     from orchestrator.store.database import Database
 
-    url, embedded = _local_database_url(context.settings)
-    try:
+    with local_database(context.settings) as url:
         database = Database(url)
-        with database.transaction() as session:
-            user = users.create_user(session, username, display_name=display_name, is_admin=is_admin)
-            _, plain = users.create_token(session, user.id, token_name)
-        database.dispose()
-    finally:
-        if embedded:
-            embedded.stop()
+        try:
+            with database.transaction() as session:
+                user = users.create_user(session, username, display_name=display_name, is_admin=is_admin)
+                _, plain = users.create_token(session, user.id, token_name)
+        finally:
+            database.dispose()
     if as_json:
         output.emit_json({"user": users.serialize_user(user), "token": plain})
     else:
