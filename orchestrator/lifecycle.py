@@ -9,7 +9,9 @@
         record the outcome once (finish_run is fenced), stop the keeper
 
 A handler's expected failures are data (`RunOutcome` with an error); an exception it raises is
-recorded as a failed run. A lost lease records nothing: the new holder owns the run.
+recorded as a failed run, except a lost database connection: that is an infrastructure fault, so
+the run is left to its lease and the recovery sweep resumes it from the journal. A lost lease
+records nothing: the new holder owns the run.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from orchestrator.domain.enums import RunStatus, StepStatus
 from orchestrator.errors import LeaseError, RunCancelledError, StaleLeaseError
@@ -151,6 +155,10 @@ def execute_run(db: Database, run_id: uuid.UUID, *, owner: str, lease_seconds: f
         except StaleLeaseError:
             logger.warning("lost the lease; another worker owns the run now", extra=log_extra)
             return "lost"
+        except (OperationalError, InterfaceError):
+            logger.warning("database unreachable mid-run; the run resumes after its lease expires",
+                           extra=log_extra, exc_info=True)
+            return "interrupted"
         except Exception as error:
             logger.exception("run failed", extra=log_extra)
             outcome = RunOutcome(RunStatus.FAILED, error={"code": "internal_error", "type": type(error).__name__,

@@ -123,3 +123,30 @@ def test_a_lost_enqueue_is_recovered_by_the_sweep(api: Api, chat: dict, db, work
                               kind="probe", input={"steps": 2, "step_seconds": 0}, created_by=None)
     final = api.wait_for_run(str(run.id), timeout=30)
     assert final["claims"] == 1
+
+
+def test_database_connections_killed_mid_run_lose_nothing(make_stack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Chaos: terminate every connection to the database, repeatedly, while a run is working."""
+    import time
+
+    from sqlalchemy import text
+
+    stack = make_stack()
+    api, chat = stack.api, new_session(stack.api, tmp_path / "root")
+    worker = WorkerProcess(stack.settings, tmp_path, name="chaos@localhost").start()
+    steps = 20
+    try:
+        run = api.ok("POST", f"/api/sessions/{chat['id']}/probes", {"steps": steps, "step_seconds": 0.15})["run"]
+        wait_for(lambda: len(finished_steps(api, run["id"])) >= 2, 30, message="run under way")
+        terminated = 0
+        for _ in range(8):
+            with stack.db.transaction() as session:
+                terminated += session.execute(text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()")).scalar_one()
+            time.sleep(0.25)
+        assert terminated > 0
+        final = api.wait_for_run(run["id"], timeout=90)
+    finally:
+        worker.stop()
+    assert_finished_exactly_once(api, chat, final, steps)
