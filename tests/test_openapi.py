@@ -16,8 +16,6 @@ def _flask_routes(app) -> set[tuple[str, str]]:  # type: ignore[no-untyped-def]
 
 
 def test_document_matches_the_routes(api: Api, live_server) -> None:  # type: ignore[no-untyped-def]
-    from web.app import create_app  # noqa: F401 - the live server's app is what we compare
-
     document = api.ok("GET", "/api/openapi.json")
     assert document["openapi"].startswith("3.")
     assert document["info"]["version"] == __version__

@@ -71,7 +71,7 @@ def operation(bp: Blueprint, method: str, rule: str, *, summary: str, body: JSON
 
 
 def _read_body(validator: Draft202012Validator) -> JSON:
-    if not request.mimetype == "application/json":
+    if request.mimetype != "application/json":
         raise HttpError(415, "unsupported_media_type", "send the body as JSON with Content-Type: application/json")
     raw = request.get_data(cache=True)
     if not raw.strip():

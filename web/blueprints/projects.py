@@ -9,6 +9,7 @@ from flask import Blueprint
 from orchestrator.domain.enums import Role
 from orchestrator.store import projects, runs
 from orchestrator.store import sessions as chat_sessions
+from orchestrator.store.models import User
 from web import schemas
 from web.api import operation
 from web.auth import current_user, require_admin, require_project
@@ -53,7 +54,7 @@ def set_member(project_id: uuid.UUID, user_id: uuid.UUID, body):
     with state().db.transaction() as session:
         require_project(session, project_id, Role.OWNER)
         member = projects.set_member(session, project_id, user_id, Role(body["role"]))
-        user = session.get(type(current_user()), user_id)
+        user = session.get(User, user_id)
         return {"member": projects.serialize_member(member, user)}
 
 

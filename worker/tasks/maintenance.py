@@ -33,6 +33,7 @@ def register(app: Celery, runtime: WorkerRuntime) -> None:
         requires = {"celery.worker.components:Pool"}
 
         def __init__(self, worker: object, **kwargs: object) -> None:
+            super().__init__(worker, **kwargs)
             self._stop = threading.Event()
             self._thread: threading.Thread | None = None
             self._name = f"{getattr(worker, 'hostname', socket.gethostname())}"

@@ -1,0 +1,26 @@
+"""Pin the CLI's public surface: scripts depend on these commands (the REST surface is pinned by
+the OpenAPI test). Changing this list is an API change; say so in the commit."""
+
+from orchestrator.cli.main import cli
+
+SURFACE = {
+    "up": [], "web": [], "worker": [],
+    "db": ["current", "downgrade", "upgrade"],
+    "admin": ["create-user"],
+    "user": ["create", "list"],
+    "token": ["create", "list", "revoke"],
+    "project": ["add", "list", "members", "set-role", "show"],
+    "session": ["create", "list", "send", "show", "watch"],
+    "run": ["cancel", "list", "probe", "show"],
+}
+
+
+def test_cli_commands_are_pinned() -> None:
+    actual = {name: sorted(getattr(command, "commands", {})) for name, command in cli.commands.items()}
+    assert actual == SURFACE
+
+
+def test_every_listing_offers_json() -> None:
+    for group in ("user", "token", "project", "session", "run"):
+        listing = cli.commands[group].commands["list"]
+        assert "as_json" in {parameter.name for parameter in listing.params}, group
