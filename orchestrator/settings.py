@@ -87,6 +87,22 @@ def _parse_path(raw: str) -> Path:
     return Path(raw).expanduser()
 
 
+def _parse_bool(raw: str) -> bool:
+    value = str(raw).strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"must be true or false, got {raw!r}")
+
+
+def _parse_http_url(raw: str) -> str:
+    value = raw.strip().rstrip("/")
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(f"must be an http(s) URL such as https://api.openai.com/v1, got {raw!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Typed, frozen configuration. See `FIELDS` for the variable behind each attribute."""
@@ -109,6 +125,15 @@ class Settings:
     ws_poll_seconds: float = 2.0
     log_level: str = "info"
     log_format: str = "text"
+    # The server's default model provider (any OpenAI-compatible endpoint).
+    model_base_url: str | None = None
+    model_api_key: str | None = field(default=None, repr=False)
+    model_name: str | None = None
+    model_context_window: int = 128_000
+    model_vision: bool = False
+    model_max_attempts: int = 4
+    model_timeout_seconds: float = 120.0
+    agent_max_steps: int = 25
 
     @property
     def base_url(self) -> str:
@@ -154,7 +179,18 @@ FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "ws_poll_seconds": ("BOOCODE_WS_POLL_SECONDS", _parse_positive_float),
     "log_level": ("BOOCODE_LOG_LEVEL", _parse_choice("debug", "info", "warning", "error")),
     "log_format": ("BOOCODE_LOG_FORMAT", _parse_choice("text", "json")),
+    "model_base_url": ("BOOCODE_MODEL_BASE_URL", _parse_http_url),
+    "model_api_key": ("BOOCODE_MODEL_API_KEY", _parse_text),
+    "model_name": ("BOOCODE_MODEL", _parse_text),
+    "model_context_window": ("BOOCODE_MODEL_CONTEXT_WINDOW", _parse_positive_int),
+    "model_vision": ("BOOCODE_MODEL_VISION", _parse_bool),
+    "model_max_attempts": ("BOOCODE_MODEL_MAX_ATTEMPTS", _parse_positive_int),
+    "model_timeout_seconds": ("BOOCODE_MODEL_TIMEOUT_SECONDS", _parse_positive_float),
+    "agent_max_steps": ("BOOCODE_AGENT_MAX_STEPS", _parse_positive_int),
 }
+
+# Values that must never be logged, traced or passed to tools.
+SECRET_FIELDS = frozenset({"model_api_key", "database_url", "redis_url", "api_token"})
 
 
 def _missing_services(database_url: str | None, redis_url: str | None) -> list[str]:

@@ -1,0 +1,1 @@
+"""Model access: the `openai`-client wrapper, usage normalisation and prices."""

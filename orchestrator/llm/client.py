@@ -1,0 +1,202 @@
+"""Calling a model through the official `openai` client, against any OpenAI-compatible endpoint.
+
+    complete(messages, tools) -> ModelResult, never raises for model trouble:
+        for attempt in 1..max_attempts:
+            stream the chat completion with usage requested in the stream
+            text and tool-call deltas go to `on_delta` as they arrive (tagged with the attempt)
+            429 / 5xx / connection errors: wait `retry-after` (or back off), try again
+            other 4xx: stop at once
+        success -> text, tool calls, finish reason, normalised usage, time to first token, latency
+        failure -> the same shape with finish_reason "error" and an `error` {code, status, message}
+
+The client's own retries are off so that every attempt is visible to us (and to the trace).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import openai
+
+from orchestrator.llm.prices import Price
+from orchestrator.llm.usage import Usage, normalize_usage
+
+logger = logging.getLogger(__name__)
+
+MAX_RETRY_AFTER_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class Provider:
+    name: str
+    base_url: str
+    model: str
+    api_key: str = field(default="", repr=False)
+    context_window: int = 128_000
+    vision: bool = False
+    prices: dict[str, Price] | None = None
+
+
+@dataclass
+class ToolCallRequest:
+    id: str
+    name: str
+    arguments: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "arguments": self.arguments}
+
+
+@dataclass
+class ModelResult:
+    text: str = ""
+    tool_calls: list[ToolCallRequest] = field(default_factory=list)
+    finish_reason: str = "stop"
+    usage: Usage = field(default_factory=Usage)
+    model: str = ""
+    attempts: int = 0
+    time_to_first_token_ms: float | None = None
+    latency_ms: float = 0.0
+    error: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"text": self.text, "tool_calls": [call.to_dict() for call in self.tool_calls],
+                "finish_reason": self.finish_reason, "usage": self.usage.to_dict(), "model": self.model,
+                "attempts": self.attempts, "time_to_first_token_ms": self.time_to_first_token_ms,
+                "latency_ms": self.latency_ms, "error": self.error}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelResult":
+        return cls(text=data["text"], tool_calls=[ToolCallRequest(**call) for call in data["tool_calls"]],
+                   finish_reason=data["finish_reason"], usage=Usage.from_dict(data["usage"]), model=data["model"],
+                   attempts=data["attempts"], time_to_first_token_ms=data["time_to_first_token_ms"],
+                   latency_ms=data["latency_ms"], error=data["error"])
+
+
+class StopRequested(Exception):
+    """Raised by `should_stop` callers' checks to abandon a stream (cancellation, lost lease)."""
+
+
+def retry_delay(error: Exception, attempt: int) -> float:
+    """Seconds to wait: the server's `retry-after` when it sent one, else exponential back-off."""
+    response = getattr(error, "response", None)
+    header = response.headers.get("retry-after") if response is not None else None
+    if header:
+        try:
+            return min(max(float(header), 0.0), MAX_RETRY_AFTER_SECONDS)
+        except ValueError:
+            parsed = email.utils.parsedate_to_datetime(header)
+            if parsed is not None:
+                return min(max(parsed.timestamp() - time.time(), 0.0), MAX_RETRY_AFTER_SECONDS)
+    return min(0.5 * 2 ** (attempt - 1), 8.0)
+
+
+def is_retryable(error: Exception) -> bool:
+    if isinstance(error, (openai.APIConnectionError, openai.APITimeoutError, openai.RateLimitError)):
+        return True
+    return isinstance(error, openai.APIStatusError) and (error.status_code >= 500 or error.status_code == 408)
+
+
+class ModelClient:
+    def __init__(self, provider: Provider, *, max_attempts: int = 4, timeout: float = 120.0,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.provider = provider
+        self.max_attempts = max_attempts
+        self._sleep = sleep
+        self._client = openai.OpenAI(base_url=provider.base_url, api_key=provider.api_key or "not-needed",
+                                     max_retries=0, timeout=timeout)
+
+    def complete(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], *,
+                 on_delta: Callable[[dict[str, Any]], None] | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> ModelResult:
+        started = time.monotonic()
+        last_error: Exception | None = None
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                result = self._stream_once(messages, tools, attempt, on_delta, should_stop)
+                result.attempts = attempt
+                result.latency_ms = round((time.monotonic() - started) * 1000, 1)
+                return result
+            except StopRequested:
+                raise
+            except openai.APIError as error:
+                last_error = error
+                if not is_retryable(error) or attempt == self.max_attempts:
+                    break
+                delay = retry_delay(error, attempt)
+                logger.warning("model call failed; retrying", extra={"attempt": attempt, "delay": delay,
+                                                                     "status": getattr(error, "status_code", None)})
+                self._sleep(delay)
+        assert last_error is not None
+        status = getattr(last_error, "status_code", None)
+        return ModelResult(finish_reason="error", model=self.provider.model, attempts=attempt,
+                           latency_ms=round((time.monotonic() - started) * 1000, 1),
+                           error={"code": "model_unavailable" if is_retryable(last_error) else "model_rejected",
+                                  "status": status, "type": type(last_error).__name__,
+                                  "message": _error_message(last_error, attempt)})
+
+    def _stream_once(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], attempt: int,
+                     on_delta: Callable[[dict[str, Any]], None] | None,
+                     should_stop: Callable[[], bool] | None) -> ModelResult:
+        started = time.monotonic()
+        request: dict[str, Any] = {"model": self.provider.model, "messages": messages, "stream": True,
+                                   "stream_options": {"include_usage": True}}
+        if tools:
+            request["tools"] = tools
+        stream = self._client.chat.completions.create(**request)
+        text: list[str] = []
+        calls: dict[int, dict[str, str]] = {}
+        finish_reason = "stop"
+        usage_raw: dict[str, Any] | None = None
+        first_token_ms: float | None = None
+        model = self.provider.model
+        try:
+            for chunk in stream:
+                if should_stop is not None and should_stop():
+                    raise StopRequested()
+                model = chunk.model or model
+                if chunk.usage is not None:
+                    usage_raw = chunk.usage.model_dump(exclude_none=True)
+                for choice in chunk.choices:
+                    delta = choice.delta
+                    if delta.content:
+                        if first_token_ms is None:
+                            first_token_ms = round((time.monotonic() - started) * 1000, 1)
+                        text.append(delta.content)
+                        if on_delta:
+                            on_delta({"kind": "text", "text": delta.content, "attempt": attempt})
+                    for call in delta.tool_calls or []:
+                        if first_token_ms is None:
+                            first_token_ms = round((time.monotonic() - started) * 1000, 1)
+                        slot = calls.setdefault(call.index, {"id": "", "name": "", "arguments": ""})
+                        if call.id:
+                            slot["id"] = call.id
+                        if call.function and call.function.name:
+                            slot["name"] += call.function.name
+                        if call.function and call.function.arguments:
+                            slot["arguments"] += call.function.arguments
+                        if on_delta:
+                            on_delta({"kind": "tool_call", "index": call.index, "id": slot["id"],
+                                      "name": slot["name"], "arguments": call.function.arguments
+                                      if call.function and call.function.arguments else "", "attempt": attempt})
+                    if choice.finish_reason:
+                        finish_reason = choice.finish_reason
+        finally:
+            stream.close()
+        tool_calls = [ToolCallRequest(id=slot["id"] or f"call_{index}", name=slot["name"], arguments=slot["arguments"])
+                      for index, slot in sorted(calls.items())]
+        return ModelResult(text="".join(text), tool_calls=tool_calls, finish_reason=finish_reason,
+                           usage=normalize_usage(usage_raw), model=model, time_to_first_token_ms=first_token_ms)
+
+
+def _error_message(error: Exception, attempts: int) -> str:
+    status = getattr(error, "status_code", None)
+    body = getattr(error, "body", None)
+    detail = body.get("message") if isinstance(body, dict) else None
+    detail = detail or str(error)
+    prefix = f"HTTP {status}: " if status else ""
+    return f"{prefix}{detail} (after {attempts} attempt{'s' if attempts != 1 else ''})"
