@@ -25,9 +25,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.orm import Session
 
 from orchestrator.domain.enums import RunStatus, StepStatus
 from orchestrator.errors import LeaseError, RunCancelledError, StaleLeaseError
+from orchestrator.jobs import task_for_kind
 from orchestrator.store import journal, runs
 from orchestrator.store.database import Database
 from orchestrator.store.models import Run
@@ -39,9 +41,14 @@ Enqueue = Callable[[str, str], None]
 
 @dataclass(frozen=True)
 class RunOutcome:
+    """What a handler asks for: a final status, or `continue_run` (enqueue the next task for this run,
+    e.g. the next turn), or `defer` (back to queued without enqueueing: someone else wakes it)."""
+
     status: RunStatus = RunStatus.COMPLETED
     result: Any = None
     error: dict[str, Any] | None = None
+    continue_run: bool = False
+    defer: bool = False
 
 
 class LeaseKeeper:
@@ -97,27 +104,48 @@ class RunContext:
     def check(self) -> None:
         self.keeper.raise_if_lost()
 
-    def step(self, step_key: str, body: Callable[[], Any], *, kind: str = "step", input: Any = None) -> Any:
-        """Run `body` once per journal entry: a recorded result is returned without running it again."""
+    def step(self, step_key: str, body: Callable[[], Any], *, kind: str = "step", input: Any = None,
+             record: Callable[[Session, Any], None] | None = None,
+             interrupted: Callable[[], Any] | None = None) -> Any:
+        """Run `body` once per journal entry: a recorded result is returned without running it again.
+
+        `record(session, output)` runs in the transaction that journals the result, so what it writes
+        (a message, say) exists exactly when the result does. `interrupted`, given for steps with side
+        effects, supplies the output to record instead of running the body again when a previous
+        attempt started but never finished (a crash in the middle).
+        """
         self.check()
         input_hash = hash_input(input) if input is not None else None
         with self.db.transaction() as session:
             recorded = journal.load_step(session, self.lease.run_id, step_key)
-        if recorded is not None and recorded.status == StepStatus.FINISHED.value:
+        if recorded is not None and recorded.status in (StepStatus.FINISHED.value, StepStatus.INTERRUPTED.value):
             self.journal_hits += 1
             return recorded.output
+        if recorded is not None and recorded.status == StepStatus.STARTED.value and interrupted is not None:
+            output = interrupted()
+            self._finish(step_key, output, record, StepStatus.INTERRUPTED)
+            return output
         with self.db.transaction() as session:
-            journal.begin_step(session, self.lease, step_key, kind=kind, input_hash=input_hash)
+            journal.begin_step(session, self.lease, step_key, kind=kind, input_hash=input_hash,
+                               detail=input if isinstance(input, dict) else None)
         try:
             output = body()
         except Exception as error:
+            if isinstance(error, (LeaseError, OperationalError, InterfaceError)):
+                raise  # not the step's failure: the run resumes (or stops) from the journal
             with self.db.transaction() as session:
                 journal.finish_step(session, self.lease, step_key, status=StepStatus.FAILED,
                                     error={"type": type(error).__name__, "message": str(error)})
             raise
-        with self.db.transaction() as session:
-            journal.finish_step(session, self.lease, step_key, output=output)
+        self._finish(step_key, output, record, StepStatus.FINISHED)
         return output
+
+    def _finish(self, step_key: str, output: Any, record: Callable[[Session, Any], None] | None,
+                status: StepStatus) -> None:
+        with self.db.transaction() as session:
+            journal.finish_step(session, self.lease, step_key, output=output, status=status)
+            if record is not None:
+                record(session, output)
 
 
 Handler = Callable[[RunContext], RunOutcome]
@@ -165,8 +193,20 @@ def execute_run(db: Database, run_id: uuid.UUID, *, owner: str, lease_seconds: f
                                                           "message": str(error)})
         try:
             with db.transaction() as session:
-                runs.finish_run(session, lease, outcome.status, result=outcome.result, error=outcome.error)
+                if outcome.continue_run or outcome.defer:
+                    handed_back = runs.requeue_run(session, lease)
+                else:
+                    runs.finish_run(session, lease, outcome.status, result=outcome.result, error=outcome.error)
+                    following = runs.next_queued_run(session, lease.session_id, lease.kind)
         except StaleLeaseError:
             logger.warning("lost the lease before recording the outcome", extra=log_extra)
             return "lost"
+    if outcome.continue_run:
+        if handed_back:
+            enqueue(task_for_kind(lease.kind), str(run_id))
+        return "continued"
+    if outcome.defer:
+        return "deferred"
+    if following is not None:
+        enqueue(task_for_kind(following.kind), str(following.id))  # runs in one session go one at a time
     return "finished"

@@ -13,9 +13,9 @@ def test_posting_a_message_queues_an_agent_run(api: Api, chat: dict, worker) -> 
     assert posted["message"]["run_id"] == posted["run"]["id"]
     messages = api.ok("GET", f"/api/sessions/{chat['id']}/messages")["messages"]
     assert [message["parts"] for message in messages] == [[{"type": "text", "text": "fix the bug"}]]
-    # Until the agent runtime lands, a worker ends agent runs with an honest, specific failure.
+    # This stack configures no model: the run fails with a message that says what to set.
     final = api.wait_for_run(posted["run"]["id"], ("failed",))
-    assert final["error"]["code"] == "unsupported_run_kind"
+    assert final["error"]["code"] == "no_model_provider" and "BOOCODE_MODEL_BASE_URL" in final["error"]["message"]
 
 
 def test_probe_runs_are_listed_and_journaled(api: Api, project: dict, chat: dict, worker) -> None:  # type: ignore[no-untyped-def]

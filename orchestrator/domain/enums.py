@@ -76,3 +76,4 @@ class PartType(StrEnum):
     TOOL_CALL = "tool_call"
     TOOL_RESULT = "tool_result"
     DIFF = "diff"
+    ERROR = "error"

@@ -136,7 +136,7 @@ class ModelClient:
         return ModelResult(finish_reason="error", model=self.provider.model, attempts=attempt,
                            latency_ms=round((time.monotonic() - started) * 1000, 1),
                            error={"code": "model_unavailable" if is_retryable(last_error) else "model_rejected",
-                                  "status": status, "type": type(last_error).__name__,
+                                  "status": status, "exception": type(last_error).__name__,
                                   "message": _error_message(last_error, attempt)})
 
     def _stream_once(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], attempt: int,

@@ -37,7 +37,8 @@ def list_steps(session: Session, run_id: uuid.UUID) -> list[Step]:
     return list(session.scalars(select(Step).where(Step.run_id == run_id).order_by(Step.id)))
 
 
-def begin_step(session: Session, lease: Lease, step_key: str, *, kind: str, input_hash: str | None = None) -> Step:
+def begin_step(session: Session, lease: Lease, step_key: str, *, kind: str, input_hash: str | None = None,
+               detail: dict[str, Any] | None = None) -> Step:
     """Journal `started`. A step left `started` by a crashed holder is re-begun with attempt + 1."""
     check_fence(session, lease)
     now = datetime.now(timezone.utc)
@@ -56,7 +57,7 @@ def begin_step(session: Session, lease: Lease, step_key: str, *, kind: str, inpu
     if step is None:
         raise ConflictError(f"step {step_key!r} of run {lease.run_id} is already recorded")
     append_event(session, lease.session_id, "step.started",
-                 {"step_key": step_key, "kind": kind, "attempt": step.attempt}, run_id=lease.run_id)
+                 {"step_key": step_key, "kind": kind, "attempt": step.attempt, **(detail or {})}, run_id=lease.run_id)
     return step
 
 

@@ -85,24 +85,65 @@ def list_runs(session: Session, *, project_id: uuid.UUID | None = None, session_
 
 
 def claim_run(session: Session, run_id: uuid.UUID, owner: str, lease_seconds: float) -> Lease | None:
-    """Take the run's lease if it is free or expired; None if someone else holds it or the run is done."""
+    """Take the run's lease if it is free or expired; None if someone else holds it or the run is done.
+
+    The event says what kind of claim it was: `run.started` (first), `run.resumed` (taking over an
+    expired lease from a worker that died); a continuation (the next turn) emits nothing here.
+    """
+    prior = select(Run.id, Run.status).where(Run.id == run_id).with_for_update().subquery()
     row = session.execute(
         update(Run)
-        .where(Run.id == run_id, Run.status.in_(CLAIMABLE),
+        .where(Run.id == prior.c.id, Run.status.in_(CLAIMABLE),
                or_(Run.lease_expires_at.is_(None), Run.lease_expires_at < func.now()))
         .values(status=RunStatus.RUNNING.value, lease_owner=owner, lease_epoch=Run.lease_epoch + 1,
                 lease_expires_at=func.now() + timedelta(seconds=lease_seconds),
                 started_at=func.coalesce(Run.started_at, func.now()), claims=Run.claims + 1,
                 updated_at=func.now())
-        .returning(Run.session_id, Run.project_id, Run.kind, Run.lease_epoch, Run.claims)
+        .returning(Run.session_id, Run.project_id, Run.kind, Run.lease_epoch, Run.claims,
+                   prior.c.status.label("prior_status"))
     ).one_or_none()
     if row is None:
         return None
     lease = Lease(run_id=run_id, session_id=row.session_id, project_id=row.project_id, kind=row.kind, owner=owner,
                   epoch=row.lease_epoch, claims=row.claims)
-    append_event(session, lease.session_id, "run.started" if lease.claims == 1 else "run.resumed",
-                 {"epoch": lease.epoch, "owner": owner}, run_id=run_id)
+    if lease.claims == 1:
+        append_event(session, lease.session_id, "run.started", {"epoch": lease.epoch, "owner": owner}, run_id=run_id)
+    elif row.prior_status == RunStatus.RUNNING.value:
+        append_event(session, lease.session_id, "run.resumed", {"epoch": lease.epoch, "owner": owner}, run_id=run_id)
     return lease
+
+
+def requeue_run(session: Session, lease: Lease) -> bool:
+    """Give the lease back with the run still to do (its next turn, or waiting behind another run)."""
+    released = session.execute(
+        update(Run)
+        .where(Run.id == lease.run_id, Run.lease_epoch == lease.epoch, Run.status == RunStatus.RUNNING.value)
+        .values(status=RunStatus.QUEUED.value, lease_owner=None, lease_expires_at=None, enqueued_at=func.now(),
+                updated_at=func.now())
+        .returning(Run.id)
+    ).one_or_none()
+    if released is None:
+        try:
+            _raise_lost(session, lease)
+        except RunCancelledError:
+            return False
+    return True
+
+
+def next_queued_run(session: Session, session_id: uuid.UUID, kind: str) -> Run | None:
+    """The oldest queued run of `kind` in a session: who goes next when a run there finishes."""
+    return session.scalar(select(Run).where(Run.session_id == session_id, Run.kind == kind,
+                                            Run.status == RunStatus.QUEUED.value)
+                          .order_by(Run.created_at, Run.id).limit(1))
+
+
+def earlier_unfinished_run(session: Session, run: Run) -> Run | None:
+    """An unfinished run of the same kind created before `run` in its session (runs there go one at a time)."""
+    return session.scalar(select(Run).where(Run.session_id == run.session_id, Run.kind == run.kind,
+                                            Run.id != run.id, Run.created_at <= run.created_at,
+                                            Run.status.in_([RunStatus.QUEUED.value, RunStatus.RUNNING.value,
+                                                            RunStatus.WAITING.value]))
+                          .order_by(Run.created_at, Run.id).limit(1))
 
 
 def renew_lease(session: Session, lease: Lease, lease_seconds: float) -> None:
@@ -117,13 +158,15 @@ def renew_lease(session: Session, lease: Lease, lease_seconds: float) -> None:
         _raise_lost(session, lease)
 
 
-def check_fence(session: Session, lease: Lease) -> None:
-    """Refuse a write by a stale lease holder. Holds a share lock on the run row until commit."""
+def check_fence(session: Session, lease: Lease) -> str:
+    """Refuse a write by a stale lease holder; return the run's status. Holds a share lock on the run row
+    until commit."""
     row = session.execute(select(Run.lease_epoch, Run.status).where(Run.id == lease.run_id)
                           .with_for_update(read=True)).one_or_none()
     if row is None or row.lease_epoch != lease.epoch:
         raise StaleLeaseError(f"run {lease.run_id}: epoch {lease.epoch} is stale "
                               f"(current {row.lease_epoch if row else 'none'}); write refused")
+    return row.status
 
 
 def finish_run(session: Session, lease: Lease, status: RunStatus, *, result: Any = None,

@@ -68,6 +68,18 @@ def add_message(session: Session, session_id: uuid.UUID, role: MessageRole, part
     return message
 
 
+def list_history(session: Session, run: "Run") -> list[Message]:
+    """The conversation a run continues: messages of this session's runs of the same kind created up to
+    and including `run`, run by run (runs in a session go one at a time), each run's messages in order."""
+    from orchestrator.store.models import Run
+
+    rows = session.scalars(select(Message).join(Run, Run.id == Message.run_id)
+                           .where(Message.session_id == run.session_id, Run.kind == run.kind,
+                                  Run.created_at <= run.created_at)
+                           .order_by(Run.created_at, Run.id, Message.seq))
+    return list(rows)
+
+
 def list_messages(session: Session, session_id: uuid.UUID, *, after_seq: int = 0, limit: int = 200) -> list[Message]:
     return list(session.scalars(select(Message).where(Message.session_id == session_id, Message.seq > after_seq)
                                 .order_by(Message.seq).limit(limit)))

@@ -39,4 +39,8 @@ def cancel_run(run_id: uuid.UUID):
     with state().db.transaction() as session:
         _load_visible_run(session, run_id, Role.MEMBER)
         run = runs.cancel_run(session, run_id)
-        return {"run": runs.serialize_run(run)}
+        following = runs.next_queued_run(session, run.session_id, run.kind)
+        body = {"run": runs.serialize_run(run)}
+    if following is not None:
+        state().queue.enqueue_run(following.kind, following.id)  # the next run in the session may start
+    return body

@@ -1,0 +1,196 @@
+"""One agent turn per task: a model call, then its tool calls, each journaled; then the next task.
+
+    run_turn(context):
+        an earlier run in this session is unfinished      -> defer (it wakes us when it finishes)
+        turns = finished model calls in the journal
+        the last turn asked for tools not all recorded    -> finish those tools, continue
+        the last turn was a final answer                  -> complete (a crash came before the outcome)
+        turns == max_steps                                -> record why, fail with step_cap_reached
+        step "turn/N/model": stream the model (deltas as events); the assistant message is written
+                             in the same transaction as the journal entry
+        model failed                                      -> fail; the message carries the error
+        no tool calls                                     -> complete with the answer
+        for each tool call: step "turn/N/tool/i", its tool message written with the result;
+            after a crash a read-only call runs again, a mutating one is recorded as interrupted
+        continue: the lease is handed back and the next turn is a new task
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from sqlalchemy.orm import Session
+
+from orchestrator.agent.prompt import render_messages, system_prompt
+from orchestrator.agent.streaming import DeltaPublisher
+from orchestrator.domain.enums import MessageRole, RunStatus, StepStatus
+from orchestrator.lifecycle import Handler, RunContext, RunOutcome
+from orchestrator.llm.client import ModelClient, ModelResult, Provider, ToolCallRequest
+from orchestrator.llm.prices import compute_cost, price_for
+from orchestrator.settings import Settings
+from orchestrator.store import journal, runs
+from orchestrator.store import sessions as chat_sessions
+from orchestrator.store.events import append_event
+from orchestrator.store.models import Project
+from orchestrator.tools.base import ToolContext, ToolResult
+from orchestrator.tools.registry import TOOLS, run_tool, tool_schemas
+
+MODEL_STEP = re.compile(r"^turn/(\d+)/model$")
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    provider: Provider | None
+    max_steps: int = 25
+    max_attempts: int = 4
+    timeout_seconds: float = 120.0
+    tool_path: str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "AgentConfig":
+        provider = None
+        if settings.model_base_url and settings.model_name:
+            provider = Provider(name="default", base_url=settings.model_base_url, model=settings.model_name,
+                                api_key=settings.model_api_key or "", context_window=settings.model_context_window,
+                                vision=settings.model_vision)
+        return cls(provider=provider, max_steps=settings.agent_max_steps, max_attempts=settings.model_max_attempts,
+                   timeout_seconds=settings.model_timeout_seconds, tool_path=settings.tool_path)
+
+
+def make_agent_handler(config: AgentConfig) -> Handler:
+    def handle(context: RunContext) -> RunOutcome:
+        return run_turn(context, config)
+
+    return handle
+
+
+def model_key(turn: int) -> str:
+    return f"turn/{turn:04d}/model"
+
+
+def tool_key(turn: int, index: int) -> str:
+    return f"turn/{turn:04d}/tool/{index}"
+
+
+def run_turn(context: RunContext, config: AgentConfig) -> RunOutcome:
+    with context.db.transaction() as session:
+        if runs.earlier_unfinished_run(session, context.run) is not None:
+            return RunOutcome(defer=True)
+        project = session.get(Project, context.run.project_id)
+        steps = {step.step_key: step for step in journal.list_steps(session, context.run.id)}
+    if config.provider is None:
+        return RunOutcome(RunStatus.FAILED, error={
+            "code": "no_model_provider",
+            "message": "no model is configured: set BOOCODE_MODEL_BASE_URL and BOOCODE_MODEL (and "
+                       "BOOCODE_MODEL_API_KEY if the endpoint needs one) for the web and worker processes"})
+    tool_context = ToolContext(root=Path(project.root_path), tool_path=config.tool_path)
+
+    finished_turns = sorted(int(match.group(1)) for key, step in steps.items()
+                            if (match := MODEL_STEP.match(key)) and step.status == StepStatus.FINISHED.value)
+    turn = len(finished_turns)
+    if turn:
+        last = ModelResult.from_dict(steps[model_key(turn - 1)].output)
+        if last.error is not None:
+            return RunOutcome(RunStatus.FAILED, error=last.error)
+        if not last.tool_calls:
+            return RunOutcome(RunStatus.COMPLETED, result={"text": last.text, "turns": turn})
+        if any(tool_key(turn - 1, index) not in steps or steps[tool_key(turn - 1, index)].status == "started"
+               for index in range(len(last.tool_calls))):
+            run_tool_calls(context, turn - 1, last.tool_calls, tool_context)
+            return RunOutcome(continue_run=True)
+    if turn >= config.max_steps:
+        return stop_at_step_cap(context, turn, config.max_steps)
+
+    with context.db.transaction() as session:
+        history = chat_sessions.list_history(session, context.run)
+        messages = render_messages(system_prompt(project.name, project.root_path), history)
+    provider = config.provider
+    output = context.step(
+        model_key(turn), lambda: call_model(context, config, turn, messages), kind="model_call",
+        input={"turn": turn, "model": provider.model},
+        record=lambda session, result: record_assistant_message(session, context, turn, result, provider))
+    result = ModelResult.from_dict(output)
+    if result.error is not None:
+        return RunOutcome(RunStatus.FAILED, error=result.error)
+    if not result.tool_calls:
+        return RunOutcome(RunStatus.COMPLETED, result={"text": result.text, "turns": turn + 1})
+    run_tool_calls(context, turn, result.tool_calls, tool_context)
+    return RunOutcome(continue_run=True)
+
+
+def call_model(context: RunContext, config: AgentConfig, turn: int, messages: list[dict[str, Any]]) -> dict[str, Any]:
+    assert config.provider is not None
+    client = ModelClient(config.provider, max_attempts=config.max_attempts, timeout=config.timeout_seconds)
+    deltas = DeltaPublisher(context.db, context.lease, turn)
+    result = client.complete(messages, tool_schemas(), on_delta=deltas.add,
+                             should_stop=lambda: context.keeper.lost is not None)
+    deltas.flush()
+    return result.to_dict()
+
+
+def record_assistant_message(session: Session, context: RunContext, turn: int, output: dict[str, Any],
+                             provider: Provider) -> None:
+    result = ModelResult.from_dict(output)
+    parts: list[dict[str, Any]] = []
+    if result.text:
+        parts.append({"type": "text", "text": result.text})
+    parts += [{"type": "tool_call", **call.to_dict()} for call in result.tool_calls]
+    if result.error is not None:
+        parts.append({"type": "error", **result.error})
+    cost = compute_cost(result.usage, price_for(result.model or provider.model, provider.prices))
+    chat_sessions.add_message(session, context.run.session_id, MessageRole.ASSISTANT, parts or [{"type": "text", "text": ""}],
+                              run_id=context.run.id)
+    append_event(session, context.run.session_id, "model_call.finished",
+                 {"turn": turn, "model": result.model, "finish_reason": result.finish_reason,
+                  "usage": {key: value for key, value in result.usage.to_dict().items() if key != "raw"},
+                  "cost": cost, "attempts": result.attempts, "latency_ms": result.latency_ms,
+                  "time_to_first_token_ms": result.time_to_first_token_ms, "error": result.error},
+                 run_id=context.run.id)
+
+
+def run_tool_calls(context: RunContext, turn: int, calls: list[ToolCallRequest], tool_context: ToolContext) -> None:
+    for index, call in enumerate(calls):
+        tool = TOOLS.get(call.name)
+        mutating = tool.mutating if tool is not None else False
+        context.step(
+            tool_key(turn, index), _tool_body(call, tool_context), kind="tool_call",
+            input={"tool_call_id": call.id, "name": call.name, "arguments": call.arguments},
+            record=lambda session, output, call=call: record_tool_message(session, context, call, output),
+            interrupted=(lambda call=call: interrupted_result(call).to_dict()) if mutating else None)
+
+
+def _tool_body(call: ToolCallRequest, tool_context: ToolContext) -> Callable[[], dict[str, Any]]:
+    return lambda: run_tool(call.name, call.arguments, tool_context).to_dict()
+
+
+def interrupted_result(call: ToolCallRequest) -> ToolResult:
+    return ToolResult(content=f"interrupted: the worker running this {call.name} call stopped before it finished, "
+                              "so it may or may not have taken effect. Check the current state before repeating it.",
+                      is_error=True, data={"interrupted": True})
+
+
+def record_tool_message(session: Session, context: RunContext, call: ToolCallRequest, output: dict[str, Any]) -> None:
+    result = ToolResult.from_dict(output)
+    parts: list[dict[str, Any]] = [{"type": "tool_result", "tool_call_id": call.id, "name": call.name,
+                                    "content": result.content, "is_error": result.is_error,
+                                    "interrupted": bool(result.data.get("interrupted"))}]
+    if result.diff:
+        parts.append({"type": "diff", "path": result.data.get("path"), "diff": result.diff})
+    chat_sessions.add_message(session, context.run.session_id, MessageRole.TOOL, parts, run_id=context.run.id)
+
+
+def stop_at_step_cap(context: RunContext, turns: int, max_steps: int) -> RunOutcome:
+    error = {"code": "step_cap_reached",
+             "message": f"Stopped after {turns} model calls: the step cap of {max_steps} (BOOCODE_AGENT_MAX_STEPS) was "
+                        "reached before a final answer. The work so far is in the messages above; send a follow-up "
+                        "to continue."}
+
+    def record(session: Session, output: dict[str, Any]) -> None:
+        chat_sessions.add_message(session, context.run.session_id, MessageRole.ASSISTANT,
+                                  [{"type": "error", **output}], run_id=context.run.id)
+
+    context.step("step_cap", lambda: error, kind="step_cap", record=record)
+    return RunOutcome(RunStatus.FAILED, error=error)
