@@ -175,3 +175,49 @@ def test_step_cap_ends_with_a_clear_summary(agent, fake: FakeModelServer) -> Non
     assert len(fake.requests) == 6
     last = messages_of(api, chat["id"])[-1]
     assert last["parts"][0]["code"] == "step_cap_reached"
+
+
+def test_worker_killed_during_a_model_stream(agent, fake: FakeModelServer) -> None:  # type: ignore[no-untyped-def]
+    stack, api, chat, root, start_worker = agent
+    release = threading.Event()
+    fake.script(Reply(text="half an answer that never finishes", chunk_size=4, hold=release, hold_after=4,
+                      usage=openai_usage(10, 5)),
+                Reply(text="the whole answer", usage=openai_usage(10, 3)))
+    victim = start_worker("victim")
+    run = api.ok("POST", f"/api/sessions/{chat['id']}/messages", {"text": "answer me"})["run"]
+    try:
+        assert fake.holding.wait(30)
+        victim.kill()
+        start_worker("rescuer")
+        final = api.wait_for_run(run["id"], timeout=60)
+    finally:
+        release.set()
+    assert final["result"]["text"] == "the whole answer" and final["claims"] >= 2
+    assistant = [message for message in messages_of(api, chat["id"]) if message["role"] == "assistant"]
+    assert [message["parts"] for message in assistant] == [[{"type": "text", "text": "the whole answer"}]]
+    assert len(fake.requests) == 2
+    assert [event["type"] for event in events_of(api, chat["id"])].count("run.finished") == 1
+
+
+def test_worker_killed_during_a_mutating_tool_call(agent, fake: FakeModelServer) -> None:  # type: ignore[no-untyped-def]
+    import sys
+
+    stack, api, chat, root, start_worker = agent
+    script = "import time; open('marker.txt', 'a').write('ran\\n'); time.sleep(6)"
+    fake.script(Reply(tool_calls=[("run_command", {"argv": [sys.executable, "-c", script]})], usage=openai_usage(10, 5)),
+                Reply(text="I will check the marker before retrying.", usage=openai_usage(30, 8)))
+    victim = start_worker("victim")
+    run = api.ok("POST", f"/api/sessions/{chat['id']}/messages", {"text": "run the script"})["run"]
+    wait_for(lambda: (root / "marker.txt").exists(), 30, message="the command to start")
+    victim.kill()
+    start_worker("rescuer")
+    final = api.wait_for_run(run["id"], timeout=60)
+    assert final["result"]["text"] == "I will check the marker before retrying."
+    assert (root / "marker.txt").read_text() == "ran\n"  # the command did not run twice
+    tool_messages = [message["parts"][0] for message in messages_of(api, chat["id"]) if message["role"] == "tool"]
+    assert len(tool_messages) == 1 and tool_messages[0]["interrupted"] and tool_messages[0]["is_error"]
+    told_model = fake.requests[1]["body"]["messages"][-1]
+    assert told_model["role"] == "tool" and told_model["content"].startswith("interrupted:")
+    steps = api.ok("GET", f"/api/runs/{run['id']}/steps")["steps"]
+    assert [(step["step_key"], step["status"]) for step in steps] == [
+        ("turn/0000/model", "finished"), ("turn/0000/tool/0", "interrupted"), ("turn/0001/model", "finished")]

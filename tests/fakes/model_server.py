@@ -45,7 +45,8 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     chunk_size: int = 8
     chunk_delay: float = 0.0
-    hold: threading.Event | None = None  # stream the first chunk, then wait for this before the rest
+    hold: threading.Event | None = None  # stream `hold_after` chunks, then wait for this before the rest
+    hold_after: int = 1
     finish_reason: str | None = None
 
 
@@ -103,7 +104,7 @@ class FakeModelServer:
                     for index, chunk in enumerate(server.stream_chunks(reply, model, include_usage)):
                         self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
                         self.wfile.flush()
-                        if index == 0 and reply.hold is not None:
+                        if index == reply.hold_after - 1 and reply.hold is not None:
                             server.holding.set()
                             reply.hold.wait(60)
                         if reply.chunk_delay:
