@@ -133,6 +133,7 @@ class Settings:
     model_vision: bool = False
     model_max_attempts: int = 4
     model_timeout_seconds: float = 120.0
+    model_cache_lifetime_seconds: float = 300.0
     agent_max_steps: int = 25
     tool_path: str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -187,6 +188,7 @@ FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "model_vision": ("BOOCODE_MODEL_VISION", _parse_bool),
     "model_max_attempts": ("BOOCODE_MODEL_MAX_ATTEMPTS", _parse_positive_int),
     "model_timeout_seconds": ("BOOCODE_MODEL_TIMEOUT_SECONDS", _parse_positive_float),
+    "model_cache_lifetime_seconds": ("BOOCODE_MODEL_CACHE_LIFETIME_SECONDS", _parse_positive_float),
     "agent_max_steps": ("BOOCODE_AGENT_MAX_STEPS", _parse_positive_int),
     "tool_path": ("BOOCODE_TOOL_PATH", _parse_text),
 }

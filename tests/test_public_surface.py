@@ -12,6 +12,7 @@ SURFACE = {
     "project": ["add", "list", "members", "set-role", "show"],
     "session": ["create", "list", "send", "show", "watch"],
     "run": ["cancel", "list", "probe", "show"],
+    "trace": [],
 }
 
 

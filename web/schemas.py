@@ -34,5 +34,13 @@ POST_MESSAGE: JSON = {
     "additionalProperties": False,
     "oneOf": [{"required": ["text"]}, {"required": ["parts"]}],
 }
+SPAN_QUERY: JSON = {
+    "cursor": {"type": "integer", "minimum": 0, "description": "the `next_cursor` of the previous page"},
+    "limit": {"type": "integer", "minimum": 1, "maximum": 200},
+    "kind": {"type": "string", "enum": ["run", "turn", "model_call", "tool_call"]},
+    "status": {"type": "string", "enum": ["running", "ok", "error", "interrupted", "cancelled"]},
+    "turn": {"type": "integer", "minimum": 0},
+    "tool": {"type": "string", "minLength": 1, "maxLength": 100},
+}
 CREATE_PROBE = strict({"steps": {"type": "integer", "minimum": 1, "maximum": 10000},
                        "step_seconds": {"type": "number", "minimum": 0, "maximum": 60}})

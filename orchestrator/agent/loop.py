@@ -24,12 +24,12 @@ from typing import Any, Callable
 
 from sqlalchemy.orm import Session
 
+from orchestrator.agent import trace
 from orchestrator.agent.prompt import render_messages, system_prompt
 from orchestrator.agent.streaming import DeltaPublisher
 from orchestrator.domain.enums import MessageRole, RunStatus, StepStatus
 from orchestrator.lifecycle import Handler, RunContext, RunOutcome
 from orchestrator.llm.client import ModelClient, ModelResult, Provider, ToolCallRequest
-from orchestrator.llm.prices import compute_cost, price_for
 from orchestrator.settings import Settings
 from orchestrator.store import journal, runs
 from orchestrator.store import sessions as chat_sessions
@@ -55,7 +55,8 @@ class AgentConfig:
         if settings.model_base_url and settings.model_name:
             provider = Provider(name="default", base_url=settings.model_base_url, model=settings.model_name,
                                 api_key=settings.model_api_key or "", context_window=settings.model_context_window,
-                                vision=settings.model_vision)
+                                vision=settings.model_vision,
+                                cache_lifetime_seconds=settings.model_cache_lifetime_seconds)
         return cls(provider=provider, max_steps=settings.agent_max_steps, max_attempts=settings.model_max_attempts,
                    timeout_seconds=settings.model_timeout_seconds, tool_path=settings.tool_path)
 
@@ -93,10 +94,8 @@ def run_turn(context: RunContext, config: AgentConfig) -> RunOutcome:
     turn = len(finished_turns)
     if turn:
         last = ModelResult.from_dict(steps[model_key(turn - 1)].output)
-        if last.error is not None:
-            return RunOutcome(RunStatus.FAILED, error=last.error)
-        if not last.tool_calls:
-            return RunOutcome(RunStatus.COMPLETED, result={"text": last.text, "turns": turn})
+        if last.error is not None or not last.tool_calls:
+            return conclude(context, turn - 1, last)  # the outcome was not recorded before a crash
         if any(tool_key(turn - 1, index) not in steps or steps[tool_key(turn - 1, index)].status == "started"
                for index in range(len(last.tool_calls))):
             run_tool_calls(context, turn - 1, last.tool_calls, tool_context)
@@ -105,6 +104,7 @@ def run_turn(context: RunContext, config: AgentConfig) -> RunOutcome:
         return stop_at_step_cap(context, turn, config.max_steps)
 
     with context.db.transaction() as session:
+        trace.open_turn(session, context, turn)
         history = chat_sessions.list_history(session, context.run)
         messages = render_messages(system_prompt(project.name, project.root_path), history)
     provider = config.provider
@@ -113,20 +113,33 @@ def run_turn(context: RunContext, config: AgentConfig) -> RunOutcome:
         input={"turn": turn, "model": provider.model},
         record=lambda session, result: record_assistant_message(session, context, turn, result, provider))
     result = ModelResult.from_dict(output)
-    if result.error is not None:
-        return RunOutcome(RunStatus.FAILED, error=result.error)
-    if not result.tool_calls:
-        return RunOutcome(RunStatus.COMPLETED, result={"text": result.text, "turns": turn + 1})
+    if result.error is not None or not result.tool_calls:
+        return conclude(context, turn, result)
     run_tool_calls(context, turn, result.tool_calls, tool_context)
     return RunOutcome(continue_run=True)
+
+
+def conclude(context: RunContext, turn: int, result: ModelResult) -> RunOutcome:
+    """A final answer or a failed model call ends the run; close its turn and run spans first."""
+    failed = result.error is not None
+    outcome = {"text": result.text, "turns": turn + 1}
+    with context.db.transaction() as session:
+        trace.close_turn(session, context, turn, "error" if failed else "ok")
+        trace.close_run(session, context, "error" if failed else "ok", None if failed else outcome)
+    if failed:
+        return RunOutcome(RunStatus.FAILED, error=result.error)
+    return RunOutcome(RunStatus.COMPLETED, result=outcome)
 
 
 def call_model(context: RunContext, config: AgentConfig, turn: int, messages: list[dict[str, Any]]) -> dict[str, Any]:
     assert config.provider is not None
     client = ModelClient(config.provider, max_attempts=config.max_attempts, timeout=config.timeout_seconds)
+    tools = tool_schemas()
+    with context.db.transaction() as session:
+        runs.check_fence(session, context.lease)
+        trace.start_model_span(session, context, turn, config.provider, messages, tools)
     deltas = DeltaPublisher(context.db, context.lease, turn)
-    result = client.complete(messages, tool_schemas(), on_delta=deltas.add,
-                             should_stop=lambda: context.keeper.lost is not None)
+    result = client.complete(messages, tools, on_delta=deltas.add, should_stop=lambda: context.keeper.lost is not None)
     deltas.flush()
     return result.to_dict()
 
@@ -140,15 +153,13 @@ def record_assistant_message(session: Session, context: RunContext, turn: int, o
     parts += [{"type": "tool_call", **call.to_dict()} for call in result.tool_calls]
     if result.error is not None:
         parts.append({"type": "error", **result.error})
-    cost = compute_cost(result.usage, price_for(result.model or provider.model, provider.prices))
-    chat_sessions.add_message(session, context.run.session_id, MessageRole.ASSISTANT, parts or [{"type": "text", "text": ""}],
-                              run_id=context.run.id)
+    chat_sessions.add_message(session, context.run.session_id, MessageRole.ASSISTANT,
+                              parts or [{"type": "text", "text": ""}], run_id=context.run.id)
+    attributes = trace.finish_model_span(session, context, turn, result, provider)
     append_event(session, context.run.session_id, "model_call.finished",
-                 {"turn": turn, "model": result.model, "finish_reason": result.finish_reason,
-                  "usage": {key: value for key, value in result.usage.to_dict().items() if key != "raw"},
-                  "cost": cost, "attempts": result.attempts, "latency_ms": result.latency_ms,
-                  "time_to_first_token_ms": result.time_to_first_token_ms, "error": result.error},
-                 run_id=context.run.id)
+                 {"turn": turn, **{key: attributes[key] for key in (
+                     "model", "finish_reason", "usage", "cost", "cache", "attempts", "latency_ms",
+                     "time_to_first_token_ms", "error")}}, run_id=context.run.id)
 
 
 def run_tool_calls(context: RunContext, turn: int, calls: list[ToolCallRequest], tool_context: ToolContext) -> None:
@@ -156,14 +167,24 @@ def run_tool_calls(context: RunContext, turn: int, calls: list[ToolCallRequest],
         tool = TOOLS.get(call.name)
         mutating = tool.mutating if tool is not None else False
         context.step(
-            tool_key(turn, index), _tool_body(call, tool_context), kind="tool_call",
+            tool_key(turn, index), _tool_body(context, turn, index, call, tool_context), kind="tool_call",
             input={"tool_call_id": call.id, "name": call.name, "arguments": call.arguments},
-            record=lambda session, output, call=call: record_tool_message(session, context, call, output),
+            record=lambda session, output, call=call, index=index: record_tool_message(
+                session, context, turn, index, call, output),
             interrupted=(lambda call=call: interrupted_result(call).to_dict()) if mutating else None)
+    with context.db.transaction() as session:
+        trace.close_turn(session, context, turn)
 
 
-def _tool_body(call: ToolCallRequest, tool_context: ToolContext) -> Callable[[], dict[str, Any]]:
-    return lambda: run_tool(call.name, call.arguments, tool_context).to_dict()
+def _tool_body(context: RunContext, turn: int, index: int, call: ToolCallRequest,
+               tool_context: ToolContext) -> Callable[[], dict[str, Any]]:
+    def body() -> dict[str, Any]:
+        with context.db.transaction() as session:
+            runs.check_fence(session, context.lease)
+            trace.start_tool_span(session, context, turn, index, call)
+        return run_tool(call.name, call.arguments, tool_context).to_dict()
+
+    return body
 
 
 def interrupted_result(call: ToolCallRequest) -> ToolResult:
@@ -172,8 +193,10 @@ def interrupted_result(call: ToolCallRequest) -> ToolResult:
                       is_error=True, data={"interrupted": True})
 
 
-def record_tool_message(session: Session, context: RunContext, call: ToolCallRequest, output: dict[str, Any]) -> None:
+def record_tool_message(session: Session, context: RunContext, turn: int, index: int, call: ToolCallRequest,
+                        output: dict[str, Any]) -> None:
     result = ToolResult.from_dict(output)
+    trace.finish_tool_span(session, context, turn, index, result)
     parts: list[dict[str, Any]] = [{"type": "tool_result", "tool_call_id": call.id, "name": call.name,
                                     "content": result.content, "is_error": result.is_error,
                                     "interrupted": bool(result.data.get("interrupted"))}]
@@ -193,4 +216,6 @@ def stop_at_step_cap(context: RunContext, turns: int, max_steps: int) -> RunOutc
                                   [{"type": "error", **output}], run_id=context.run.id)
 
     context.step("step_cap", lambda: error, kind="step_cap", record=record)
+    with context.db.transaction() as session:
+        trace.close_run(session, context, "error")
     return RunOutcome(RunStatus.FAILED, error=error)

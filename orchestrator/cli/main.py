@@ -432,6 +432,21 @@ def run_probe(context: Context, session_id: str, steps: int, step_seconds: float
         sys.exit(EXIT_SERVER)
 
 
+@cli.command()
+@click.argument("identifier")
+@json_option
+@pass_context
+def trace(context: Context, identifier: str, as_json: bool) -> None:
+    """The span tree of a RUN or a SESSION: timings, tokens, cost, cache status."""
+    from orchestrator.cli.trace import fetch_spans, print_tree
+
+    kind, found, summary = fetch_spans(context.api(), identifier)
+    if as_json:
+        output.emit_json({"kind": kind[:-1], "spans": found, "summary": summary})
+    else:
+        print_tree(found, summary)
+
+
 def main() -> None:
     try:
         cli(standalone_mode=False)

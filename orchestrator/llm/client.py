@@ -39,6 +39,7 @@ class Provider:
     context_window: int = 128_000
     vision: bool = False
     prices: dict[str, Price] | None = None
+    cache_lifetime_seconds: float = 300.0
 
 
 @dataclass

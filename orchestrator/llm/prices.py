@@ -46,8 +46,8 @@ PRICES: dict[str, Price] = {
 def compute_cost(usage: Usage, price: Price | None) -> dict[str, Any]:
     """Cost in dollars by bucket; `priced` is False when no price is known for the model."""
     if price is None:
-        return {"total": 0.0, "input": 0.0, "cache_read": 0.0, "cache_write": 0.0, "output": 0.0, "priced": False,
-                "table": PRICE_TABLE_VERSION}
+        return {"total": 0.0, "input": 0.0, "cache_read": 0.0, "cache_write": 0.0, "output": 0.0, "saved": 0.0,
+                "priced": False, "table": PRICE_TABLE_VERSION}
     per_token = 1 / 1_000_000
     parts = {
         "input": usage.uncached * price.input * per_token,
@@ -56,8 +56,10 @@ def compute_cost(usage: Usage, price: Price | None) -> dict[str, Any]:
         * per_token,
         "output": usage.output * price.output * per_token,
     }
+    read_price = price.input if price.cache_read is None else price.cache_read
+    saved = usage.cache_read * (price.input - read_price) * per_token  # what those tokens would have cost uncached
     return {"total": round(sum(parts.values()), 8), **{key: round(value, 8) for key, value in parts.items()},
-            "priced": True, "table": PRICE_TABLE_VERSION}
+            "saved": round(saved, 8), "priced": True, "table": PRICE_TABLE_VERSION}
 
 
 def price_for(model: str, overrides: dict[str, Price] | None = None) -> Price | None:

@@ -6,8 +6,8 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (BigInteger, Boolean, CheckConstraint, DateTime, ForeignKey, Index, Integer,
-                        LargeBinary, String, Text, UniqueConstraint, func)
+from sqlalchemy import (BigInteger, Boolean, CheckConstraint, DateTime, Float, ForeignKey, Index, Integer,
+                        LargeBinary, Sequence, String, Text, UniqueConstraint, func)
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -187,3 +187,33 @@ class Blob(Base):
     media_type: Mapped[str] = mapped_column(String(200), nullable=False)
     data: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
     created_at: Mapped[datetime] = _created_at()
+
+
+class Span(Base):
+    """A trace span: run > turn > model call / tool call. Written at start (ended_at null while it
+    runs) and completed at end. `position` orders spans for keyset pagination; `id` is derived from
+    the run and the span's key, so re-running a step after a crash updates its span instead of adding one."""
+
+    __tablename__ = "spans"
+    __table_args__ = (
+        CheckConstraint("kind IN ('run', 'turn', 'model_call', 'tool_call')", name="ck_spans_kind"),
+        CheckConstraint("status IN ('running', 'ok', 'error', 'interrupted', 'cancelled')", name="ck_spans_status"),
+        Index("ix_spans_session_position", "session_id", "position"),
+        Index("ix_spans_run_position", "run_id", "position"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    position: Mapped[int] = mapped_column(BigInteger, Sequence("spans_position_seq"), nullable=False, unique=True,
+                                          server_default=Sequence("spans_position_seq").next_value())
+    session_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False)
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), nullable=False)
+    parent_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    turn: Mapped[int | None] = mapped_column(Integer)
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    duration_ms: Mapped[float | None] = mapped_column(Float)
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, default=dict)

@@ -24,6 +24,7 @@ from orchestrator.domain.enums import TERMINAL_STATUSES, RunStatus
 from orchestrator.errors import ConflictError, NotFoundError, RunCancelledError, StaleLeaseError
 from orchestrator.store.events import append_event
 from orchestrator.store.models import Run
+from orchestrator.store.spans import end_open_spans
 
 CLAIMABLE = (RunStatus.QUEUED.value, RunStatus.RUNNING.value)
 
@@ -208,6 +209,7 @@ def cancel_run(session: Session, run_id: uuid.UUID, *, reason: str = "cancelled 
             current.updated_at = current.finished_at
             current.lease_expires_at = None
             session.flush()
+            end_open_spans(session, current.id, "cancelled")
             append_event(session, current.session_id, "run.finished",
                          {"status": RunStatus.CANCELLED.value, "error": current.error, "result": None},
                          run_id=current.id)

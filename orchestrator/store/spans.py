@@ -1,0 +1,151 @@
+"""Trace spans. Each is written when it starts (`ended_at` null while it runs) and completed when it
+ends, in the transactions that journal the work, and announced as `span.started` / `span.finished`.
+
+A span's id is derived from its run and key (`turn/0003/model`), so a step re-run after a crash
+updates its span (attempt + 1) rather than leaving a second, orphaned one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from orchestrator.store.events import append_event
+from orchestrator.store.models import Span
+
+SPAN_NAMESPACE = uuid.UUID("6f1d1d2a-5b0e-4c53-9d0c-2f8a6c7e9b11")
+MAX_PAGE = 200
+
+
+def span_id(run_id: uuid.UUID, key: str) -> uuid.UUID:
+    return uuid.uuid5(SPAN_NAMESPACE, f"{run_id}/{key}")
+
+
+def serialize_span(span: Span) -> dict[str, Any]:
+    return {"id": str(span.id), "position": span.position, "run_id": str(span.run_id),
+            "session_id": str(span.session_id), "parent_id": str(span.parent_id) if span.parent_id else None,
+            "kind": span.kind, "name": span.name, "status": span.status, "turn": span.turn, "attempt": span.attempt,
+            "started_at": span.started_at.isoformat(), "ended_at": span.ended_at.isoformat() if span.ended_at else None,
+            "duration_ms": span.duration_ms, "attributes": span.attributes}
+
+
+def start_span(session: Session, *, run_id: uuid.UUID, session_id: uuid.UUID, key: str, kind: str, name: str,
+               parent_key: str | None = None, turn: int | None = None, attributes: dict[str, Any] | None = None,
+               restart: bool = True) -> dict[str, Any] | None:
+    """Open a span. With `restart`, an existing span with this key starts again (a re-run after a crash);
+    without, an existing span is left alone (idempotent opening of the run span)."""
+    now = datetime.now(timezone.utc)
+    values = dict(id=span_id(run_id, key), session_id=session_id, run_id=run_id,
+                  parent_id=span_id(run_id, parent_key) if parent_key else None, kind=kind, name=name,
+                  status="running", turn=turn, attempt=1, started_at=now, attributes=attributes or {})
+    statement = insert(Span).values(**values)
+    if restart:
+        statement = statement.on_conflict_do_update(
+            index_elements=[Span.id],
+            set_={"status": "running", "attempt": Span.attempt + 1, "started_at": now, "ended_at": None,
+                  "duration_ms": None, "attributes": statement.excluded.attributes})
+    else:
+        statement = statement.on_conflict_do_nothing(index_elements=[Span.id])
+    span = session.execute(statement.returning(Span), execution_options={"populate_existing": True}).scalar_one_or_none()
+    if span is None:
+        return None
+    payload = serialize_span(span)
+    append_event(session, session_id, "span.started", payload, run_id=run_id)
+    return payload
+
+
+def end_span(session: Session, *, run_id: uuid.UUID, key: str, status: str,
+             attributes: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """Complete a running span (a span already ended is left as it is)."""
+    now = datetime.now(timezone.utc)
+    span = session.execute(
+        update(Span)
+        .where(Span.id == span_id(run_id, key), Span.ended_at.is_(None))
+        .values(status=status, ended_at=now,
+                duration_ms=func.round(func.extract("epoch", now - Span.started_at) * 1000, 1),
+                attributes=Span.attributes.op("||")(attributes or {}))
+        .returning(Span), execution_options={"populate_existing": True}).scalar_one_or_none()
+    if span is None:
+        return None
+    payload = serialize_span(span)
+    append_event(session, span.session_id, "span.finished", payload, run_id=run_id)
+    return payload
+
+
+def end_open_spans(session: Session, run_id: uuid.UUID, status: str) -> None:
+    for span in session.scalars(select(Span).where(Span.run_id == run_id, Span.ended_at.is_(None))
+                                .order_by(Span.position.desc())):
+        now = datetime.now(timezone.utc)
+        session.execute(update(Span).where(Span.id == span.id)
+                        .values(status=status, ended_at=now,
+                                duration_ms=round((now - span.started_at).total_seconds() * 1000, 1)))
+        span.status, span.ended_at = status, now
+        append_event(session, span.session_id, "span.finished", serialize_span(span), run_id=run_id)
+
+
+def load_span(session: Session, run_id: uuid.UUID, key: str) -> Span | None:
+    return session.get(Span, span_id(run_id, key))
+
+
+def previous_model_call(session: Session, session_id: uuid.UUID, before_position: int | None = None) -> Span | None:
+    query = select(Span).where(Span.session_id == session_id, Span.kind == "model_call", Span.ended_at.is_not(None))
+    if before_position is not None:
+        query = query.where(Span.position < before_position)
+    return session.scalar(query.order_by(Span.position.desc()).limit(1))
+
+
+def list_spans(session: Session, *, session_id: uuid.UUID | None = None, run_id: uuid.UUID | None = None,
+               after: int = 0, limit: int = 100, kind: str | None = None, status: str | None = None,
+               turn: int | None = None, tool: str | None = None) -> list[Span]:
+    query = select(Span).where(Span.position > after)
+    if session_id is not None:
+        query = query.where(Span.session_id == session_id)
+    if run_id is not None:
+        query = query.where(Span.run_id == run_id)
+    if kind is not None:
+        query = query.where(Span.kind == kind)
+    if status is not None:
+        query = query.where(Span.status == status)
+    if turn is not None:
+        query = query.where(Span.turn == turn)
+    if tool is not None:
+        query = query.where(Span.kind == "tool_call", Span.name == tool)
+    return list(session.scalars(query.order_by(Span.position).limit(min(limit, MAX_PAGE))))
+
+
+def summarize(session: Session, *, session_id: uuid.UUID | None = None, run_id: uuid.UUID | None = None) -> dict[str, Any]:
+    """Calls, tokens, cost, cache hit rate and wall time over model and tool call spans."""
+    query = select(Span).where(Span.kind.in_(["model_call", "tool_call", "run"]))
+    if session_id is not None:
+        query = query.where(Span.session_id == session_id)
+    if run_id is not None:
+        query = query.where(Span.run_id == run_id)
+    tokens = dict.fromkeys(("input_total", "uncached", "cache_read", "cache_write", "output", "reasoning"), 0)
+    cost = {"total": 0.0, "saved": 0.0}
+    model_calls = tool_calls = errors = 0
+    duration = 0.0
+    for span in session.scalars(query):
+        if span.kind == "run":
+            duration += span.duration_ms or 0.0
+            continue
+        if span.status in ("error", "interrupted"):
+            errors += 1
+        if span.kind == "tool_call":
+            tool_calls += 1
+            continue
+        model_calls += 1
+        usage = span.attributes.get("usage") or {}
+        for key in tokens:
+            tokens[key] += int(usage.get(key, 0))
+        span_cost = span.attributes.get("cost") or {}
+        cost["total"] += float(span_cost.get("total", 0.0))
+        cost["saved"] += float(span_cost.get("saved", 0.0))
+    hit_rate = round(tokens["cache_read"] / tokens["input_total"], 4) if tokens["input_total"] else None
+    return {"model_calls": model_calls, "tool_calls": tool_calls, "errors": errors, "tokens": tokens,
+            "cost": {key: round(value, 8) for key, value in cost.items()}, "cache_hit_rate": hit_rate,
+            "duration_ms": round(duration, 1)}
