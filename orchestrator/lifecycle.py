@@ -49,6 +49,7 @@ class RunOutcome:
     error: dict[str, Any] | None = None
     continue_run: bool = False
     defer: bool = False
+    wait: bool = False  # waiting for a person (an approval); whoever decides re-queues the run
 
 
 class LeaseKeeper:
@@ -193,7 +194,9 @@ def execute_run(db: Database, run_id: uuid.UUID, *, owner: str, lease_seconds: f
                                                           "message": str(error)})
         try:
             with db.transaction() as session:
-                if outcome.continue_run or outcome.defer:
+                if outcome.wait:
+                    handed_back = not runs.park_run(session, lease)  # decided meanwhile: go on at once
+                elif outcome.continue_run or outcome.defer:
                     handed_back = runs.requeue_run(session, lease)
                 else:
                     runs.finish_run(session, lease, outcome.status, result=outcome.result, error=outcome.error)
@@ -201,10 +204,10 @@ def execute_run(db: Database, run_id: uuid.UUID, *, owner: str, lease_seconds: f
         except StaleLeaseError:
             logger.warning("lost the lease before recording the outcome", extra=log_extra)
             return "lost"
-    if outcome.continue_run:
+    if outcome.continue_run or outcome.wait:
         if handed_back:
             enqueue(task_for_kind(lease.kind), str(run_id))
-        return "continued"
+        return "waiting" if outcome.wait and not handed_back else "continued"
     if outcome.defer:
         return "deferred"
     if following is not None:

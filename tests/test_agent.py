@@ -206,6 +206,7 @@ def test_worker_killed_during_a_mutating_tool_call(agent, fake: FakeModelServer)
     script = "import time; open('marker.txt', 'a').write('ran\\n'); time.sleep(6)"
     fake.script(Reply(tool_calls=[("run_command", {"argv": [sys.executable, "-c", script]})], usage=openai_usage(10, 5)),
                 Reply(text="I will check the marker before retrying.", usage=openai_usage(30, 8)))
+    api.ok("PUT", f"/api/projects/{chat['project_id']}/policy", {"rules": [{"tool": "run_command", "decision": "allow"}]})
     victim = start_worker("victim")
     run = api.ok("POST", f"/api/sessions/{chat['id']}/messages", {"text": "run the script"})["run"]
     wait_for(lambda: (root / "marker.txt").exists(), 30, message="the command to start")

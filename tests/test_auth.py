@@ -15,7 +15,7 @@ import simple_websocket
 
 from tests.support import Api
 
-PROJECT_SCOPED = re.compile(r"{(project_id|session_id|run_id)}")
+PROJECT_SCOPED = re.compile(r"{(project_id|session_id|run_id|approval_id)}")
 ADMIN_ONLY = {("get", "/api/users"), ("post", "/api/users"), ("post", "/api/users/{user_id}/tokens"),
               ("post", "/api/projects")}
 OWNER_ONLY = {("put", "/api/projects/{project_id}/members/{user_id}"),
@@ -38,6 +38,8 @@ def sample_body(method: str, path: str, tmp_path: Path) -> dict | None:
         ("post", "/api/projects/{project_id}/sessions"): {"title": "t"},
         ("post", "/api/sessions/{session_id}/messages"): {"text": "hello"},
         ("post", "/api/sessions/{session_id}/probes"): {"steps": 1, "step_seconds": 0},
+        ("put", "/api/projects/{project_id}/policy"): {"rules": []},
+        ("post", "/api/approvals/{approval_id}/decision"): {"decision": "deny"},
     }
     return bodies.get((method, path))
 
@@ -50,10 +52,16 @@ def call(api: Api, method: str, path: str, ids: dict[str, str], tmp_path: Path, 
 
 
 @pytest.fixture
-def world(api: Api, project: dict, chat: dict, make_user) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def world(api: Api, project: dict, chat: dict, make_user, db) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    from orchestrator.store import approvals, runs
+
     run = api.ok("POST", f"/api/sessions/{chat['id']}/probes", {"steps": 1, "step_seconds": 0})["run"]
+    with db.transaction() as session:
+        approval = approvals.request_approval(session, runs.load_run(session, uuid.UUID(run["id"])),
+                                              "turn/0000/tool/0", "run_command", {"argv": ["ls"]}, None)
     other_id, _ = make_user("other")
-    return {"project_id": project["id"], "session_id": chat["id"], "run_id": run["id"], "user_id": other_id}
+    return {"project_id": project["id"], "session_id": chat["id"], "run_id": run["id"], "user_id": other_id,
+            "approval_id": str(approval.id)}
 
 
 def test_every_route_without_a_token_is_401(api: Api, world: dict, tmp_path: Path) -> None:

@@ -56,7 +56,8 @@ def assert_error_shape(response, status: int | None = None) -> dict:  # type: ig
 @pytest.fixture
 def ids(api: Api, project: dict, chat: dict, make_user) -> dict[str, str]:  # type: ignore[no-untyped-def]
     user_id, _ = make_user("target")
-    return {"project_id": project["id"], "session_id": chat["id"], "user_id": user_id}
+    return {"project_id": project["id"], "session_id": chat["id"], "user_id": user_id,
+            "approval_id": str(uuid.uuid4())}
 
 
 BAD_BODIES = [
@@ -107,6 +108,10 @@ WRONG_TYPES = [
     ("post", "/api/sessions/{session_id}/probes", {"steps": 0}),
     ("post", "/api/sessions/{session_id}/probes", {"steps": True}),
     ("post", "/api/sessions/{session_id}/probes", {"step_seconds": -1}),
+    ("put", "/api/projects/{project_id}/policy", {"rules": [{"tool": "rm", "decision": "allow"}]}),
+    ("put", "/api/projects/{project_id}/policy", {"rules": [{"tool": "run_command", "decision": "maybe"}]}),
+    ("put", "/api/projects/{project_id}/policy", {"rules": [{"tool": "*", "decision": "ask", "when": "x"}]}),
+    ("post", "/api/approvals/{approval_id}/decision", {"decision": "perhaps"}),
 ]
 
 

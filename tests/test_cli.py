@@ -17,6 +17,16 @@ from tests.support import Api
 BOOCODE = str(Path(sys.executable).parent / "boocode")
 
 
+def revisions() -> list[str]:
+    """Migration revisions, oldest first."""
+    from alembic.script import ScriptDirectory
+
+    from orchestrator.migrate import alembic_config
+
+    script = ScriptDirectory.from_config(alembic_config("postgresql://unused"))
+    return [revision.revision for revision in reversed(list(script.walk_revisions()))]
+
+
 @pytest.fixture
 def cli(api: Api, tmp_path: Path):  # type: ignore[no-untyped-def]
     environment = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "BOOCODE_URL": api.url,
@@ -74,7 +84,7 @@ def test_exit_codes_scripts_can_rely_on(cli, api: Api) -> None:  # type: ignore[
 
 def test_local_admin_commands(cli, settings) -> None:  # type: ignore[no-untyped-def]
     local = {"DATABASE_URL": settings.database_url}
-    assert cli("db", "current", **local).stdout.strip() == "0002"
+    assert cli("db", "current", **local).stdout.strip() == revisions()[-1]
     created = json.loads(cli("admin", "create-user", "cli-made-user", "--json", **local).stdout)
     assert created["user"]["username"] == "cli-made-user" and created["token"].startswith("bct_")
     me = json.loads(cli("token", "list", "--json", BOOCODE_TOKEN=created["token"]).stdout)
@@ -92,10 +102,11 @@ def test_db_commands_migrate_an_empty_database(cli, admin_postgres_url: str, tmp
     url = create_database(admin_postgres_url, name)
     try:
         assert cli("db", "current", DATABASE_URL=url).stdout.strip() == "(empty)"
-        assert "revision 0002" in cli("db", "upgrade", DATABASE_URL=url).stdout
-        assert "revision 0001" in cli("db", "downgrade", DATABASE_URL=url).stdout
+        head, before_head = revisions()[-1], revisions()[-2]
+        assert f"revision {head}" in cli("db", "upgrade", DATABASE_URL=url).stdout
+        assert f"revision {before_head}" in cli("db", "downgrade", DATABASE_URL=url).stdout
         assert "revision (empty)" in cli("db", "downgrade", "base", DATABASE_URL=url).stdout
-        assert "revision 0002" in cli("db", "upgrade", DATABASE_URL=url).stdout
+        assert f"revision {head}" in cli("db", "upgrade", DATABASE_URL=url).stdout
     finally:
         drop_database(admin_postgres_url, name)
 
@@ -103,7 +114,7 @@ def test_db_commands_migrate_an_empty_database(cli, admin_postgres_url: str, tmp
 def test_db_upgrade_without_database_url_uses_the_embedded_postgres(cli) -> None:  # type: ignore[no-untyped-def]
     data_dir = f"/tmp/bcdb-{os.getpid()}"  # short: the embedded server's socket lives here
     try:
-        assert "revision 0002" in cli("db", "upgrade", BOOCODE_DATA_DIR=data_dir).stdout
-        assert cli("db", "current", BOOCODE_DATA_DIR=data_dir).stdout.strip() == "0002"
+        assert f"revision {revisions()[-1]}" in cli("db", "upgrade", BOOCODE_DATA_DIR=data_dir).stdout
+        assert cli("db", "current", BOOCODE_DATA_DIR=data_dir).stdout.strip() == revisions()[-1]
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)

@@ -9,7 +9,8 @@ SURFACE = {
     "admin": ["create-user"],
     "user": ["create", "list"],
     "token": ["create", "list", "revoke"],
-    "project": ["add", "list", "members", "set-role", "show"],
+    "project": ["add", "list", "members", "policy", "set-role", "show"],
+    "approval": ["approve", "deny", "list"],
     "session": ["create", "list", "send", "show", "watch"],
     "run": ["cancel", "list", "probe", "show"],
     "trace": [],
@@ -22,6 +23,6 @@ def test_cli_commands_are_pinned() -> None:
 
 
 def test_every_listing_offers_json() -> None:
-    for group in ("user", "token", "project", "session", "run"):
+    for group in ("user", "token", "project", "session", "run", "approval"):
         listing = cli.commands[group].commands["list"]
         assert "as_json" in {parameter.name for parameter in listing.params}, group

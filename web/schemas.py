@@ -42,5 +42,9 @@ SPAN_QUERY: JSON = {
     "turn": {"type": "integer", "minimum": 0},
     "tool": {"type": "string", "minLength": 1, "maxLength": 100},
 }
+POLICY = strict({"rules": {"type": "array", "maxItems": 200, "items": {"type": "object"}}}, ["rules"])
+DECISION = strict({"decision": {"type": "string", "enum": ["approve", "deny"]},
+                   "reason": {"type": "string", "maxLength": 2000}}, ["decision"])
+APPROVAL_STATUS: JSON = {"type": "string", "enum": ["pending", "approved", "denied"]}
 CREATE_PROBE = strict({"steps": {"type": "integer", "minimum": 1, "maximum": 10000},
                        "step_seconds": {"type": "number", "minimum": 0, "maximum": 60}})

@@ -31,12 +31,13 @@ from orchestrator.domain.enums import MessageRole, RunStatus, StepStatus
 from orchestrator.lifecycle import Handler, RunContext, RunOutcome
 from orchestrator.llm.client import ModelClient, ModelResult, Provider, ToolCallRequest
 from orchestrator.settings import Settings
-from orchestrator.store import journal, runs
+from orchestrator.store import approvals, journal, runs
 from orchestrator.store import sessions as chat_sessions
 from orchestrator.store.events import append_event
 from orchestrator.store.models import Project
-from orchestrator.tools.base import ToolContext, ToolResult
-from orchestrator.tools.registry import TOOLS, run_tool, tool_schemas
+from orchestrator.tools.base import ToolContext, ToolInputError, ToolResult
+from orchestrator.tools.policy import decide
+from orchestrator.tools.registry import TOOLS, parse_arguments, run_tool, tool_schemas
 
 MODEL_STEP = re.compile(r"^turn/(\d+)/model$")
 
@@ -98,7 +99,8 @@ def run_turn(context: RunContext, config: AgentConfig) -> RunOutcome:
             return conclude(context, turn - 1, last)  # the outcome was not recorded before a crash
         if any(tool_key(turn - 1, index) not in steps or steps[tool_key(turn - 1, index)].status == "started"
                for index in range(len(last.tool_calls))):
-            run_tool_calls(context, turn - 1, last.tool_calls, tool_context)
+            if run_tool_calls(context, turn - 1, last.tool_calls, tool_context, project.approval_policy):
+                return RunOutcome(wait=True)
             return RunOutcome(continue_run=True)
     if turn >= config.max_steps:
         return stop_at_step_cap(context, turn, config.max_steps)
@@ -115,7 +117,8 @@ def run_turn(context: RunContext, config: AgentConfig) -> RunOutcome:
     result = ModelResult.from_dict(output)
     if result.error is not None or not result.tool_calls:
         return conclude(context, turn, result)
-    run_tool_calls(context, turn, result.tool_calls, tool_context)
+    if run_tool_calls(context, turn, result.tool_calls, tool_context, project.approval_policy):
+        return RunOutcome(wait=True)
     return RunOutcome(continue_run=True)
 
 
@@ -162,26 +165,64 @@ def record_assistant_message(session: Session, context: RunContext, turn: int, o
                      "time_to_first_token_ms", "error")}}, run_id=context.run.id)
 
 
-def run_tool_calls(context: RunContext, turn: int, calls: list[ToolCallRequest], tool_context: ToolContext) -> None:
+def run_tool_calls(context: RunContext, turn: int, calls: list[ToolCallRequest], tool_context: ToolContext,
+                   policy: dict[str, Any] | None) -> bool:
+    """Run the turn's tool calls in order. True when one waits for approval (the run parks there)."""
     for index, call in enumerate(calls):
         tool = TOOLS.get(call.name)
         mutating = tool.mutating if tool is not None else False
+        gate = gate_call(context, tool_key(turn, index), call, policy)
+        if gate == "wait":
+            return True
         context.step(
-            tool_key(turn, index), _tool_body(context, turn, index, call, tool_context), kind="tool_call",
+            tool_key(turn, index), _tool_body(context, turn, index, call, tool_context, gate), kind="tool_call",
             input={"tool_call_id": call.id, "name": call.name, "arguments": call.arguments},
             record=lambda session, output, call=call, index=index: record_tool_message(
                 session, context, turn, index, call, output),
             interrupted=(lambda call=call: interrupted_result(call).to_dict()) if mutating else None)
     with context.db.transaction() as session:
         trace.close_turn(session, context, turn)
+    return False
 
 
-def _tool_body(context: RunContext, turn: int, index: int, call: ToolCallRequest,
-               tool_context: ToolContext) -> Callable[[], dict[str, Any]]:
+def gate_call(context: RunContext, key: str, call: ToolCallRequest,
+              policy: dict[str, Any] | None) -> ToolResult | str | None:
+    """None: run the call. A ToolResult: record it instead (denied). "wait": a person must decide first."""
+    with context.db.transaction() as session:
+        recorded = journal.load_step(session, context.run.id, key)
+    if recorded is not None and recorded.status != StepStatus.STARTED.value:
+        return None  # already recorded; the step returns it
+    try:
+        arguments = parse_arguments(call.name, call.arguments)
+    except ToolInputError:
+        return None  # the tool step itself reports what is wrong with the call
+    decision, rule = decide(policy, call.name, arguments)
+    if decision == "allow":
+        return None
+    if decision == "deny":
+        return ToolResult(content=f"denied: the project's approval policy does not allow this {call.name} call "
+                                  f"(rule {rule}). Do not retry it; choose another way or ask the user.",
+                          is_error=True, data={"denied": True, "rule": rule})
+    with context.db.transaction() as session:
+        runs.check_fence(session, context.lease)
+        approval = approvals.load_for_step(session, context.run.id, key) or approvals.request_approval(
+            session, context.run, key, call.name, arguments, rule)
+    if approval.status == "pending":
+        return "wait"
+    if approval.status == "denied":
+        return ToolResult(content=f"denied by the user: {approval.reason or 'no reason given'}. Do not retry this call.",
+                          is_error=True, data={"denied": True})
+    return None
+
+
+def _tool_body(context: RunContext, turn: int, index: int, call: ToolCallRequest, tool_context: ToolContext,
+               preset: ToolResult | None) -> Callable[[], dict[str, Any]]:
     def body() -> dict[str, Any]:
         with context.db.transaction() as session:
             runs.check_fence(session, context.lease)
             trace.start_tool_span(session, context, turn, index, call)
+        if preset is not None:
+            return preset.to_dict()
         return run_tool(call.name, call.arguments, tool_context).to_dict()
 
     return body

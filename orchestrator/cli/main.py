@@ -432,6 +432,71 @@ def run_probe(context: Context, session_id: str, steps: int, step_seconds: float
         sys.exit(EXIT_SERVER)
 
 
+@project.command("policy")
+@click.argument("project_id")
+@click.option("--set", "policy_file", type=click.File("r"), default=None,
+              help='Replace the policy with this JSON file ("-" for stdin), e.g. {"rules": [...]}.')
+@json_option
+@pass_context
+def project_policy(context: Context, project_id: str, policy_file, as_json: bool) -> None:  # type: ignore[no-untyped-def]
+    """Show (or with --set replace) the project's tool approval policy."""
+    api = context.api()
+    if policy_file is not None:
+        try:
+            policy = json.load(policy_file)
+        except ValueError as error:
+            raise click.UsageError(f"the policy file is not valid JSON: {error}") from None
+        found = api.request("PUT", f"/api/projects/{project_id}/policy", body=policy)
+    else:
+        found = api.get(f"/api/projects/{project_id}/policy")
+    if as_json:
+        output.emit_json(found)
+        return
+    output.emit_table(found["policy"]["rules"] + found["defaults"], ["tool", "match", "decision", "default"])
+
+
+@cli.group()
+def approval() -> None:
+    """Approvals of dangerous tool calls."""
+
+
+@approval.command("list")
+@click.option("--session", "session_id", required=True)
+@click.option("--status", type=click.Choice(["pending", "approved", "denied"]), default=None)
+@json_option
+@pass_context
+def approval_list(context: Context, session_id: str, status: str | None, as_json: bool) -> None:
+    found = context.api().get(f"/api/sessions/{session_id}/approvals", status=status)["approvals"]
+    output.emit_json(found) if as_json else output.emit_table(found, ["id", "tool", "arguments", "status", "run_id"])
+
+
+def _decide(context: Context, approval_id: str, decision: str, reason: str | None, as_json: bool) -> None:
+    body = {"decision": decision, **({"reason": reason} if reason else {})}
+    found = context.api().post(f"/api/approvals/{approval_id}/decision", body)
+    if as_json:
+        output.emit_json(found)
+    else:
+        click.echo(f"{found['approval']['status']} {approval_id}" + ("; the run continues" if found["run_resumed"] else ""))
+
+
+@approval.command("approve")
+@click.argument("approval_id")
+@click.option("--reason", default=None)
+@json_option
+@pass_context
+def approval_approve(context: Context, approval_id: str, reason: str | None, as_json: bool) -> None:
+    _decide(context, approval_id, "approve", reason, as_json)
+
+
+@approval.command("deny")
+@click.argument("approval_id")
+@click.option("--reason", default=None, help="Told to the model.")
+@json_option
+@pass_context
+def approval_deny(context: Context, approval_id: str, reason: str | None, as_json: bool) -> None:
+    _decide(context, approval_id, "deny", reason, as_json)
+
+
 @cli.command()
 @click.argument("identifier")
 @json_option

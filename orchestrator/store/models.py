@@ -58,6 +58,9 @@ class Project(Base):
     root_path: Mapped[str] = mapped_column(Text, nullable=False)
     created_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = _created_at()
+    # {"rules": [{"tool", "match"?, "decision"}]}; see orchestrator/tools/policy.py
+    approval_policy: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, default=dict,
+                                                            server_default="{}")
 
 
 class ProjectMember(Base):
@@ -217,3 +220,27 @@ class Span(Base):
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     duration_ms: Mapped[float | None] = mapped_column(Float)
     attributes: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, default=dict)
+
+
+class Approval(Base):
+    """A request to run a dangerous tool call, and the decision on it (one per journal step)."""
+
+    __tablename__ = "approvals"
+    __table_args__ = (
+        UniqueConstraint("run_id", "step_key", name="uq_approvals_run_step_key"),
+        CheckConstraint("status IN ('pending', 'approved', 'denied')", name="ck_approvals_status"),
+        Index("ix_approvals_session_status", "session_id", "status"),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), nullable=False)
+    session_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False)
+    step_key: Mapped[str] = mapped_column(String(500), nullable=False)
+    tool: Mapped[str] = mapped_column(String(100), nullable=False)
+    arguments: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    rule: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="pending")
+    reason: Mapped[str | None] = mapped_column(Text)
+    requested_at: Mapped[datetime] = _created_at()
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    decided_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))

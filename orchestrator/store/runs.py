@@ -131,6 +131,28 @@ def requeue_run(session: Session, lease: Lease) -> bool:
     return True
 
 
+def park_run(session: Session, lease: Lease) -> bool:
+    """Hand the lease back and wait for a person (an approval). Returns True when the run was parked,
+    False when every approval it waited for was decided meanwhile, in which case it is queued again
+    and the caller must enqueue it."""
+    from orchestrator.store.approvals import pending_count  # approvals builds on runs
+
+    parked = session.execute(
+        update(Run)
+        .where(Run.id == lease.run_id, Run.lease_epoch == lease.epoch, Run.status == RunStatus.RUNNING.value)
+        .values(status=RunStatus.WAITING.value, lease_owner=None, lease_expires_at=None, updated_at=func.now())
+        .returning(Run.id)
+    ).one_or_none()
+    if parked is None:
+        _raise_lost(session, lease)
+    if pending_count(session, lease.run_id) == 0:
+        session.execute(update(Run).where(Run.id == lease.run_id)
+                        .values(status=RunStatus.QUEUED.value, enqueued_at=func.now()))
+        return False
+    append_event(session, lease.session_id, "run.waiting", {"reason": "approval"}, run_id=lease.run_id)
+    return True
+
+
 def next_queued_run(session: Session, session_id: uuid.UUID, kind: str) -> Run | None:
     """The oldest queued run of `kind` in a session: who goes next when a run there finishes."""
     return session.scalar(select(Run).where(Run.session_id == session_id, Run.kind == kind,
