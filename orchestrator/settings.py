@@ -120,6 +120,7 @@ class Settings:
     requeue_after_seconds: float = 300.0
     visibility_timeout_seconds: int = 3600
     max_request_bytes: int = 1024 * 1024
+    max_image_bytes: int = 20 * 1024 * 1024
     worker_concurrency: int = 2
     web_threads: int = 32
     ws_poll_seconds: float = 2.0
@@ -176,6 +177,7 @@ FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "requeue_after_seconds": ("BOOCODE_REQUEUE_AFTER_SECONDS", _parse_positive_float),
     "visibility_timeout_seconds": ("BOOCODE_VISIBILITY_TIMEOUT_SECONDS", _parse_positive_int),
     "max_request_bytes": ("BOOCODE_MAX_REQUEST_BYTES", _parse_positive_int),
+    "max_image_bytes": ("BOOCODE_MAX_IMAGE_BYTES", _parse_positive_int),
     "worker_concurrency": ("BOOCODE_WORKER_CONCURRENCY", _parse_positive_int),
     "web_threads": ("BOOCODE_WEB_THREADS", _parse_positive_int),
     "ws_poll_seconds": ("BOOCODE_WS_POLL_SECONDS", _parse_positive_float),

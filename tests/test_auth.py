@@ -59,9 +59,12 @@ def world(api: Api, project: dict, chat: dict, make_user, db) -> dict[str, str]:
     with db.transaction() as session:
         approval = approvals.request_approval(session, runs.load_run(session, uuid.UUID(run["id"])),
                                               "turn/0000/tool/0", "run_command", {"argv": ["ls"]}, None)
+    digest = api.request("POST", f"/api/sessions/{chat['id']}/attachments", content=b"GIF89a" + bytes(16)).json()["blob"]
+    api.ok("POST", f"/api/sessions/{chat['id']}/messages",
+           {"parts": [{"type": "text", "text": "see"}, {"type": "image", "blob": digest, "media_type": "image/gif"}]})
     other_id, _ = make_user("other")
     return {"project_id": project["id"], "session_id": chat["id"], "run_id": run["id"], "user_id": other_id,
-            "approval_id": str(approval.id)}
+            "approval_id": str(approval.id), "digest": digest}
 
 
 def test_every_route_without_a_token_is_401(api: Api, world: dict, tmp_path: Path) -> None:

@@ -37,7 +37,7 @@ def table_counts(db: Database, project_id: str) -> dict[str, int]:
 def write_operations(api: Api) -> list[tuple[str, str]]:
     document = api.ok("GET", "/api/openapi.json")
     return [(method, path) for path, item in document["paths"].items() for method, entry in item.items()
-            if "requestBody" in entry]
+            if "application/json" in entry.get("requestBody", {}).get("content", {})]
 
 
 def fill(path: str, ids: dict[str, str]) -> str:

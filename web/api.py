@@ -36,6 +36,7 @@ class Operation:
     status: int = 200
     public: bool = False
     tag: str = ""
+    raw_body: list[str] | None = None  # media types of a non-JSON body the view reads itself
 
     @property
     def path(self) -> str:
@@ -46,7 +47,8 @@ OPERATIONS: list[Operation] = []
 
 
 def operation(bp: Blueprint, method: str, rule: str, *, summary: str, body: JSON | None = None,
-              query: dict[str, JSON] | None = None, status: int = 200, public: bool = False) -> Callable:
+              query: dict[str, JSON] | None = None, status: int = 200, public: bool = False,
+              raw_body: list[str] | None = None) -> Callable:
     body_validator = Draft202012Validator(body) if body is not None else None
     query_schema = {"type": "object", "properties": query or {}, "additionalProperties": False}
     query_validator = Draft202012Validator(query_schema)
@@ -64,7 +66,7 @@ def operation(bp: Blueprint, method: str, rule: str, *, summary: str, body: JSON
         bp.add_url_rule(rule, endpoint=view.__name__, view_func=wrapper, methods=[method])
         OPERATIONS.append(Operation(blueprint=bp, method=method, rule=rule, summary=summary,
                                     endpoint=f"{bp.name}.{view.__name__}", body=body, query=query or {},
-                                    status=status, public=public, tag=bp.name))
+                                    status=status, public=public, tag=bp.name, raw_body=raw_body))
         return wrapper
 
     return decorate
@@ -136,7 +138,8 @@ def build_openapi(version: str, extra_paths: dict[str, JSON] | None = None) -> J
                           "default": {"description": "error",
                                       "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}},
         }
-        parameters = [{"name": name, "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+        parameters = [{"name": name, "in": "path", "required": True,
+                       "schema": {"type": "string", "format": "uuid"} if name.endswith("_id") else {"type": "string"}}
                       for name in re.findall(r"{([^}]+)}", path)]
         parameters += [{"name": name, "in": "query", "required": False, "schema": schema}
                        for name, schema in op.query.items()]
@@ -144,6 +147,9 @@ def build_openapi(version: str, extra_paths: dict[str, JSON] | None = None) -> J
             entry["parameters"] = parameters
         if op.body is not None:
             entry["requestBody"] = {"required": True, "content": {"application/json": {"schema": op.body}}}
+        if op.raw_body is not None:
+            entry["requestBody"] = {"required": True, "content": {media: {"schema": {"type": "string", "format": "binary"}}
+                                                                  for media in op.raw_body}}
         entry["security"] = [] if op.public else [{"bearer": []}]
         paths.setdefault(path, {})[op.method.lower()] = entry
     for path, item in (extra_paths or {}).items():

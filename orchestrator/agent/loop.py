@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,16 +26,16 @@ from typing import Any, Callable
 from sqlalchemy.orm import Session
 
 from orchestrator.agent import trace
-from orchestrator.agent.prompt import render_messages, system_prompt
+from orchestrator.agent.prompt import image_digests, render_messages, system_prompt
 from orchestrator.agent.streaming import DeltaPublisher
 from orchestrator.domain.enums import MessageRole, RunStatus, StepStatus
 from orchestrator.lifecycle import Handler, RunContext, RunOutcome
 from orchestrator.llm.client import ModelClient, ModelResult, Provider, ToolCallRequest
 from orchestrator.settings import Settings
-from orchestrator.store import approvals, journal, runs
+from orchestrator.store import approvals, blobs, journal, runs
 from orchestrator.store import sessions as chat_sessions
 from orchestrator.store.events import append_event
-from orchestrator.store.models import Project
+from orchestrator.store.models import Blob, Project
 from orchestrator.tools.base import ToolContext, ToolInputError, ToolResult
 from orchestrator.tools.policy import decide
 from orchestrator.tools.registry import TOOLS, parse_arguments, run_tool, tool_schemas
@@ -105,11 +106,19 @@ def run_turn(context: RunContext, config: AgentConfig) -> RunOutcome:
     if turn >= config.max_steps:
         return stop_at_step_cap(context, turn, config.max_steps)
 
-    with context.db.transaction() as session:
-        trace.open_turn(session, context, turn)
-        history = chat_sessions.list_history(session, context.run)
-        messages = render_messages(system_prompt(project.name, project.root_path), history)
     provider = config.provider
+    with context.db.transaction() as session:
+        history = chat_sessions.list_history(session, context.run)
+        digests = image_digests(history)
+        if digests and not provider.vision:
+            return RunOutcome(RunStatus.FAILED, error={
+                "code": "model_cannot_see_images",
+                "message": f"the configured model {provider.model!r} is text-only, so the images were not sent and no "
+                           "call was made: use a vision-capable model and set BOOCODE_MODEL_VISION=true, or resend "
+                           "the message without images"})
+        images = {digest: data_url(blobs.load_blob(session, digest)) for digest in digests}
+        trace.open_turn(session, context, turn)
+        messages = render_messages(system_prompt(project.name, project.root_path), history, images)
     output = context.step(
         model_key(turn), lambda: call_model(context, config, turn, messages), kind="model_call",
         input={"turn": turn, "model": provider.model},
@@ -120,6 +129,10 @@ def run_turn(context: RunContext, config: AgentConfig) -> RunOutcome:
     if run_tool_calls(context, turn, result.tool_calls, tool_context, project.approval_policy):
         return RunOutcome(wait=True)
     return RunOutcome(continue_run=True)
+
+
+def data_url(blob: Blob) -> str:
+    return f"data:{blob.media_type};base64,{base64.b64encode(blob.data).decode()}"
 
 
 def conclude(context: RunContext, turn: int, result: ModelResult) -> RunOutcome:

@@ -20,13 +20,24 @@ def system_prompt(project_name: str, root: str) -> str:
     return SYSTEM_PROMPT.format(name=project_name, root=root)
 
 
-def render_messages(system: str, history: list[Message]) -> list[dict[str, Any]]:
+def image_digests(history: list[Message]) -> list[str]:
+    return [part["blob"] for message in history for part in message.parts if part["type"] == "image"]
+
+
+def render_messages(system: str, history: list[Message], images: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """`images` maps blob digests to data URLs for the image parts in `history`."""
     rendered: list[dict[str, Any]] = [{"role": "system", "content": system}]
     for message in history:
         parts = message.parts
         if message.role == "user":
             texts = [part["text"] for part in parts if part["type"] == "text"]
-            rendered.append({"role": "user", "content": "\n\n".join(texts)})
+            pictures = [part["blob"] for part in parts if part["type"] == "image"]
+            if pictures:
+                content: Any = [{"type": "text", "text": "\n\n".join(texts)}] if texts else []
+                content += [{"type": "image_url", "image_url": {"url": (images or {})[digest]}} for digest in pictures]
+            else:
+                content = "\n\n".join(texts)
+            rendered.append({"role": "user", "content": content})
         elif message.role == "assistant":
             texts = [part["text"] for part in parts if part["type"] == "text"]
             calls = [{"id": part["id"], "type": "function",

@@ -67,10 +67,15 @@ class ApiClient:
                            "(it saves one in the data directory)", EXIT_AUTH)
         return {"Authorization": f"Bearer {self.token}"}
 
-    def request(self, method: str, path: str, *, body: Any = None, params: dict[str, Any] | None = None) -> Any:
+    def request(self, method: str, path: str, *, body: Any = None, params: dict[str, Any] | None = None,
+                content: bytes | None = None, content_type: str | None = None) -> Any:
         params = {key: value for key, value in (params or {}).items() if value is not None}
+        headers = self._headers()
+        if content_type:
+            headers["Content-Type"] = content_type
         try:
-            response = self._http.request(method, path, json=body, params=params, headers=self._headers())
+            response = self._http.request(method, path, json=body if content is None else None, content=content,
+                                          params=params, headers=headers)
         except httpx.TransportError as error:
             raise CliError(f"cannot reach the server at {self.url}: {error}; is `boocode up` running? "
                            f"(set BOOCODE_URL to point elsewhere)", EXIT_UNREACHABLE) from None

@@ -335,11 +335,19 @@ def session_show(context: Context, session_id: str, as_json: bool) -> None:
 @session.command("send")
 @click.argument("session_id")
 @click.argument("text")
+@click.option("--image", "images", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Attach an image (PNG, JPEG, GIF, WebP); may be repeated.")
 @json_option
 @pass_context
-def session_send(context: Context, session_id: str, text: str, as_json: bool) -> None:
-    """Post a user message; prints the queued run."""
-    created = context.api().post(f"/api/sessions/{session_id}/messages", {"text": text})
+def session_send(context: Context, session_id: str, text: str, images: tuple[Path, ...], as_json: bool) -> None:
+    """Post a user message (with optional images); prints the queued run."""
+    api = context.api()
+    parts: list[dict[str, str]] = [{"type": "text", "text": text}]
+    for image in images:
+        uploaded = api.request("POST", f"/api/sessions/{session_id}/attachments", content=image.read_bytes(),
+                               content_type="application/octet-stream")
+        parts.append({"type": "image", "blob": uploaded["blob"], "media_type": uploaded["media_type"]})
+    created = api.post(f"/api/sessions/{session_id}/messages", {"parts": parts})
     output.emit_json(created) if as_json else click.echo(f"queued run {created['run']['id']}")
 
 

@@ -80,6 +80,11 @@ def list_history(session: Session, run: "Run") -> list[Message]:
     return list(rows)
 
 
+def session_references_blob(session: Session, session_id: uuid.UUID, digest: str) -> bool:
+    return session.scalar(select(Message.id).where(Message.session_id == session_id,
+                                                   Message.parts.contains([{"blob": digest}])).limit(1)) is not None
+
+
 def list_messages(session: Session, session_id: uuid.UUID, *, after_seq: int = 0, limit: int = 200) -> list[Message]:
     return list(session.scalars(select(Message).where(Message.session_id == session_id, Message.seq > after_seq)
                                 .order_by(Message.seq).limit(limit)))

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import uuid
 
-from flask import Blueprint
+from flask import Blueprint, Response, request
 from sqlalchemy.orm import Session
 
 from orchestrator.domain.enums import MessageRole, Role, RunKind
-from orchestrator.domain.parts import validate_user_parts
+from orchestrator.domain.images import sniff_image_type
+from orchestrator.domain.parts import IMAGE_MEDIA_TYPES, validate_user_parts
+from orchestrator.errors import NotFoundError
 from orchestrator.probe import validate_probe_input
-from orchestrator.store import events, runs
+from orchestrator.store import blobs, events, runs
 from orchestrator.store import sessions as chat_sessions
 from orchestrator.store.models import ChatSession
 from web import schemas
 from web.api import operation
 from web.auth import current_user, require_project
+from web.errors import HttpError
 from web.state import state
 
 bp = Blueprint("sessions", __name__, url_prefix="/api/sessions")
@@ -56,6 +59,34 @@ def post_message(session_id: uuid.UUID, body):
         run.input = {"message_id": str(message.id)}
     state().queue.enqueue_run(run.kind, run.id)
     return {"message": chat_sessions.serialize_message(message), "run": runs.serialize_run(run)}, 202
+
+
+@operation(bp, "POST", "/<uuid:session_id>/attachments", status=201,
+           summary="Upload an image (the raw bytes) to attach to a message; returns its blob id",
+           raw_body=sorted(IMAGE_MEDIA_TYPES))
+def upload_attachment(session_id: uuid.UUID):
+    with state().db.transaction() as session:
+        load_visible_session(session, session_id, Role.MEMBER)
+    request.max_content_length = state().settings.max_image_bytes
+    data = request.get_data()
+    media_type = sniff_image_type(data)
+    if media_type is None:
+        raise HttpError(415, "unsupported_media_type", "the upload is not a PNG, JPEG, GIF or WebP image "
+                        "(its type is read from its bytes, not its name or Content-Type)")
+    with state().db.transaction() as session:
+        digest = blobs.put_blob(session, data, media_type)
+    return {"blob": digest, "media_type": media_type, "size": len(data)}, 201
+
+
+@operation(bp, "GET", "/<uuid:session_id>/attachments/<string:digest>", summary="An image attached to a message")
+def download_attachment(session_id: uuid.UUID, digest: str):
+    with state().db.transaction() as session:
+        load_visible_session(session, session_id, Role.VIEWER)
+        if not chat_sessions.session_references_blob(session, session_id, digest):
+            raise NotFoundError(f"attachment {digest} is not in session {session_id}")
+        blob = blobs.load_blob(session, digest)
+        return Response(blob.data, mimetype=blob.media_type,
+                        headers={"Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"})
 
 
 @operation(bp, "GET", "/<uuid:session_id>/events", summary="Replay the session's events after a seq",
