@@ -20,3 +20,11 @@ _counter = redis.Redis.from_url(REDIS_URL)
 @app.task(name="bench.noop")
 def noop() -> None:
     _counter.incr(f"{PREFIX}:noop-done")
+
+
+@app.task(name="bench.chain")
+def chain(remaining: int) -> None:
+    """One link of a chain: count itself, then enqueue the next (continuation as a new task)."""
+    _counter.incr(f"{PREFIX}:chain-done")
+    if remaining > 1:
+        chain.delay(remaining - 1)

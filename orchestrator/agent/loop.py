@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,18 @@ class AgentConfig:
                                 cache_lifetime_seconds=settings.model_cache_lifetime_seconds)
         return cls(provider=provider, max_steps=settings.agent_max_steps, max_attempts=settings.model_max_attempts,
                    timeout_seconds=settings.model_timeout_seconds, tool_path=settings.tool_path)
+
+
+_clients: dict[tuple[int, int], ModelClient] = {}
+
+
+def model_client(config: AgentConfig) -> ModelClient:
+    """One client (and connection pool) per provider per process; created after fork, never shared."""
+    assert config.provider is not None
+    key = (os.getpid(), id(config.provider))  # the config lives as long as the worker process
+    if key not in _clients:
+        _clients[key] = ModelClient(config.provider, max_attempts=config.max_attempts, timeout=config.timeout_seconds)
+    return _clients[key]
 
 
 def make_agent_handler(config: AgentConfig) -> Handler:
@@ -149,7 +162,7 @@ def conclude(context: RunContext, turn: int, result: ModelResult) -> RunOutcome:
 
 def call_model(context: RunContext, config: AgentConfig, turn: int, messages: list[dict[str, Any]]) -> dict[str, Any]:
     assert config.provider is not None
-    client = ModelClient(config.provider, max_attempts=config.max_attempts, timeout=config.timeout_seconds)
+    client = model_client(config)
     tools = tool_schemas()
     with context.db.transaction() as session:
         runs.check_fence(session, context.lease)
