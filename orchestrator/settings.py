@@ -113,7 +113,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8765
     api_url: str | None = None
-    api_token: str | None = None
+    api_token: str | None = field(default=None, repr=False)
+    secret_key: str | None = field(default=None, repr=False)
     redis_prefix: str = "boocode"
     lease_seconds: float = 15.0
     recovery_interval_seconds: float = 5.0
@@ -171,6 +172,7 @@ FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "port": ("BOOCODE_PORT", _parse_port),
     "api_url": ("BOOCODE_URL", _parse_text),
     "api_token": ("BOOCODE_TOKEN", _parse_text),
+    "secret_key": ("BOOCODE_SECRET_KEY", _parse_text),
     "redis_prefix": ("BOOCODE_REDIS_PREFIX", _parse_text),
     "lease_seconds": ("BOOCODE_LEASE_SECONDS", _parse_positive_float),
     "recovery_interval_seconds": ("BOOCODE_RECOVERY_INTERVAL_SECONDS", _parse_positive_float),
@@ -196,7 +198,7 @@ FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
 }
 
 # Values that must never be logged, traced or passed to tools.
-SECRET_FIELDS = frozenset({"model_api_key", "database_url", "redis_url", "api_token"})
+SECRET_FIELDS = frozenset({"model_api_key", "database_url", "redis_url", "api_token", "secret_key"})
 
 
 def _missing_services(database_url: str | None, redis_url: str | None) -> list[str]:

@@ -19,7 +19,9 @@ PROJECT_SCOPED = re.compile(r"{(project_id|session_id|run_id|approval_id)}")
 ADMIN_ONLY = {("get", "/api/users"), ("post", "/api/users"), ("post", "/api/users/{user_id}/tokens"),
               ("post", "/api/projects")}
 OWNER_ONLY = {("put", "/api/projects/{project_id}/members/{user_id}"),
-              ("delete", "/api/projects/{project_id}/members/{user_id}")}
+              ("delete", "/api/projects/{project_id}/members/{user_id}"),
+              ("put", "/api/projects/{project_id}/policy"), ("put", "/api/projects/{project_id}/provider"),
+              ("delete", "/api/projects/{project_id}/provider")}
 
 
 def operations(api: Api) -> list[tuple[str, str, dict]]:
@@ -39,6 +41,7 @@ def sample_body(method: str, path: str, tmp_path: Path) -> dict | None:
         ("post", "/api/sessions/{session_id}/messages"): {"text": "hello"},
         ("post", "/api/sessions/{session_id}/probes"): {"steps": 1, "step_seconds": 0},
         ("put", "/api/projects/{project_id}/policy"): {"rules": []},
+        ("put", "/api/projects/{project_id}/provider"): {"base_url": "http://127.0.0.1:9/v1", "model": "m"},
         ("post", "/api/approvals/{approval_id}/decision"): {"decision": "deny"},
     }
     return bodies.get((method, path))

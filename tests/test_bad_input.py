@@ -112,6 +112,9 @@ WRONG_TYPES = [
     ("put", "/api/projects/{project_id}/policy", {"rules": [{"tool": "run_command", "decision": "maybe"}]}),
     ("put", "/api/projects/{project_id}/policy", {"rules": [{"tool": "*", "decision": "ask", "when": "x"}]}),
     ("post", "/api/approvals/{approval_id}/decision", {"decision": "perhaps"}),
+    ("put", "/api/projects/{project_id}/provider", {"base_url": "ftp://x", "model": "m"}),
+    ("put", "/api/projects/{project_id}/provider", {"base_url": "http://x/v1"}),
+    ("put", "/api/projects/{project_id}/provider", {"base_url": "http://x/v1", "model": "m", "api_key": "k"}),
 ]
 
 

@@ -9,7 +9,7 @@ SURFACE = {
     "admin": ["create-user"],
     "user": ["create", "list"],
     "token": ["create", "list", "revoke"],
-    "project": ["add", "list", "members", "policy", "set-role", "show"],
+    "project": ["add", "list", "members", "policy", "provider", "set-role", "show"],
     "approval": ["approve", "deny", "list"],
     "session": ["create", "list", "send", "show", "watch"],
     "run": ["cancel", "list", "probe", "show"],

@@ -20,7 +20,7 @@ from __future__ import annotations
 import base64
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,8 +30,10 @@ from orchestrator.agent import trace
 from orchestrator.agent.prompt import image_digests, render_messages, system_prompt
 from orchestrator.agent.streaming import DeltaPublisher
 from orchestrator.domain.enums import MessageRole, RunStatus, StepStatus
+from orchestrator.errors import ConfigurationError
 from orchestrator.lifecycle import Handler, RunContext, RunOutcome
 from orchestrator.llm.client import ModelClient, ModelResult, Provider, ToolCallRequest
+from orchestrator.providers import resolve_provider, server_provider
 from orchestrator.settings import Settings
 from orchestrator.store import approvals, blobs, journal, runs
 from orchestrator.store import sessions as chat_sessions
@@ -51,28 +53,23 @@ class AgentConfig:
     max_attempts: int = 4
     timeout_seconds: float = 120.0
     tool_path: str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    secret_key: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "AgentConfig":
-        provider = None
-        if settings.model_base_url and settings.model_name:
-            provider = Provider(name="default", base_url=settings.model_base_url, model=settings.model_name,
-                                api_key=settings.model_api_key or "", context_window=settings.model_context_window,
-                                vision=settings.model_vision,
-                                cache_lifetime_seconds=settings.model_cache_lifetime_seconds)
-        return cls(provider=provider, max_steps=settings.agent_max_steps, max_attempts=settings.model_max_attempts,
-                   timeout_seconds=settings.model_timeout_seconds, tool_path=settings.tool_path)
+        return cls(provider=server_provider(settings), max_steps=settings.agent_max_steps, max_attempts=settings.model_max_attempts,
+                   timeout_seconds=settings.model_timeout_seconds, tool_path=settings.tool_path,
+                   secret_key=settings.secret_key)
 
 
-_clients: dict[tuple[int, int], ModelClient] = {}
+_clients: dict[tuple[Any, ...], ModelClient] = {}
 
 
-def model_client(config: AgentConfig) -> ModelClient:
-    """One client (and connection pool) per provider per process; created after fork, never shared."""
-    assert config.provider is not None
-    key = (os.getpid(), id(config.provider))  # the config lives as long as the worker process
+def model_client(config: AgentConfig, provider: Provider) -> ModelClient:
+    """One client (and connection pool) per endpoint and key per process; created after fork, never shared."""
+    key = (os.getpid(), provider.base_url, provider.api_key, config.max_attempts, config.timeout_seconds)
     if key not in _clients:
-        _clients[key] = ModelClient(config.provider, max_attempts=config.max_attempts, timeout=config.timeout_seconds)
+        _clients[key] = ModelClient(provider, max_attempts=config.max_attempts, timeout=config.timeout_seconds)
     return _clients[key]
 
 
@@ -97,11 +94,16 @@ def run_turn(context: RunContext, config: AgentConfig) -> RunOutcome:
             return RunOutcome(defer=True)
         project = session.get(Project, context.run.project_id)
         steps = {step.step_key: step for step in journal.list_steps(session, context.run.id)}
-    if config.provider is None:
+    try:
+        provider = resolve_provider(project.provider, config.provider, config.secret_key)
+    except ConfigurationError as error:
+        return RunOutcome(RunStatus.FAILED, error={"code": "provider_misconfigured", "message": error.problems[0]})
+    if provider is None:
         return RunOutcome(RunStatus.FAILED, error={
             "code": "no_model_provider",
-            "message": "no model is configured: set BOOCODE_MODEL_BASE_URL and BOOCODE_MODEL (and "
-                       "BOOCODE_MODEL_API_KEY if the endpoint needs one) for the web and worker processes"})
+            "message": "no model is configured: set the project's provider (boocode project provider), or "
+                       "BOOCODE_MODEL_BASE_URL and BOOCODE_MODEL (and BOOCODE_MODEL_API_KEY if the endpoint needs one) "
+                       "for the web and worker processes"})
     tool_context = ToolContext(root=Path(project.root_path), tool_path=config.tool_path)
 
     finished_turns = sorted(int(match.group(1)) for key, step in steps.items()
@@ -119,7 +121,6 @@ def run_turn(context: RunContext, config: AgentConfig) -> RunOutcome:
     if turn >= config.max_steps:
         return stop_at_step_cap(context, turn, config.max_steps)
 
-    provider = config.provider
     with context.db.transaction() as session:
         history = chat_sessions.list_history(session, context.run)
         digests = image_digests(history)
@@ -133,7 +134,7 @@ def run_turn(context: RunContext, config: AgentConfig) -> RunOutcome:
         trace.open_turn(session, context, turn)
         messages = render_messages(system_prompt(project.name, project.root_path), history, images)
     output = context.step(
-        model_key(turn), lambda: call_model(context, config, turn, messages), kind="model_call",
+        model_key(turn), lambda: call_model(context, config, provider, turn, messages), kind="model_call",
         input={"turn": turn, "model": provider.model},
         record=lambda session, result: record_assistant_message(session, context, turn, result, provider))
     result = ModelResult.from_dict(output)
@@ -160,13 +161,13 @@ def conclude(context: RunContext, turn: int, result: ModelResult) -> RunOutcome:
     return RunOutcome(RunStatus.COMPLETED, result=outcome)
 
 
-def call_model(context: RunContext, config: AgentConfig, turn: int, messages: list[dict[str, Any]]) -> dict[str, Any]:
-    assert config.provider is not None
-    client = model_client(config)
+def call_model(context: RunContext, config: AgentConfig, provider: Provider, turn: int,
+               messages: list[dict[str, Any]]) -> dict[str, Any]:
+    client = model_client(config, provider)
     tools = tool_schemas()
     with context.db.transaction() as session:
         runs.check_fence(session, context.lease)
-        trace.start_model_span(session, context, turn, config.provider, messages, tools)
+        trace.start_model_span(session, context, turn, provider, messages, tools)
     deltas = DeltaPublisher(context.db, context.lease, turn)
     result = client.complete(messages, tools, on_delta=deltas.add, should_stop=lambda: context.keeper.lost is not None)
     deltas.flush()

@@ -440,6 +440,44 @@ def run_probe(context: Context, session_id: str, steps: int, step_seconds: float
         sys.exit(EXIT_SERVER)
 
 
+@project.command("provider")
+@click.argument("project_id")
+@click.option("--base-url", default=None, help="OpenAI-compatible endpoint, e.g. https://api.deepseek.com/v1")
+@click.option("--model", default=None)
+@click.option("--api-key-stdin", is_flag=True, help="Read the API key from standard input (stored encrypted).")
+@click.option("--vision/--no-vision", default=None, help="The model accepts images.")
+@click.option("--context-window", type=click.IntRange(min=1024), default=None)
+@click.option("--clear", is_flag=True, help="Go back to the server's provider.")
+@json_option
+@pass_context
+def project_provider(context: Context, project_id: str, base_url: str | None, model: str | None, api_key_stdin: bool,
+                     vision: bool | None, context_window: int | None, clear: bool, as_json: bool) -> None:
+    """Show or set the model provider the project's runs use (owner to change it)."""
+    api = context.api()
+    path = f"/api/projects/{project_id}/provider"
+    if clear:
+        found = api.request("DELETE", path)
+    elif base_url or model:
+        if not (base_url and model):
+            raise click.UsageError("give both --base-url and --model")
+        body: dict[str, object] = {"base_url": base_url, "model": model}
+        if api_key_stdin:
+            body["api_key"] = click.get_text_stream("stdin").read().strip()
+        if vision is not None:
+            body["vision"] = vision
+        if context_window:
+            body["context_window"] = context_window
+        found = api.request("PUT", path, body=body)
+    else:
+        found = api.get(path)
+    if as_json:
+        output.emit_json(found)
+    elif found["provider"] is None:
+        click.echo("no provider: set one here or BOOCODE_MODEL_BASE_URL/BOOCODE_MODEL on the server")
+    else:
+        output.emit_record({"source": found["source"], **found["provider"]})
+
+
 @project.command("policy")
 @click.argument("project_id")
 @click.option("--set", "policy_file", type=click.File("r"), default=None,

@@ -27,6 +27,7 @@ from orchestrator import migrate
 from orchestrator.cli import EXIT_OK, EXIT_SERVER
 from orchestrator.cli.client import credentials_path, load_credentials, save_credentials
 from orchestrator.embedded import EmbeddedPostgres, EmbeddedRedis, ensure_private_directory
+from orchestrator.secrets import generate_key
 from orchestrator.settings import Settings
 from orchestrator.store import users
 from orchestrator.store.database import Database
@@ -137,8 +138,20 @@ class Supervisor:
             self.postgres.stop()
 
 
+def ensure_secret_key(settings: Settings) -> Settings:
+    """BOOCODE_SECRET_KEY, or one kept in the data directory (created on first start, mode 0600)."""
+    if settings.secret_key:
+        return settings
+    path = settings.data_dir / "secret.key"
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(generate_key() + "\n")
+    return settings.replace(secret_key=path.read_text().strip())
+
+
 def run_up(settings: Settings) -> int:
     ensure_private_directory(settings.data_dir)
+    settings = ensure_secret_key(settings)
     supervisor = Supervisor(settings)
 
     def request_stop(signum: int, frame: object) -> None:

@@ -61,6 +61,9 @@ class Project(Base):
     # {"rules": [{"tool", "match"?, "decision"}]}; see orchestrator/tools/policy.py
     approval_policy: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, default=dict,
                                                             server_default="{}")
+    # The project's own model provider (else the server's): see orchestrator/providers.py. The API key
+    # is stored only encrypted, under "api_key_encrypted".
+    provider: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 
 
 class ProjectMember(Base):

@@ -6,6 +6,7 @@ import uuid
 
 from flask import Blueprint
 
+from orchestrator import providers
 from orchestrator.domain.enums import Role
 from orchestrator.store import projects, runs
 from orchestrator.store import sessions as chat_sessions
@@ -92,3 +93,27 @@ def list_runs(project_id: uuid.UUID, query):
         found = runs.list_runs(session, project_id=project_id, status=query.get("status"),
                                limit=query.get("limit", 50))
         return {"runs": [runs.serialize_run(run) for run in found]}
+
+
+@operation(bp, "GET", "/<uuid:project_id>/provider", summary="The model provider the project's runs use")
+def get_provider(project_id: uuid.UUID):
+    with state().db.transaction() as session:
+        project, _ = require_project(session, project_id, Role.VIEWER)
+        return providers.public_view(project.provider, providers.server_provider(state().settings))
+
+
+@operation(bp, "PUT", "/<uuid:project_id>/provider", summary="Give the project its own model provider (owner)",
+           body=providers.PROVIDER_SCHEMA)
+def set_provider(project_id: uuid.UUID, body):
+    with state().db.transaction() as session:
+        project, _ = require_project(session, project_id, Role.OWNER)
+        project.provider = providers.store_config(body, state().settings.secret_key, project.provider)
+        return providers.public_view(project.provider, None)
+
+
+@operation(bp, "DELETE", "/<uuid:project_id>/provider", summary="Go back to the server's provider (owner)")
+def clear_provider(project_id: uuid.UUID):
+    with state().db.transaction() as session:
+        project, _ = require_project(session, project_id, Role.OWNER)
+        project.provider = None
+        return providers.public_view(None, providers.server_provider(state().settings))
