@@ -19,6 +19,7 @@ from pathlib import Path
 
 import psutil
 
+from tests.fakes.model_server import FakeModelServer, Reply, openai_usage
 from tests.support import REPO, wait_for
 
 
@@ -60,7 +61,11 @@ def test_quick_start_from_a_fresh_clone(tmp_path: Path) -> None:
     port = free_port()
     environment = {key: value for key, value in os.environ.items()
                    if key not in ("DATABASE_URL", "REDIS_URL", "BOOCODE_URL", "BOOCODE_TOKEN", "VIRTUAL_ENV")}
-    environment.update(BOOCODE_DATA_DIR=str(data_dir), BOOCODE_PORT=str(port))
+    model = FakeModelServer().start()
+    model.script(Reply(tool_calls=[("list_dir", {})], usage=openai_usage(500, 8)),
+                 Reply(text="The project is empty.", usage=openai_usage(600, 6, cached=512)))
+    environment.update(BOOCODE_DATA_DIR=str(data_dir), BOOCODE_PORT=str(port), BOOCODE_MODEL_BASE_URL=model.base_url,
+                       BOOCODE_MODEL="gpt-4o-mini")
     log_path = tmp_path / "up.log"
     up_command = quick_start_commands()[0]
     with open(log_path, "wb") as log:
@@ -87,7 +92,15 @@ def test_quick_start_from_a_fresh_clone(tmp_path: Path) -> None:
         probe = json.loads(run("run", "probe", chat["id"], "--steps", "3", "--wait", "--json"))
         assert probe["status"] == "completed"
         assert "run.finished" in run("session", "watch", chat["id"], "--until-run", probe["id"])
+
+        sent = json.loads(run("session", "send", chat["id"], "what is in this project?", "--json"))
+        watched = run("session", "watch", chat["id"], "--until-run", sent["run"]["id"])
+        assert "completed" in watched.splitlines()[-1]
+        shown = json.loads(run("run", "show", sent["run"]["id"], "--json"))
+        assert shown["run"]["result"]["text"] == "The project is empty."
+        assert "model_call" in run("trace", sent["run"]["id"]) and len(model.requests) == 2
     finally:
+        model.stop()
         if up.poll() is None:
             os.kill(up.pid, signal.SIGINT)  # what Ctrl-C sends to `boocode up`
         try:
