@@ -222,3 +222,33 @@ def test_worker_killed_during_a_mutating_tool_call(agent, fake: FakeModelServer)
     steps = api.ok("GET", f"/api/runs/{run['id']}/steps")["steps"]
     assert [(step["step_key"], step["status"]) for step in steps] == [
         ("turn/0000/model", "finished"), ("turn/0000/tool/0", "interrupted"), ("turn/0001/model", "finished")]
+
+
+def test_cancel_kills_a_long_running_command(agent, fake: FakeModelServer) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import sys
+    import time
+
+    stack, api, chat, root, start_worker = agent
+    api.ok("PUT", f"/api/projects/{chat['project_id']}/policy", {"rules": [{"tool": "run_command", "decision": "allow"}]})
+    script = "import os, time; open('pid.txt', 'w').write(str(os.getpid())); time.sleep(120)"
+    fake.script(Reply(tool_calls=[("run_command", {"argv": [sys.executable, "-c", script], "timeout_seconds": 600})],
+                      usage=openai_usage(10, 5)))
+    worker = start_worker()
+    run = api.ok("POST", f"/api/sessions/{chat['id']}/messages", {"text": "wait a long time"})["run"]
+    wait_for(lambda: (root / "pid.txt").exists() and (root / "pid.txt").read_text(), 30, message="the command to start")
+    pid = int((root / "pid.txt").read_text())
+    cancelled_at = time.monotonic()
+    api.ok("POST", f"/api/runs/{run['id']}/cancel")
+
+    def gone() -> bool:
+        try:
+            os.kill(pid, 0)
+            return False
+        except ProcessLookupError:
+            return True
+
+    wait_for(gone, stack.settings.lease_seconds + 5, message="the command to be killed")
+    assert time.monotonic() - cancelled_at < stack.settings.lease_seconds + 5
+    wait_for(lambda: "outcome=cancelled" in worker.log(), 10, message="the worker to stop")
+    assert api.run_status(run["id"]) == "cancelled"

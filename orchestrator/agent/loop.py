@@ -104,7 +104,8 @@ def run_turn(context: RunContext, config: AgentConfig) -> RunOutcome:
             "message": "no model is configured: set the project's provider (boocode project provider), or "
                        "BOOCODE_MODEL_BASE_URL and BOOCODE_MODEL (and BOOCODE_MODEL_API_KEY if the endpoint needs one) "
                        "for the web and worker processes"})
-    tool_context = ToolContext(root=Path(project.root_path), tool_path=config.tool_path)
+    tool_context = ToolContext(root=Path(project.root_path), tool_path=config.tool_path,
+                               should_stop=lambda: context.keeper.lost is not None)
 
     finished_turns = sorted(int(match.group(1)) for key, step in steps.items()
                             if (match := MODEL_STEP.match(key)) and step.status == StepStatus.FINISHED.value)

@@ -23,6 +23,7 @@ class ToolContext:
     tool_path: str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     max_output_bytes: int = 64 * 1024
     max_read_bytes: int = 256 * 1024
+    should_stop: Callable[[], bool] | None = None  # long tools poll this (the run was cancelled)
 
 
 @dataclass

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import tempfile
+import time
 from typing import Any
 
 from orchestrator.tools.base import Tool, ToolContext, ToolInputError, ToolResult, relative, resolve_path
@@ -44,21 +45,33 @@ def run_command(arguments: dict[str, Any], context: ToolContext) -> ToolResult:
             raise ToolInputError(f"program {argv[0]!r} was not found on PATH") from None
         except PermissionError:
             raise ToolInputError(f"program {argv[0]!r} is not executable") from None
-        timed_out = False
-        try:
-            exit_code = process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            os.killpg(process.pid, signal.SIGKILL)
-            exit_code = process.wait()
+        timed_out = stopped = False
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                exit_code = process.wait(min(0.25, max(deadline - time.monotonic(), 0.01)))
+                break
+            except subprocess.TimeoutExpired:
+                timed_out = time.monotonic() >= deadline
+                stopped = context.should_stop is not None and context.should_stop()
+                if timed_out or stopped:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    exit_code = process.wait()
+                    break
         half = context.max_output_bytes // 2
         output.seek(0)
         errors.seek(0)
         stdout, stderr = _capped(output.read(), half), _capped(errors.read(), half)
-    status = f"timed out after {timeout}s (killed)" if timed_out else f"exit code {exit_code}"
+    if stopped:
+        status = "stopped: the run was cancelled (killed)"
+    elif timed_out:
+        status = f"timed out after {timeout}s (killed)"
+    else:
+        status = f"exit code {exit_code}"
     content = f"$ {' '.join(argv)}  (in {relative(context, cwd)})\n{status}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
-    return ToolResult(content=content, is_error=timed_out or exit_code != 0,
-                      data={"exit_code": None if timed_out else exit_code, "timed_out": timed_out})
+    return ToolResult(content=content, is_error=timed_out or stopped or exit_code != 0,
+                      data={"exit_code": None if timed_out or stopped else exit_code, "timed_out": timed_out,
+                            "stopped": stopped})
 
 
 TOOLS = [
