@@ -1,0 +1,1 @@
+"""Workflow scripts (Claude Code compatible): loading and validation, the V8 sandbox, primitives."""

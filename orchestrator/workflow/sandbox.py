@@ -1,0 +1,155 @@
+"""A workflow script in its own V8 isolate (mini-racer), driven one step at a time.
+
+    sandbox = Sandbox(script, args)          # new isolate: prelude (guards, primitives), memory limit
+    sandbox.start()                          # compile and start the body; run until it waits
+    sandbox.take_calls()                     # agent() calls made so far: [{key, prompt, options}]
+    sandbox.resolve(key, value)              # one result in; the isolate drains before this returns
+    sandbox.state()                          # done / result / error (message and line) / logs / failures
+
+Code after an `await` runs on mini-racer's loop after an eval has returned, outside that eval's
+timeout. So every step is followed by a barrier: a trivial eval that can only run once the isolate
+is idle, with the sync-execution timeout. If it times out (an endless loop, before or after an
+await) or memory runs out, the isolate is closed, which stops it, and the run fails with
+`SandboxError`; the worker process carries on. One isolate per tick, never shared.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from importlib import resources
+from typing import Any
+
+from py_mini_racer import JSEvalException, JSOOMException, JSTimeoutException, MiniRacer
+
+from orchestrator.workflow.script import WorkflowScript
+
+logger = logging.getLogger(__name__)
+PRELUDE = resources.files("orchestrator.workflow").joinpath("prelude.js").read_text()
+
+
+class SandboxError(Exception):
+    """The script broke a limit (time, memory) or could not be compiled; `line` when known."""
+
+    def __init__(self, code: str, message: str, line: int | None = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.line = code, message, line
+
+
+class Sandbox:
+    def __init__(self, script: WorkflowScript, args: Any = None, *, timeout_seconds: float = 2.0,
+                 memory_bytes: int = 128 * 1024 * 1024) -> None:
+        self.script = script
+        self.args = args
+        self.timeout_seconds = timeout_seconds
+        # Every host interaction is a timed eval (calls through JS function handles cannot be timed
+        # out), so the host object needs a global name; a random one the script has no reason to use.
+        self._host = f"__boocode_host_{secrets.token_hex(8)}"
+        self._context: MiniRacer | None = MiniRacer()
+        self._context.set_hard_memory_limit(memory_bytes)
+        self._eval(f"Object.defineProperty(globalThis, {json.dumps(self._host)}, {{value: {PRELUDE}\n, "
+                   "writable: false, configurable: false, enumerable: false});\n//# sourceURL=boocode-prelude.js")
+
+    def __enter__(self) -> "Sandbox":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._context is not None:
+            self._context.close()
+            self._context = None
+
+    def _eval(self, code: str) -> Any:
+        if self._context is None:
+            raise SandboxError("sandbox_closed", "the sandbox was closed after an earlier error")
+        try:
+            result = self._context.eval(code, timeout_sec=self.timeout_seconds)
+            self._context.eval("0", timeout_sec=self.timeout_seconds)  # barrier: the isolate is idle again
+            return result
+        except JSTimeoutException:
+            self.close()
+            raise SandboxError("script_timeout", f"the script ran for more than {self.timeout_seconds}s without "
+                               "waiting (an endless loop?); synchronous work between awaits is limited") from None
+        except (JSOOMException, JSEvalException) as error:
+            out_of_memory = isinstance(error, JSOOMException) or self._context.was_hard_memory_limit_reached()
+            if not out_of_memory:
+                raise
+            self.close()
+            raise SandboxError("script_memory", "the script used more memory than its sandbox allows") from None
+
+    def _call(self, method: str, *arguments: Any) -> Any:
+        return self._eval(f"{self._host}.{method}({', '.join(json.dumps(argument) for argument in arguments)})")
+
+    def start(self) -> None:
+        """Compile and start the body in one eval: a syntax error is reported before anything runs."""
+        code = (f"{self._host}.start(async function () {{{self.script.body}\n}}, {json.dumps(json.dumps(self.args))});"
+                "\n//# sourceURL=workflow.js")
+        try:
+            self._eval(code)
+        except JSEvalException as error:
+            self.close()
+            message, line = _syntax_error(str(error))
+            raise SandboxError("script_syntax", message, line) from None
+
+    def take_calls(self) -> list[dict[str, Any]]:
+        return json.loads(self._call("takeCalls"))
+
+    def resolve(self, key: str, value: Any) -> bool:
+        return bool(self._call("resolve", key, json.dumps(value)))
+
+    def reject(self, key: str, message: str) -> bool:
+        return bool(self._call("reject", key, message))
+
+    def set_budget(self, total: float | None, spent: float) -> None:
+        self._call("setBudget", total, spent)
+
+    def state(self) -> dict[str, Any]:
+        return json.loads(self._call("state"))
+
+
+def _syntax_error(text: str) -> tuple[str, int | None]:
+    import re
+
+    line = re.search(r"(?:workflow\.js|<anonymous>):(\d+)", text)
+    first = text.strip().splitlines()[-1] if text.strip() else "syntax error"
+    for candidate in text.splitlines():
+        if "Error" in candidate:
+            first = candidate.strip()
+            break
+    return first, int(line.group(1)) if line else None
+
+
+def run_to_completion(script: WorkflowScript, args: Any, answer: Any, *, timeout_seconds: float = 2.0,
+                      budget: float | None = None) -> dict[str, Any]:
+    """Drive a script with `answer(call) -> value` for every agent() call (tests, dry runs).
+
+    Calls are answered one at a time in the order they were made, each drained before the next:
+    the same discipline the workflow tick uses with journaled results.
+    """
+    with Sandbox(script, args, timeout_seconds=timeout_seconds) as sandbox:
+        spent = 0.0
+        sandbox.set_budget(budget, spent)
+        sandbox.start()
+        seen: list[dict[str, Any]] = []
+        logs: list[dict[str, Any]] = []
+        failures: list[dict[str, Any]] = []
+        queue = sandbox.take_calls()
+        while queue:
+            call = queue.pop(0)
+            seen.append(call)
+            try:
+                value = answer(call)
+            except Exception as error:  # an agent that failed: its promise rejects
+                sandbox.reject(call["key"], str(error))
+            else:
+                spent += 1
+                sandbox.set_budget(budget, spent)
+                sandbox.resolve(call["key"], value)
+            queue.extend(sandbox.take_calls())
+        state = sandbox.state()
+        logs += state["logs"]
+        failures += state["failures"]
+        return {**state, "calls": seen, "logs": logs, "failures": failures}

@@ -1,0 +1,225 @@
+"""The workflow sandbox: script loading, determinism, escapes and limits, primitives, structural keys."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.workflow.sandbox import Sandbox, SandboxError, run_to_completion
+from orchestrator.workflow.script import ScriptError, load_script
+
+HEADER = 'export const meta = { name: "t", description: "a test" };\n'
+
+
+def run(body: str, answer=lambda call: call["prompt"].upper(), args=None, **options):  # type: ignore[no-untyped-def]
+    return run_to_completion(load_script(HEADER + body), args or {}, answer, **options)
+
+
+# ---- loading
+
+def test_meta_is_parsed_as_a_literal() -> None:
+    script = load_script('''// a comment first
+export const meta = {
+  name: "review", description: 'Reviews code', // trailing comment
+  phases: ["read", `judge`], whenToUse: null, weight: 1.5,
+};
+return 1;''')
+    assert script.meta == {"name": "review", "description": "Reviews code", "phases": ["read", "judge"],
+                           "whenToUse": None, "weight": 1.5}
+    assert script.body.count("\n") == script.source.count("\n")  # line numbers kept
+
+
+@pytest.mark.parametrize("source, line, words", [
+    ('export const meta = { name: pick(), description: "x" };', 1, "literal"),
+    ('export const meta = {\n  name: `n-${x}`, description: "x" };', 2, "template substitutions"),
+    ('export const meta = { name, description: "x" };', 1, "shorthand"),
+    ('const meta = { name: "x" };', 1, "export const meta"),
+    ('export const meta = { description: "x" };', 1, "meta.name"),
+    ('export const meta = { name: "x", description: "d" };\n\nconst t = Date.now();', 3, "Date.now()"),
+    ('export const meta = { name: "x", description: "d" };\nif (Math.random() > .5) {}', 2, "Math.random()"),
+    ('export const meta = { name: "x", description: "d" };\nconst d = new Date();', 2, "new Date()"),
+])
+def test_bad_scripts_are_refused_before_running(source: str, line: int, words: str) -> None:
+    with pytest.raises(ScriptError) as caught:
+        load_script(source)
+    assert caught.value.line == line and words in caught.value.message
+
+
+def test_clock_words_in_strings_and_comments_are_fine() -> None:
+    load_script(HEADER + '// never call Date.now() here\nlog("Math.random() is banned");\nreturn new Date(0).getTime();')
+
+
+def test_size_cap_and_syntax_errors_with_lines() -> None:
+    with pytest.raises(ScriptError):
+        load_script(HEADER + "log('x');\n" * 40000)
+    with pytest.raises(SandboxError) as caught:
+        run("const a = 1;\nconst b = ;\n")
+    assert caught.value.code == "script_syntax" and caught.value.line == 3
+
+
+# ---- determinism at run time, also through aliases
+
+@pytest.mark.parametrize("expression", [
+    "const D = Date; D.now()",
+    "globalThis['Da' + 'te'].now()",
+    "new Date(0).constructor.now()",
+    "Reflect.construct(Date, [])",
+    "const D = Date; D()",
+    "Math['ran' + 'dom']()",
+    "new Intl.DateTimeFormat('en').format()",
+])
+def test_clock_and_randomness_through_aliases_throw(expression: str) -> None:
+    state = run(f"log('before');\n{expression};\nreturn 1;")
+    assert state["error"]["name"] == "DeterminismError" and state["error"]["line"] == 3
+    assert "pass values in through args" in state["error"]["message"]
+
+
+def test_dates_from_values_still_work() -> None:
+    assert run("return new Date(86400000).toISOString();")["result"] == "1970-01-02T00:00:00.000Z"
+
+
+# ---- escapes and limits
+
+def test_no_host_capabilities() -> None:
+    state = run("return [typeof require, typeof process, typeof fetch, typeof WebAssembly, typeof SharedArrayBuffer,"
+                " typeof XMLHttpRequest, typeof Deno];")
+    assert state["result"] == ["undefined"] * 7
+    assert run("await import('fs');")["error"] is not None
+    escaped = run("return (() => {}).constructor('return typeof process')();")
+    assert escaped["result"] == "undefined"
+
+
+def test_prototype_pollution_cannot_reach_the_host_api() -> None:
+    state = run('''
+Array.prototype.map = () => ["hijacked"];
+Object.prototype.polluted = "yes";
+try { agent.call = () => "fake"; } catch (e) {}
+try { Promise.prototype.then = function () { return "hijacked"; }; } catch (e) {}
+const results = await parallel([() => agent("one"), () => agent("two")]);
+return { results, polluted: ({}).polluted ?? null };''')
+    assert state["error"] is None
+    assert state["result"] == {"results": ["ONE", "TWO"], "polluted": None}
+
+
+@pytest.mark.parametrize("body", ["while (true) {}", "await null;\nwhile (true) {}",
+                                  "const x = await agent('a');\nfor (;;) {}"])
+def test_endless_loops_before_and_after_await_fail_the_run(body: str) -> None:
+    with pytest.raises(SandboxError) as caught:
+        run(body, timeout_seconds=0.5)
+    assert caught.value.code == "script_timeout"
+    assert run("return 'the process is fine';")["result"] == "the process is fine"
+
+
+def test_huge_allocations_fail_the_run() -> None:
+    with pytest.raises(SandboxError) as caught:
+        run("const hoard = []; while (true) { hoard.push(new Array(1e6).fill(7)); }", timeout_seconds=10)
+    assert caught.value.code in ("script_memory", "script_timeout")
+    assert run("return 2 + 2;")["result"] == 4
+
+
+# ---- primitives
+
+def test_parallel_keeps_order_and_failures_become_null() -> None:
+    def answer(call):  # type: ignore[no-untyped-def]
+        if call["prompt"] == "bad":
+            raise RuntimeError("agent died")
+        return call["prompt"]
+
+    state = run("return await parallel(['a', 'bad', 'c'].map((p) => () => agent(p)));", answer)
+    assert state["result"] == ["a", None, "c"]
+    assert [(failure["index"], failure["error"]["message"]) for failure in state["failures"]] == [(1, "agent died")]
+
+
+def test_parallel_needs_thunks() -> None:
+    state = run("return await parallel([agent('a')]);")
+    assert "pass an array of functions" in state["error"]["message"]
+
+
+def test_pipeline_items_move_through_stages_independently() -> None:
+    script = load_script(HEADER + '''
+return await pipeline(["x", "y", "z"],
+  (item) => agent("draft " + item),
+  (draft, item) => item === "y" ? null : agent("polish " + draft));''')
+    with Sandbox(script, {}) as sandbox:
+        sandbox.start()
+        first = sandbox.take_calls()
+        assert [call["prompt"] for call in first] == ["draft x", "draft y", "draft z"]
+        sandbox.resolve(first[0]["key"], "X1")
+        # item x reaches stage 2 while y and z are still in stage 1: no barrier between stages
+        assert [call["prompt"] for call in sandbox.take_calls()] == ["polish X1"]
+        sandbox.resolve(first[1]["key"], "Y1")
+        assert sandbox.take_calls() == []  # stage 2 returned null for y: that item ends as null
+        sandbox.resolve(first[2]["key"], "Z1")
+        assert [call["prompt"] for call in sandbox.take_calls()] == ["polish Z1"]
+        assert not sandbox.state()["done"]
+    result = run('''return await pipeline(["x", "y"], (item) => agent("draft " + item),
+                   (draft) => agent("polish " + draft));''', lambda call: call["prompt"].split()[-1] + "!")
+    assert result["result"] == ["x!!", "y!!"]
+
+
+def test_budget_stops_new_agents_and_options_are_checked() -> None:
+    state = run("const out = [];\nfor (const p of ['a', 'b', 'c']) out.push(await agent(p));\nreturn out;", budget=2)
+    assert state["error"]["name"] == "WorkflowBudgetExceededError" and state["error"]["line"] == 3
+    assert len(state["calls"]) == 2
+    assert "unknown option" in run("await agent('a', { colour: 'red' });")["error"]["message"]
+    assert run("await agent('a');\nreturn [budget.total, budget.spent(), budget.remaining()];", budget=5)["result"] == [
+        5, 1, 4]
+    custom = run("class Oops extends Error { constructor(m) { super(m); this.name = 'Oops'; } }\nthrow new Oops('x');")
+    assert custom["error"]["name"] == "Oops"  # the script's own Error subclasses work
+
+
+def test_errors_carry_the_scripts_line() -> None:
+    state = run("const a = await agent('a');\n\nthrow new Error('boom: ' + a);")
+    assert state["error"] == {"name": "Error", "message": "boom: A", "line": 4}
+
+
+# ---- keys come from structure, never from timing
+
+SEQUENTIAL = '''const a = await agent("{first}");
+const b = await agent("{second}");
+const c = await agent("third");
+return [a, b, c];'''
+
+
+def keys_of(body: str, order=None) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Run with a chosen answering order among the calls waiting at each step (default: first come)."""
+    script = load_script(HEADER + body)
+    keys: dict[str, str] = {}
+    with Sandbox(script, {}) as sandbox:
+        sandbox.start()
+        waiting = sandbox.take_calls()
+        while waiting:
+            if order == "last-first":
+                waiting.reverse()
+            call = waiting.pop(0)
+            keys[call["prompt"]] = call["key"]
+            sandbox.resolve(call["key"], call["prompt"])
+            waiting = waiting + sandbox.take_calls() if order != "last-first" else sandbox.take_calls() + waiting[::-1]
+        assert sandbox.state()["done"]
+    return keys
+
+
+def test_a_changed_call_changes_its_key_and_the_rest_of_its_chain() -> None:
+    before = keys_of(SEQUENTIAL.format(first="first", second="second"))
+    after = keys_of(SEQUENTIAL.format(first="first", second="second, edited"))
+    assert before["first"] == after["first"]
+    assert before["second"] != after["second, edited"]
+    assert before["third"] != after["third"]  # it may depend on what changed
+
+
+def test_a_changed_parallel_slot_changes_only_itself_and_what_follows() -> None:
+    body = '''const results = await parallel(PROMPTS.map((p) => () => agent(p)));
+return await agent("summary of " + results.length);'''
+    prompts = [f"slot {index}" for index in range(10)]
+    edited = [*prompts[:4], "slot 4, edited", *prompts[5:]]
+    before = keys_of(body.replace("PROMPTS", repr(prompts)))
+    after = keys_of(body.replace("PROMPTS", repr(edited)))
+    assert [before[p] == after.get(p) for p in prompts] == [True] * 4 + [False] + [True] * 5
+    assert before["summary of 10"] != after["summary of 10"]
+
+
+def test_keys_do_not_depend_on_completion_order() -> None:
+    body = '''const [x, y] = await parallel([
+  async () => { const a = await agent("a1"); return agent("a2 after " + a); },
+  async () => { const b = await agent("b1"); return agent("b2 after " + b); }]);
+return await agent("end " + x + " " + y);'''
+    assert keys_of(body) == keys_of(body, order="last-first")
