@@ -136,3 +136,16 @@ def test_a_takeover_waits_for_an_in_flight_fenced_write(isolated) -> None:  # ty
     with pytest.raises(StaleLeaseError):
         with stack.db.transaction() as session:
             journal.finish_step(session, holder, "in-flight", output={})
+
+
+def test_runs_created_in_the_same_instant_still_queue_one_behind_the_other(isolated) -> None:  # type: ignore[no-untyped-def]
+    stack, chat = isolated
+    first, second = create_probe_run(stack.db, chat), create_probe_run(stack.db, chat)
+    with stack.db.transaction() as session:
+        instant = session.get(Run, first).created_at
+        session.execute(update(Run).where(Run.id.in_([first, second])).values(created_at=instant))
+    with stack.db.transaction() as session:
+        blockers = {run_id: runs.earlier_unfinished_run(session, session.get(Run, run_id)) for run_id in (first, second)}
+    earlier, later = sorted([first, second])
+    assert blockers[earlier] is None  # exactly one goes first: no two runs wait for each other
+    assert blockers[later] is not None and blockers[later].id == earlier

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from orchestrator.domain.enums import TERMINAL_STATUSES, RunStatus
@@ -162,8 +162,9 @@ def next_queued_run(session: Session, session_id: uuid.UUID, kind: str) -> Run |
 
 def earlier_unfinished_run(session: Session, run: Run) -> Run | None:
     """An unfinished run of the same kind created before `run` in its session (runs there go one at a time)."""
+    # (created_at, id) is a total order: runs created in the same instant still go one after the other
     return session.scalar(select(Run).where(Run.session_id == run.session_id, Run.kind == run.kind,
-                                            Run.id != run.id, Run.created_at <= run.created_at,
+                                            tuple_(Run.created_at, Run.id) < tuple_(run.created_at, run.id),
                                             Run.status.in_([RunStatus.QUEUED.value, RunStatus.RUNNING.value,
                                                             RunStatus.WAITING.value]))
                           .order_by(Run.created_at, Run.id).limit(1))

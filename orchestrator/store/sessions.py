@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
 from orchestrator.domain.enums import MessageRole
@@ -75,7 +75,7 @@ def list_history(session: Session, run: "Run") -> list[Message]:
 
     rows = session.scalars(select(Message).join(Run, Run.id == Message.run_id)
                            .where(Message.session_id == run.session_id, Run.kind == run.kind,
-                                  Run.created_at <= run.created_at)
+                                  tuple_(Run.created_at, Run.id) <= tuple_(run.created_at, run.id))
                            .order_by(Run.created_at, Run.id, Message.seq))
     return list(rows)
 
