@@ -195,7 +195,7 @@ def execute_run(db: Database, run_id: uuid.UUID, *, owner: str, lease_seconds: f
         try:
             with db.transaction() as session:
                 if outcome.wait:
-                    handed_back = not runs.park_run(session, lease)  # decided meanwhile: go on at once
+                    handed_back = runs.park_run(session, lease)  # True: decided meanwhile, go on at once
                 elif outcome.continue_run or outcome.defer:
                     handed_back = runs.requeue_run(session, lease)
                 else:

@@ -149,3 +149,22 @@ def test_runs_created_in_the_same_instant_still_queue_one_behind_the_other(isola
     earlier, later = sorted([first, second])
     assert blockers[earlier] is None  # exactly one goes first: no two runs wait for each other
     assert blockers[later] is not None and blockers[later].id == earlier
+
+
+def test_a_run_cancelled_while_it_parks_for_approval_ends_quietly(isolated) -> None:  # type: ignore[no-untyped-def]
+    from orchestrator.store import approvals
+
+    stack, chat = isolated
+    run_id = create_probe_run(stack.db, chat)
+    [lease] = race(stack.db, run_id, contenders=1)
+    with stack.db.transaction() as session:
+        approvals.request_approval(session, session.get(Run, run_id), "turn/0000/tool/0", "run_command",
+                                   {"argv": ["ls"]}, None)
+    with stack.db.transaction() as session:
+        runs.cancel_run(session, run_id)
+    with stack.db.transaction() as session:
+        assert runs.park_run(session, lease) is False  # nothing to enqueue, and no exception
+        assert runs.requeue_run(session, lease) is False
+        assert runs.finish_run(session, lease, runs.RunStatus.COMPLETED) is False
+    with stack.db.transaction() as session:
+        assert session.get(Run, run_id).status == "cancelled"

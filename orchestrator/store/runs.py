@@ -114,43 +114,47 @@ def claim_run(session: Session, run_id: uuid.UUID, owner: str, lease_seconds: fl
     return lease
 
 
-def requeue_run(session: Session, lease: Lease) -> bool:
-    """Give the lease back with the run still to do (its next turn, or waiting behind another run)."""
-    released = session.execute(
+def _update_held(session: Session, lease: Lease, **values: Any) -> None:
+    """Update the run only while `lease` still holds it (same epoch, still running); otherwise raise
+    `RunCancelledError` (cancelled meanwhile) or `StaleLeaseError` (someone else holds it now)."""
+    updated = session.execute(
         update(Run)
         .where(Run.id == lease.run_id, Run.lease_epoch == lease.epoch, Run.status == RunStatus.RUNNING.value)
-        .values(status=RunStatus.QUEUED.value, lease_owner=None, lease_expires_at=None, enqueued_at=func.now(),
-                updated_at=func.now())
-        .returning(Run.id)
+        .values(**values).returning(Run.id)
     ).one_or_none()
-    if released is None:
-        try:
-            _raise_lost(session, lease)
-        except RunCancelledError:
-            return False
+    if updated is None:
+        _raise_lost(session, lease)
+
+
+def _release_unless_cancelled(session: Session, lease: Lease, **values: Any) -> bool:
+    """`_update_held`, but a run cancelled meanwhile is a normal end: False, nothing written."""
+    try:
+        _update_held(session, lease, lease_owner=None, lease_expires_at=None, updated_at=func.now(), **values)
+    except RunCancelledError:
+        return False
     return True
+
+
+def requeue_run(session: Session, lease: Lease) -> bool:
+    """Give the lease back with the run still to do (its next turn, or waiting behind another run).
+    True when the caller should enqueue it; False when it was cancelled meanwhile."""
+    return _release_unless_cancelled(session, lease, status=RunStatus.QUEUED.value, enqueued_at=func.now())
 
 
 def park_run(session: Session, lease: Lease) -> bool:
-    """Hand the lease back and wait for a person (an approval). Returns True when the run was parked,
-    False when every approval it waited for was decided meanwhile, in which case it is queued again
-    and the caller must enqueue it."""
+    """Hand the lease back and wait for a person (an approval). True when the caller must enqueue the run
+    after all: every approval it waited for was decided meanwhile. False when it is parked (or was
+    cancelled meanwhile): nothing to enqueue."""
     from orchestrator.store.approvals import pending_count  # approvals builds on runs
 
-    parked = session.execute(
-        update(Run)
-        .where(Run.id == lease.run_id, Run.lease_epoch == lease.epoch, Run.status == RunStatus.RUNNING.value)
-        .values(status=RunStatus.WAITING.value, lease_owner=None, lease_expires_at=None, updated_at=func.now())
-        .returning(Run.id)
-    ).one_or_none()
-    if parked is None:
-        _raise_lost(session, lease)
+    if not _release_unless_cancelled(session, lease, status=RunStatus.WAITING.value):
+        return False
     if pending_count(session, lease.run_id) == 0:
         session.execute(update(Run).where(Run.id == lease.run_id)
                         .values(status=RunStatus.QUEUED.value, enqueued_at=func.now()))
-        return False
+        return True
     append_event(session, lease.session_id, "run.waiting", {"reason": "approval"}, run_id=lease.run_id)
-    return True
+    return False
 
 
 def next_queued_run(session: Session, session_id: uuid.UUID, kind: str) -> Run | None:
@@ -172,14 +176,7 @@ def earlier_unfinished_run(session: Session, run: Run) -> Run | None:
 
 def renew_lease(session: Session, lease: Lease, lease_seconds: float) -> None:
     """Extend the lease; raise `RunCancelledError` or `StaleLeaseError` when it is no longer ours."""
-    renewed = session.execute(
-        update(Run)
-        .where(Run.id == lease.run_id, Run.lease_epoch == lease.epoch, Run.status == RunStatus.RUNNING.value)
-        .values(lease_expires_at=func.clock_timestamp() + timedelta(seconds=lease_seconds))
-        .returning(Run.id)
-    ).one_or_none()
-    if renewed is None:
-        _raise_lost(session, lease)
+    _update_held(session, lease, lease_expires_at=func.clock_timestamp() + timedelta(seconds=lease_seconds))
 
 
 def check_fence(session: Session, lease: Lease) -> str:
@@ -197,18 +194,9 @@ def finish_run(session: Session, lease: Lease, status: RunStatus, *, result: Any
                error: dict[str, Any] | None = None) -> bool:
     """Record the run's outcome exactly once. False if the run was cancelled meanwhile (outcome kept)."""
     assert status in TERMINAL_STATUSES
-    finished = session.execute(
-        update(Run)
-        .where(Run.id == lease.run_id, Run.lease_epoch == lease.epoch, Run.status == RunStatus.RUNNING.value)
-        .values(status=status.value, result=result, error=error, finished_at=func.now(), updated_at=func.now(),
-                lease_owner=None, lease_expires_at=None)
-        .returning(Run.id)
-    ).one_or_none()
-    if finished is None:
-        try:
-            _raise_lost(session, lease)
-        except RunCancelledError:
-            return False
+    if not _release_unless_cancelled(session, lease, status=status.value, result=result, error=error,
+                                     finished_at=func.now()):
+        return False
     append_event(session, lease.session_id, "run.finished",
                  {"status": status.value, "error": error, "result": result}, run_id=lease.run_id)
     return True
