@@ -62,10 +62,15 @@ def start_span(session: Session, *, run_id: uuid.UUID, session_id: uuid.UUID, ke
 def end_span(session: Session, *, run_id: uuid.UUID, key: str, status: str,
              attributes: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """Complete a running span (a span already ended is left as it is)."""
+    return _end(session, span_id(run_id, key), run_id, status, attributes)
+
+
+def _end(session: Session, identifier: uuid.UUID, run_id: uuid.UUID, status: str,
+         attributes: dict[str, Any] | None) -> dict[str, Any] | None:
     now = datetime.now(timezone.utc)
     span = session.execute(
         update(Span)
-        .where(Span.id == span_id(run_id, key), Span.ended_at.is_(None))
+        .where(Span.id == identifier, Span.ended_at.is_(None))
         .values(status=status, ended_at=now,
                 duration_ms=func.round(func.extract("epoch", now - Span.started_at) * 1000, 1),
                 attributes=Span.attributes.op("||")(attributes or {}))
@@ -78,14 +83,11 @@ def end_span(session: Session, *, run_id: uuid.UUID, key: str, status: str,
 
 
 def end_open_spans(session: Session, run_id: uuid.UUID, status: str) -> None:
-    for span in session.scalars(select(Span).where(Span.run_id == run_id, Span.ended_at.is_(None))
-                                .order_by(Span.position.desc())):
-        now = datetime.now(timezone.utc)
-        session.execute(update(Span).where(Span.id == span.id)
-                        .values(status=status, ended_at=now,
-                                duration_ms=round((now - span.started_at).total_seconds() * 1000, 1)))
-        span.status, span.ended_at = status, now
-        append_event(session, span.session_id, "span.finished", serialize_span(span), run_id=run_id)
+    """Close whatever is still running in a run (innermost first), e.g. when it is cancelled."""
+    open_ids = session.scalars(select(Span.id).where(Span.run_id == run_id, Span.ended_at.is_(None))
+                               .order_by(Span.position.desc())).all()
+    for identifier in open_ids:
+        _end(session, identifier, run_id, status, None)
 
 
 def load_span(session: Session, run_id: uuid.UUID, key: str) -> Span | None:
