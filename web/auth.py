@@ -12,8 +12,11 @@ import uuid
 from flask import Flask, current_app, g, request
 
 from orchestrator.domain.enums import Role
-from orchestrator.store import projects, users
-from orchestrator.store.models import Project, User
+from sqlalchemy.orm import Session
+
+from orchestrator.store import projects, runs, users
+from orchestrator.store import sessions as chat_sessions
+from orchestrator.store.models import ChatSession, Project, Run, User
 from web.errors import HttpError
 from web.state import state
 
@@ -65,6 +68,20 @@ def require_admin() -> User:
     return user
 
 
-def require_project(session, project_id: uuid.UUID, needed: Role, *,  # type: ignore[no-untyped-def]
+def require_project(session: Session, project_id: uuid.UUID, needed: Role, *,
                     resource: str | None = None) -> tuple[Project, Role]:
     return projects.require_role(session, current_user(), project_id, needed, resource=resource)
+
+
+def load_visible_session(session: Session, session_id: uuid.UUID, needed: Role) -> ChatSession:
+    """The session, if the caller has `needed` in its project; a non-member learns nothing (404)."""
+    chat = chat_sessions.load_session(session, session_id)
+    require_project(session, chat.project_id, needed, resource=f"session {session_id}")
+    return chat
+
+
+def load_visible_run(session: Session, run_id: uuid.UUID, needed: Role) -> Run:
+    """The run, if the caller has `needed` in its project; a non-member learns nothing (404)."""
+    run = runs.load_run(session, run_id)
+    require_project(session, run.project_id, needed, resource=f"run {run_id}")
+    return run

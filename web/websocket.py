@@ -24,9 +24,8 @@ from flask_sock import Sock
 
 from orchestrator.domain.enums import Role
 from orchestrator.store import events
-from orchestrator.store.sessions import load_session
 from orchestrator.tracing.publisher import encode_event, session_channel
-from web.auth import require_project
+from web.auth import load_visible_session
 from web.errors import HttpError
 from web.state import state
 
@@ -42,8 +41,7 @@ def authorize_session() -> None:
     if session_id is None:
         return
     with state().db.transaction() as session:
-        chat = load_session(session, session_id)
-        require_project(session, chat.project_id, Role.VIEWER, resource=f"session {session_id}")
+        load_visible_session(session, session_id, Role.VIEWER)
     parse_since()
 
 

@@ -13,8 +13,7 @@ from orchestrator.tools.policy import DEFAULT_RULES, validate_policy
 from orchestrator.tools.registry import TOOLS
 from web import schemas
 from web.api import operation
-from web.auth import current_user, require_project
-from web.blueprints.sessions import load_visible_session
+from web.auth import current_user, load_visible_session, require_project
 from web.state import state
 
 bp = Blueprint("approvals", __name__, url_prefix="/api")

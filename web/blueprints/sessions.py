@@ -5,8 +5,6 @@ from __future__ import annotations
 import uuid
 
 from flask import Blueprint, Response, request
-from sqlalchemy.orm import Session
-
 from orchestrator.domain.enums import MessageRole, Role, RunKind
 from orchestrator.domain.images import sniff_image_type
 from orchestrator.domain.parts import IMAGE_MEDIA_TYPES, validate_user_parts
@@ -14,20 +12,13 @@ from orchestrator.errors import NotFoundError
 from orchestrator.probe import validate_probe_input
 from orchestrator.store import blobs, events, runs
 from orchestrator.store import sessions as chat_sessions
-from orchestrator.store.models import ChatSession
 from web import schemas
 from web.api import operation
-from web.auth import current_user, require_project
+from web.auth import current_user, load_visible_session
 from web.errors import HttpError
 from web.state import state
 
 bp = Blueprint("sessions", __name__, url_prefix="/api/sessions")
-
-
-def load_visible_session(session: Session, session_id: uuid.UUID, needed: Role) -> ChatSession:
-    chat = chat_sessions.load_session(session, session_id)
-    require_project(session, chat.project_id, needed, resource=f"session {session_id}")
-    return chat
 
 
 @operation(bp, "GET", "/<uuid:session_id>", summary="Get a session")

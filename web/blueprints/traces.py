@@ -8,11 +8,10 @@ from typing import Any
 from flask import Blueprint
 
 from orchestrator.domain.enums import Role
-from orchestrator.store import runs, spans
+from orchestrator.store import spans
 from web import schemas
 from web.api import operation
-from web.auth import require_project
-from web.blueprints.sessions import load_visible_session
+from web.auth import load_visible_run, load_visible_session
 from web.state import state
 
 bp = Blueprint("traces", __name__, url_prefix="/api")
@@ -41,8 +40,7 @@ def session_spans(session_id: uuid.UUID, query):
            query=schemas.SPAN_QUERY)
 def run_spans(run_id: uuid.UUID, query):
     with state().db.transaction() as session:
-        run = runs.load_run(session, run_id)
-        require_project(session, run.project_id, Role.VIEWER, resource=f"run {run_id}")
+        load_visible_run(session, run_id, Role.VIEWER)
         filters = _filters(query)
         return _page(spans.list_spans(session, run_id=run_id, **filters), filters["limit"])
 
@@ -58,6 +56,5 @@ def session_summary(session_id: uuid.UUID):
 @operation(bp, "GET", "/runs/<uuid:run_id>/trace-summary", summary="Calls, tokens, cost, cache hit rate and duration of a run")
 def run_summary(run_id: uuid.UUID):
     with state().db.transaction() as session:
-        run = runs.load_run(session, run_id)
-        require_project(session, run.project_id, Role.VIEWER, resource=f"run {run_id}")
+        load_visible_run(session, run_id, Role.VIEWER)
         return {"summary": spans.summarize(session, run_id=run_id)}
