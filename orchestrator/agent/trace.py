@@ -8,7 +8,7 @@ session's previous model call. Large tool arguments and results are stored as bl
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -69,7 +69,7 @@ def finish_model_span(session: Session, context: RunContext, turn: int, result: 
     cache = diagnose(span.attributes.get("prompt_segments", []) if span else [], result.usage,
                      previous=previous.attributes.get("prompt_segments") if previous else None,
                      previous_ended_at=previous.ended_at if previous else None,
-                     started_at=span.started_at if span else datetime.now(),
+                     started_at=span.started_at if span else datetime.now(timezone.utc),
                      cache_lifetime_seconds=provider.cache_lifetime_seconds)
     usage = {name: value for name, value in result.usage.to_dict().items() if name != "raw"}
     attributes = {"model": result.model, "finish_reason": result.finish_reason, "usage": usage,

@@ -14,7 +14,7 @@ from orchestrator.domain.enums import MessageRole
 from orchestrator.errors import NotFoundError, ValidationError
 from orchestrator.store.blobs import missing_blobs
 from orchestrator.store.events import append_event
-from orchestrator.store.models import ChatSession, Message
+from orchestrator.store.models import ChatSession, Message, Run
 
 
 def serialize_session(chat: ChatSession) -> dict[str, Any]:
@@ -68,11 +68,9 @@ def add_message(session: Session, session_id: uuid.UUID, role: MessageRole, part
     return message
 
 
-def list_history(session: Session, run: "Run") -> list[Message]:
+def list_history(session: Session, run: Run) -> list[Message]:
     """The conversation a run continues: messages of this session's runs of the same kind created up to
     and including `run`, run by run (runs in a session go one at a time), each run's messages in order."""
-    from orchestrator.store.models import Run
-
     rows = session.scalars(select(Message).join(Run, Run.id == Message.run_id)
                            .where(Message.session_id == run.session_id, Run.kind == run.kind,
                                   tuple_(Run.created_at, Run.id) <= tuple_(run.created_at, run.id))
