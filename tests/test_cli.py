@@ -118,3 +118,21 @@ def test_db_upgrade_without_database_url_uses_the_embedded_postgres(cli) -> None
         assert cli("db", "current", BOOCODE_DATA_DIR=data_dir).stdout.strip() == revisions()[-1]
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def test_transcripts_render_tool_calls_results_and_diffs() -> None:
+    from orchestrator.cli.output import describe_event, render_parts
+
+    rendered = render_parts("tool", [
+        {"type": "tool_result", "name": "edit_file", "content": "edited a.py (1 replacement)", "is_error": False},
+        {"type": "diff", "path": "a.py", "diff": "--- a/a.py\n+++ b/a.py\n@@ -1 +1 @@\n-x = 1\n+x = 2\n"}])
+    assert "edit_file result:" in rendered and "  -x = 1" in rendered and "  +x = 2" in rendered
+    call = render_parts("assistant", [{"type": "text", "text": "Fixing."},
+                                      {"type": "tool_call", "id": "c1", "name": "read_file", "arguments": '{"path": "a"}'}])
+    assert call == 'assistant: Fixing.\nassistant calls read_file({"path": "a"})'
+    interrupted = render_parts("tool", [{"type": "tool_result", "name": "run_command", "content": "interrupted: …",
+                                         "is_error": True, "interrupted": True}])
+    assert "run_command result (interrupted):" in interrupted
+    approval = describe_event({"seq": 9, "type": "approval.requested", "run_id": "r" * 36,
+                               "data": {"id": "a1", "tool": "run_command", "arguments": {"argv": ["ls"]}}})
+    assert 'approval needed: run_command {"argv": ["ls"]}' in approval and "boocode approval approve a1" in approval

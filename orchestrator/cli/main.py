@@ -328,8 +328,7 @@ def session_show(context: Context, session_id: str, as_json: bool) -> None:
         return
     output.emit_record(found)
     for message in messages:
-        texts = [part.get("text", f"[{part.get('type')}]") for part in message["parts"]]
-        click.echo(f"\n[{message['seq']}] {message['role']}: {' '.join(texts)}")
+        click.echo(f"\n[{message['seq']}] " + output.render_parts(message["role"], message["parts"]))
 
 
 @session.command("send")

@@ -29,12 +29,48 @@ def emit_record(record: dict[str, Any]) -> None:
         click.echo(f"{key.ljust(width)}  {_cell(value, limit=None)}")
 
 
+MAX_DIFF_LINES = 40
+MAX_RESULT_LINES = 6
+
+
+def render_parts(role: str, parts: list[dict[str, Any]]) -> str:
+    """A message as a person reads it: text, tool calls, results (first lines), diffs, errors."""
+    lines: list[str] = []
+    for part in parts:
+        kind = part.get("type")
+        if kind == "text" and part.get("text"):
+            lines.append(f"{role}: {part['text']}")
+        elif kind == "tool_call":
+            lines.append(f"{role} calls {part['name']}({part['arguments']})")
+        elif kind == "tool_result":
+            flag = " (interrupted)" if part.get("interrupted") else " (error)" if part.get("is_error") else ""
+            content = part.get("content", "").splitlines()
+            lines.append(f"{part.get('name', 'tool')} result{flag}:")
+            lines += [f"  {line}" for line in content[:MAX_RESULT_LINES]]
+            if len(content) > MAX_RESULT_LINES:
+                lines.append(f"  … {len(content) - MAX_RESULT_LINES} more lines")
+        elif kind == "diff":
+            diff = part.get("diff", "").splitlines()
+            lines += [f"  {line}" for line in diff[:MAX_DIFF_LINES]]
+            if len(diff) > MAX_DIFF_LINES:
+                lines.append(f"  … {len(diff) - MAX_DIFF_LINES} more diff lines")
+        elif kind == "image":
+            lines.append(f"{role}: [image {part.get('media_type')} {str(part.get('blob'))[:12]}]")
+        elif kind == "error":
+            lines.append(f"{role}: error {part.get('code')}: {part.get('message')}")
+    return "\n".join(lines) or f"{role}: (empty)"
+
+
 def describe_event(event: dict[str, Any]) -> str:
     data = event.get("data") or {}
     detail = ""
     if event["type"] == "message.created":
-        texts = [part.get("text", f"[{part.get('type')}]") for part in data.get("parts", [])]
-        detail = f"{data.get('role')}: {' '.join(texts)}"
+        detail = render_parts(data.get("role", "?"), data.get("parts", []))
+    elif event["type"] == "approval.requested":
+        detail = (f"approval needed: {data.get('tool')} {json.dumps(data.get('arguments'))} — "
+                  f"boocode approval approve {data.get('id')} (or deny)")
+    elif event["type"] == "text.delta":
+        detail = repr(data.get("text", ""))[:80]
     elif event["type"].startswith("step."):
         detail = f"{data.get('step_key')} {data.get('status', '')} attempt {data.get('attempt')}"
     elif event["type"] == "run.finished":
@@ -42,7 +78,9 @@ def describe_event(event: dict[str, Any]) -> str:
         if data.get("error"):
             detail += f" — {data['error'].get('message')}"
     run = f" run {event['run_id'][:8]}" if event.get("run_id") else ""
-    return f"{event['seq']:>6}  {event['type']:<16}{run}  {detail}".rstrip()
+    first, *rest = (detail or "").split("\n")
+    line = f"{event['seq']:>6}  {event['type']:<16}{run}  {first}".rstrip()
+    return "\n".join([line, *(" " * 8 + extra for extra in rest)])
 
 
 def _cell(value: Any, limit: int | None = 60) -> str:
