@@ -15,17 +15,20 @@ QUEUES = ("turns", "tools", "workflows", "subagents", "flows", "maintenance")
 
 TURN_TASK = "turns.run"
 PROBE_TASK = "runs.probe"
+WORKFLOW_TASK = "workflows.tick"
 RECOVER_TASK = "maintenance.recover"
 
 TASK_ROUTES: dict[str, str] = {
     TURN_TASK: "turns",
     PROBE_TASK: "maintenance",
+    WORKFLOW_TASK: "workflows",
     RECOVER_TASK: "maintenance",
 }
 
 TASK_FOR_KIND: dict[str, str] = {
     "agent": TURN_TASK,
     "probe": PROBE_TASK,
+    "workflow": WORKFLOW_TASK,
 }
 
 

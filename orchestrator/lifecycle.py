@@ -50,6 +50,9 @@ class RunOutcome:
     continue_run: bool = False
     defer: bool = False
     wait: bool = False  # waiting for a person (an approval); whoever decides re-queues the run
+    # With `defer`: asked in the transaction that hands the lease back; True means what the run waits
+    # for happened meanwhile (its wake-up call may have found the lease still held), so go on at once.
+    wake: Callable[[Session], bool] | None = None
 
 
 class LeaseKeeper:
@@ -198,9 +201,12 @@ def execute_run(db: Database, run_id: uuid.UUID, *, owner: str, lease_seconds: f
                     handed_back = runs.park_run(session, lease)  # True: decided meanwhile, go on at once
                 elif outcome.continue_run or outcome.defer:
                     handed_back = runs.requeue_run(session, lease)
+                    if handed_back and outcome.defer and outcome.wake is not None and outcome.wake(session):
+                        outcome = RunOutcome(continue_run=True)
                 else:
                     runs.finish_run(session, lease, outcome.status, result=outcome.result, error=outcome.error)
                     following = runs.next_queued_run(session, lease.session_id, lease.kind)
+                    parent = runs.parent_to_wake(session, lease)
         except StaleLeaseError:
             logger.warning("lost the lease before recording the outcome", extra=log_extra)
             return "lost"
@@ -210,6 +216,8 @@ def execute_run(db: Database, run_id: uuid.UUID, *, owner: str, lease_seconds: f
         return "waiting" if outcome.wait and not handed_back else "continued"
     if outcome.defer:
         return "deferred"
+    if parent is not None:
+        enqueue(task_for_kind(parent.kind), str(parent.id))  # e.g. a workflow's next tick
     if following is not None:
         enqueue(task_for_kind(following.kind), str(following.id))  # runs in one session go one at a time
     return "finished"

@@ -137,6 +137,11 @@ class Settings:
     model_timeout_seconds: float = 120.0
     model_cache_lifetime_seconds: float = 300.0
     agent_max_steps: int = 25
+    # Workflows: agents in flight per run (a run may ask for fewer), agents per run, and the sandbox.
+    workflow_concurrency: int = 8
+    workflow_max_agents: int = 1000
+    workflow_script_timeout_seconds: float = 2.0
+    workflow_memory_mb: int = 128
     tool_path: str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
     @property
@@ -195,6 +200,10 @@ FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "model_cache_lifetime_seconds": ("BOOCODE_MODEL_CACHE_LIFETIME_SECONDS", _parse_positive_float),
     "agent_max_steps": ("BOOCODE_AGENT_MAX_STEPS", _parse_positive_int),
     "tool_path": ("BOOCODE_TOOL_PATH", _parse_text),
+    "workflow_concurrency": ("BOOCODE_WORKFLOW_CONCURRENCY", _parse_positive_int),
+    "workflow_max_agents": ("BOOCODE_WORKFLOW_MAX_AGENTS", _parse_positive_int),
+    "workflow_script_timeout_seconds": ("BOOCODE_WORKFLOW_SCRIPT_TIMEOUT_SECONDS", _parse_positive_float),
+    "workflow_memory_mb": ("BOOCODE_WORKFLOW_MEMORY_MB", _parse_positive_int),
 }
 
 # Values that must never be logged, traced or passed to tools.

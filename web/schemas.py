@@ -48,3 +48,15 @@ DECISION = strict({"decision": {"type": "string", "enum": ["approve", "deny"]},
 APPROVAL_STATUS: JSON = {"type": "string", "enum": ["pending", "approved", "denied"]}
 CREATE_PROBE = strict({"steps": {"type": "integer", "minimum": 1, "maximum": 10000},
                        "step_seconds": {"type": "number", "minimum": 0, "maximum": 60}})
+WORKFLOW_CAPS = strict({"concurrency": {"type": "integer", "minimum": 1, "maximum": 256},
+                        "max_agents": {"type": "integer", "minimum": 1, "maximum": 100000},
+                        "max_tokens": {"type": "integer", "minimum": 1}})
+RUN_WORKFLOW: JSON = {
+    "type": "object",
+    "properties": {"name": NAME, "path": {"type": "string", "minLength": 1, "maxLength": 4096},
+                   "script": {"type": "string", "minLength": 1}, "args": {}, "caps": WORKFLOW_CAPS,
+                   "dry_run": {"type": "boolean"}},
+    "additionalProperties": False,
+    "oneOf": [{"required": ["name"]}, {"required": ["path"]}, {"required": ["script"]}],
+}
+RESUME_WORKFLOW = strict({"script": {"type": "string", "minLength": 1}})

@@ -18,17 +18,21 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from jsonschema import Draft202012Validator
 from sqlalchemy.orm import Session
 
 from orchestrator.agent import trace
 from orchestrator.agent.prompt import image_digests, render_messages, system_prompt
 from orchestrator.agent.streaming import DeltaPublisher
+from orchestrator.agent.types import discover_agent_types
 from orchestrator.domain.enums import MessageRole, RunStatus, StepStatus
 from orchestrator.errors import ConfigurationError
 from orchestrator.lifecycle import Handler, RunContext, RunOutcome
@@ -80,6 +84,78 @@ def make_agent_handler(config: AgentConfig) -> Handler:
     return handle
 
 
+SCHEMA_RETRIES = 2
+
+
+class ProfileError(Exception):
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(error["message"])
+        self.error = error
+
+
+@dataclass(frozen=True)
+class AgentProfile:
+    """How this run's agent differs from a chat agent: a child run's `spec` (a workflow's agent() options)
+    picks the agent type (prompt and tools), the model and an output schema."""
+
+    provider: Provider
+    tools: tuple[str, ...]
+    prompt: str = ""
+    schema: dict[str, Any] | None = None
+    spec: dict[str, Any] = field(default_factory=dict)
+
+    def system(self, base: str) -> str:
+        parts = [base]
+        if self.prompt:
+            parts.append(self.prompt)
+        if self.schema is not None:
+            parts.append("Your final answer must be only a JSON value (no prose, no code fence) that validates "
+                         f"against this JSON Schema:\n{json.dumps(self.schema, sort_keys=True)}")
+        return "\n\n".join(parts)
+
+
+def agent_profile(run: Any, project: Project, provider: Provider) -> AgentProfile:
+    spec = (run.input or {}).get("spec") or {}
+    tools, prompt, model = tuple(TOOLS), "", spec.get("model")
+    if spec.get("agentType"):
+        known, _ = discover_agent_types(Path(project.root_path))
+        agent_type = known.get(spec["agentType"])
+        if agent_type is None:
+            raise ProfileError({"code": "unknown_agent_type",
+                                "message": f"unknown agentType {spec['agentType']!r}; known: {', '.join(sorted(known))}"})
+        tools, prompt, model = agent_type.tools, agent_type.prompt, model or agent_type.model
+    if model:
+        provider = replace(provider, model=model)
+    return AgentProfile(provider=provider, tools=tools, prompt=prompt, schema=spec.get("schema"), spec=spec)
+
+
+def check_against_schema(text: str, schema: dict[str, Any]) -> tuple[Any, str | None]:
+    """The answer as JSON (a code fence around it is tolerated) and what is wrong with it, if anything."""
+    candidate = text.strip()
+    fence = re.fullmatch(r"```(?:json)?\s*(.*?)\s*```", candidate, re.S)
+    if fence:
+        candidate = fence.group(1)
+    try:
+        value = json.loads(candidate)
+    except json.JSONDecodeError as error:
+        return None, f"it is not JSON ({error.msg} at position {error.pos})"
+    errors = sorted(Draft202012Validator(schema).iter_errors(value), key=lambda error: list(error.absolute_path))
+    if errors:
+        return None, "; ".join(f"{'/'.join(map(str, error.absolute_path)) or 'value'}: {error.message}"
+                               for error in errors[:3])
+    return value, None
+
+
+def journal_has(context: RunContext, key: str) -> bool:
+    with context.db.transaction() as session:
+        step = journal.load_step(session, context.run.id, key)
+    return step is not None and step.status == StepStatus.FINISHED.value
+
+
+def feedback_key(turn: int) -> str:
+    return f"turn/{turn:04d}/schema_feedback"
+
+
 def model_key(turn: int) -> str:
     return f"turn/{turn:04d}/model"
 
@@ -104,19 +180,31 @@ def run_turn(context: RunContext, config: AgentConfig) -> RunOutcome:
             "message": "no model is configured: set the project's provider (boocode project provider), or "
                        "BOOCODE_MODEL_BASE_URL and BOOCODE_MODEL (and BOOCODE_MODEL_API_KEY if the endpoint needs one) "
                        "for the web and worker processes"})
+    try:
+        profile = agent_profile(context.run, project, provider)
+    except ProfileError as error:
+        return RunOutcome(RunStatus.FAILED, error=error.error)
+    provider = profile.provider
     tool_context = ToolContext(root=Path(project.root_path), tool_path=config.tool_path,
                                should_stop=lambda: context.keeper.lost is not None)
+    timeout = profile.spec.get("timeoutSeconds")
+    if timeout and context.run.started_at is not None and \
+            (datetime.now(timezone.utc) - context.run.started_at).total_seconds() > float(timeout):
+        return RunOutcome(RunStatus.FAILED, error={
+            "code": "agent_timeout", "message": f"the agent ran longer than its timeout of {timeout}s"})
 
     finished_turns = sorted(int(match.group(1)) for key, step in steps.items()
                             if (match := MODEL_STEP.match(key)) and step.status == StepStatus.FINISHED.value)
     turn = len(finished_turns)
     if turn:
         last = ModelResult.from_dict(steps[model_key(turn - 1)].output)
-        if last.error is not None or not last.tool_calls:
-            return conclude(context, turn - 1, last)  # the outcome was not recorded before a crash
+        retried = feedback_key(turn - 1) in steps and steps[feedback_key(turn - 1)].status == "finished"
+        if (last.error is not None or not last.tool_calls) and not retried:
+            return conclude(context, turn - 1, last, profile)  # the outcome was not recorded before a crash
         if any(tool_key(turn - 1, index) not in steps or steps[tool_key(turn - 1, index)].status == "started"
                for index in range(len(last.tool_calls))):
-            if run_tool_calls(context, turn - 1, last.tool_calls, tool_context, project.approval_policy):
+            if run_tool_calls(context, turn - 1, last.tool_calls, tool_context, project.approval_policy,
+                              profile.tools):
                 return RunOutcome(wait=True)
             return RunOutcome(continue_run=True)
     if turn >= config.max_steps:
@@ -133,15 +221,16 @@ def run_turn(context: RunContext, config: AgentConfig) -> RunOutcome:
                            "the message without images"})
         images = {digest: data_url(blobs.load_blob(session, digest)) for digest in digests}
         trace.open_turn(session, context, turn)
-        messages = render_messages(system_prompt(project.name, project.root_path), history, images)
+        messages = render_messages(profile.system(system_prompt(project.name, project.root_path)), history, images)
     output = context.step(
-        model_key(turn), lambda: call_model(context, config, provider, turn, messages), kind="model_call",
+        model_key(turn), lambda: call_model(context, config, provider, turn, messages, profile.tools),
+        kind="model_call",
         input={"turn": turn, "model": provider.model},
         record=lambda session, result: record_assistant_message(session, context, turn, result, provider))
     result = ModelResult.from_dict(output)
     if result.error is not None or not result.tool_calls:
-        return conclude(context, turn, result)
-    if run_tool_calls(context, turn, result.tool_calls, tool_context, project.approval_policy):
+        return conclude(context, turn, result, profile)
+    if run_tool_calls(context, turn, result.tool_calls, tool_context, project.approval_policy, profile.tools):
         return RunOutcome(wait=True)
     return RunOutcome(continue_run=True)
 
@@ -150,10 +239,35 @@ def data_url(blob: Blob) -> str:
     return f"data:{blob.media_type};base64,{base64.b64encode(blob.data).decode()}"
 
 
-def conclude(context: RunContext, turn: int, result: ModelResult) -> RunOutcome:
-    """A final answer or a failed model call ends the run; close its turn and run spans first."""
+def conclude(context: RunContext, turn: int, result: ModelResult, profile: "AgentProfile") -> RunOutcome:
+    """A final answer or a failed model call ends the run; close its turn and run spans first.
+
+    With a schema (a workflow's `agent(..., {schema})`) the answer must be JSON that validates: an
+    invalid one is fed back as a user message and the agent tries again, up to SCHEMA_RETRIES times."""
     failed = result.error is not None
-    outcome = {"text": result.text, "turns": turn + 1}
+    outcome: dict[str, Any] = {"text": result.text, "turns": turn + 1}
+    if not failed and profile.schema is not None:
+        value, problem = check_against_schema(result.text, profile.schema)
+        if problem is None:
+            outcome["value"] = value
+        else:
+            retries = sum(1 for index in range(turn) if journal_has(context, feedback_key(index)))
+            if retries < SCHEMA_RETRIES:
+                feedback = (f"Your answer does not match the required JSON Schema: {problem}. Answer again with only "
+                            "the JSON value, no prose and no code fence.")
+                context.step(feedback_key(turn), lambda: {"text": feedback}, kind="schema_feedback",
+                             record=lambda session, output: chat_sessions.add_message(
+                                 session, context.run.session_id, MessageRole.USER,
+                                 [{"type": "text", "text": output["text"]}], run_id=context.run.id))
+                with context.db.transaction() as session:
+                    trace.close_turn(session, context, turn)
+                return RunOutcome(continue_run=True)
+            error = {"code": "schema_invalid",
+                     "message": f"the agent's answer did not match the schema after {SCHEMA_RETRIES + 1} tries: {problem}"}
+            with context.db.transaction() as session:
+                trace.close_turn(session, context, turn, "error")
+                trace.close_run(session, context, "error", None)
+            return RunOutcome(RunStatus.FAILED, error=error)
     with context.db.transaction() as session:
         trace.close_turn(session, context, turn, "error" if failed else "ok")
         trace.close_run(session, context, "error" if failed else "ok", None if failed else outcome)
@@ -163,9 +277,9 @@ def conclude(context: RunContext, turn: int, result: ModelResult) -> RunOutcome:
 
 
 def call_model(context: RunContext, config: AgentConfig, provider: Provider, turn: int,
-               messages: list[dict[str, Any]]) -> dict[str, Any]:
+               messages: list[dict[str, Any]], tool_names: tuple[str, ...]) -> dict[str, Any]:
     client = model_client(config, provider)
-    tools = tool_schemas()
+    tools = tool_schemas(list(tool_names))
     with context.db.transaction() as session:
         runs.check_fence(session, context.lease)
         trace.start_model_span(session, context, turn, provider, messages, tools)
@@ -194,12 +308,17 @@ def record_assistant_message(session: Session, context: RunContext, turn: int, o
 
 
 def run_tool_calls(context: RunContext, turn: int, calls: list[ToolCallRequest], tool_context: ToolContext,
-                   policy: dict[str, Any] | None) -> bool:
+                   policy: dict[str, Any] | None, allowed: tuple[str, ...]) -> bool:
     """Run the turn's tool calls in order. True when one waits for approval (the run parks there)."""
     for index, call in enumerate(calls):
         tool = TOOLS.get(call.name)
         mutating = tool.mutating if tool is not None else False
-        gate = gate_call(context, tool_key(turn, index), call, policy)
+        if tool is not None and call.name not in allowed:
+            gate: ToolResult | str | None = ToolResult(
+                content=f"error: {call.name} is not available to this agent; its tools are {', '.join(allowed)}",
+                is_error=True)
+        else:
+            gate = gate_call(context, tool_key(turn, index), call, policy)
         if gate == "wait":
             return True
         context.step(

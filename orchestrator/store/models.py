@@ -247,3 +247,56 @@ class Approval(Base):
     requested_at: Mapped[datetime] = _created_at()
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     decided_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+
+
+class WorkflowCall(Base):
+    """One `agent()` call of a workflow run, keyed by its structural key (see docs/workflows.md).
+
+    The row is the call's journal entry: written when the call is dispatched (with its child run) and
+    settled once from the child's outcome. `value` is what the script receives. `pass_number` is the
+    run's pass (1, then +1 per resume) in which the call last ran; a call served in a later pass is
+    "cached" there."""
+
+    __tablename__ = "workflow_calls"
+    __table_args__ = (
+        UniqueConstraint("run_id", "call_key", name="uq_workflow_calls_run_key"),
+        CheckConstraint("status IN ('running', 'completed', 'failed', 'cancelled', 'refused')",
+                        name="ck_workflow_calls_status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), nullable=False)
+    call_key: Mapped[str] = mapped_column(String(64), nullable=False)
+    child_run_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"), index=True)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    label: Mapped[str | None] = mapped_column(Text)
+    phase: Mapped[str | None] = mapped_column(Text)
+    prompt: Mapped[str] = mapped_column(Text, nullable=False)
+    options: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, default=dict)
+    value: Mapped[Any | None] = mapped_column(JSONB)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    model: Mapped[str | None] = mapped_column(Text)
+    tokens: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0, server_default="0")
+    cost: Mapped[float] = mapped_column(Float, nullable=False, default=0.0, server_default="0")
+    pass_number: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    served_pass: Mapped[int | None] = mapped_column(Integer)  # the latest pass that served it from the journal
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    created_at: Mapped[datetime] = _created_at()
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class WorkflowLog(Base):
+    """A `log()` / `console.*` line or a `phase()` of a workflow run, once each however often the script
+    is replayed: `log_key` derives from where in the script's structure the line was written."""
+
+    __tablename__ = "workflow_logs"
+    __table_args__ = (UniqueConstraint("run_id", "log_key", name="uq_workflow_logs_run_key"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), nullable=False)
+    log_key: Mapped[str] = mapped_column(String(64), nullable=False)
+    level: Mapped[str] = mapped_column(String(16), nullable=False)
+    phase: Mapped[str | None] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = _created_at()

@@ -157,17 +157,33 @@ def park_run(session: Session, lease: Lease) -> bool:
     return False
 
 
+def parent_to_wake(session: Session, lease: Lease) -> Run | None:
+    """The unfinished workflow a finished child belongs to: it must tick again to see the result."""
+    parent_id = session.scalar(select(Run.parent_id).where(Run.id == lease.run_id))
+    if parent_id is None:
+        return None
+    parent = session.get(Run, parent_id)
+    if parent is None or parent.kind != "workflow" or RunStatus(parent.status).is_terminal:
+        return None
+    return parent
+
+
 def next_queued_run(session: Session, session_id: uuid.UUID, kind: str) -> Run | None:
-    """The oldest queued run of `kind` in a session: who goes next when a run there finishes."""
+    """The oldest queued top-level run of `kind` in a session: who goes next when a run there finishes.
+    (Child runs, such as a workflow's agents, run side by side and never queue behind each other.)"""
     return session.scalar(select(Run).where(Run.session_id == session_id, Run.kind == kind,
-                                            Run.status == RunStatus.QUEUED.value)
+                                            Run.parent_id.is_(None), Run.status == RunStatus.QUEUED.value)
                           .order_by(Run.created_at, Run.id).limit(1))
 
 
 def earlier_unfinished_run(session: Session, run: Run) -> Run | None:
-    """An unfinished run of the same kind created before `run` in its session (runs there go one at a time)."""
+    """An unfinished run of the same kind created before `run` in its session (top-level runs there go one
+    at a time; child runs never wait for one another)."""
+    if run.parent_id is not None:
+        return None
     # (created_at, id) is a total order: runs created in the same instant still go one after the other
     return session.scalar(select(Run).where(Run.session_id == run.session_id, Run.kind == run.kind,
+                                            Run.parent_id.is_(None),
                                             tuple_(Run.created_at, Run.id) < tuple_(run.created_at, run.id),
                                             Run.status.in_([RunStatus.QUEUED.value, RunStatus.RUNNING.value,
                                                             RunStatus.WAITING.value]))

@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from orchestrator.domain.enums import MessageRole
@@ -69,10 +69,13 @@ def add_message(session: Session, session_id: uuid.UUID, role: MessageRole, part
 
 
 def list_history(session: Session, run: Run) -> list[Message]:
-    """The conversation a run continues: messages of this session's runs of the same kind created up to
-    and including `run`, run by run (runs in a session go one at a time), each run's messages in order."""
+    """The conversation a run continues: messages of this session's top-level runs of the same kind
+    created up to and including `run`, run by run (runs in a session go one at a time), each run's
+    messages in order. A child run (a workflow's agent) sees only its own messages."""
+    if run.parent_id is not None:
+        return list(session.scalars(select(Message).where(Message.run_id == run.id).order_by(Message.seq)))
     rows = session.scalars(select(Message).join(Run, Run.id == Message.run_id)
-                           .where(Message.session_id == run.session_id, Run.kind == run.kind,
+                           .where(Message.session_id == run.session_id, Run.kind == run.kind, Run.parent_id.is_(None),
                                   tuple_(Run.created_at, Run.id) <= tuple_(run.created_at, run.id))
                            .order_by(Run.created_at, Run.id, Message.seq))
     return list(rows)
@@ -83,6 +86,14 @@ def session_references_blob(session: Session, session_id: uuid.UUID, digest: str
                                                    Message.parts.contains([{"blob": digest}])).limit(1)) is not None
 
 
-def list_messages(session: Session, session_id: uuid.UUID, *, after_seq: int = 0, limit: int = 200) -> list[Message]:
-    return list(session.scalars(select(Message).where(Message.session_id == session_id, Message.seq > after_seq)
-                                .order_by(Message.seq).limit(limit)))
+def list_messages(session: Session, session_id: uuid.UUID, *, after_seq: int = 0, limit: int = 200,
+                  run_id: uuid.UUID | None = None) -> list[Message]:
+    """The session's conversation (messages of child runs, such as a workflow's agents, are left out:
+    ask for one run's messages with `run_id`)."""
+    query = select(Message).where(Message.session_id == session_id, Message.seq > after_seq)
+    if run_id is not None:
+        query = query.where(Message.run_id == run_id)
+    else:
+        children = select(Run.id).where(Run.session_id == session_id, Run.parent_id.is_not(None))
+        query = query.where(or_(Message.run_id.is_(None), Message.run_id.not_in(children)))
+    return list(session.scalars(query.order_by(Message.seq).limit(limit)))

@@ -55,6 +55,7 @@
   const calls = [];            // agent() calls not yet taken by Python
   const pending = new Map();   // key -> {resolve, reject}
   const occurrences = new Map();
+  const logOccurrences = new Map();
   const logs = [];
   const failures = [];
   let chain = 'root';
@@ -85,6 +86,15 @@
     occurrences.set(base, seen + 1);
     return seen === 0 ? base : digest(base + '#' + seen);
   }
+  function logKey(what) {
+    const base = digest(chain + '|log|' + what);
+    const seen = logOccurrences.get(base) || 0;
+    logOccurrences.set(base, seen + 1);
+    return seen === 0 ? base : digest(base + '#' + seen);
+  }
+  function pushLog(level, line) {
+    logs.push({ key: logKey(level + ':' + line), level, text: line, phase: currentPhase });
+  }
   function describe(error) {
     if (error && typeof error === 'object') {
       const line = /workflow\.js:(\d+)/.exec(String(error.stack || ''));
@@ -112,10 +122,26 @@
     const identity = { prompt, schema: options.schema ?? null, model: options.model ?? null, effort: options.effort ?? null,
                        agentType: options.agentType ?? null, isolation: options.isolation ?? null };
     const key = nextKey(chain, 'agent:' + stable(identity));
-    const call = JSON.parse(stringify({ key, prompt, options: { ...options, phase: options.phase ?? currentPhase } }));
+    const call = JSON.parse(stringify({ key, kind: 'agent', prompt, options: { ...options, phase: options.phase ?? currentPhase } }));
     calls.push(call);
     return new Promise((resolve, reject) => { pending.set(key, { resolve, reject }); });
   }
+
+  // workflow(name | {scriptPath}, args): the host loads the script and starts it inside this isolate
+  // (startNested), with its own `args` and no further nesting; its agents share caps and budget.
+  let nestedDepth = 0;
+  function workflow(target, nestedArgs) {
+    if (nestedDepth > 0) throw new Error('workflow(): workflows nest one level only');
+    let spec;
+    if (typeof target === 'string' && target) spec = { name: target };
+    else if (target && typeof target === 'object' && typeof target.scriptPath === 'string') spec = { scriptPath: target.scriptPath };
+    else throw new TypeError("workflow(name | {scriptPath}, args): pass a workflow name or {scriptPath: '...'}");
+    const argsText = stringify(nestedArgs === undefined ? null : nestedArgs);
+    const key = nextKey(chain, 'workflow:' + stable(spec) + '|' + argsText);
+    calls.push({ key, kind: 'workflow', spec, args: JSON.parse(argsText) });
+    return new Promise((resolve, reject) => { pending.set(key, { resolve, reject }); });
+  }
+  function noNesting() { throw new Error('workflow(): workflows nest one level only'); }
 
   function settleAll(parent, kind, starters) {
     const label = nextKey(parent, kind);
@@ -158,11 +184,11 @@
     }));
   }
 
-  function phase(title) { currentPhase = String(title); logs.push({ level: 'phase', text: currentPhase }); }
-  function log(...values) { logs.push({ level: 'info', text: text(values), phase: currentPhase }); }
+  function phase(title) { currentPhase = String(title); pushLog('phase', currentPhase); }
+  function log(...values) { pushLog('info', text(values)); }
   const consoleObject = {};
   for (const level of ['log', 'info', 'warn', 'error', 'debug']) {
-    consoleObject[level] = (...values) => { logs.push({ level, text: text(values), phase: currentPhase }); };
+    consoleObject[level] = (...values) => { pushLog(level, text(values)); };
   }
   // Deterministic timers: callbacks run in delay order once the current work has drained.
   let timerId = 0;
@@ -179,7 +205,7 @@
     remaining() { return total === null ? Infinity : Math.max(total - spent, 0); },
   });
 
-  const globals = { agent, parallel, pipeline, phase, log, console: realFreeze(consoleObject), budget,
+  const globals = { agent, parallel, pipeline, phase, log, workflow, console: realFreeze(consoleObject), budget,
                     setTimeout: setTimeoutShim, clearTimeout: clearTimeoutShim, DeterminismError,
                     WorkflowBudgetExceededError };
   for (const [name, value] of Object.entries(globals)) {
@@ -225,6 +251,37 @@
         (error) => { outcome = { done: true, result: null, error: describe(error) }; });
     },
     takeCalls() { return stringify(calls.splice(0, calls.length)); },
+    // One eval per journaled result: hand over the calls made while the isolate drained after the
+    // previous step, then settle `key` (ok: resolve with the JSON value; else reject with the message).
+    step(newSpent, key, ok, payload) {
+      const taken = calls.splice(0, calls.length);
+      spent = newSpent;
+      const waiting = pending.get(key);
+      if (waiting) {
+        pending.delete(key);
+        chain = key;
+        if (ok) waiting.resolve(JSON.parse(payload)); else waiting.reject(new Error(payload));
+      }
+      return stringify(taken);
+    },
+    startNested(key, run, nestedArgs) {
+      const waiting = pending.get(key);
+      if (!waiting) return false;
+      pending.delete(key);
+      chain = key;
+      const frozenArgs = realFreeze(JSON.parse(nestedArgs));
+      nestedDepth += 1;
+      let started;
+      try {
+        started = Promise.resolve(run(frozenArgs, noNesting));
+      } catch (error) {
+        started = Promise.reject(error);
+      } finally {
+        nestedDepth -= 1;
+      }
+      started.then((value) => waiting.resolve(value === undefined ? null : value), (error) => waiting.reject(error));
+      return true;
+    },
     resolve(key, value) {
       const waiting = pending.get(key);
       if (!waiting) return false;

@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import secrets
+from collections import deque
+from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, Callable
 
 from py_mini_racer import JSEvalException, JSOOMException, JSTimeoutException, MiniRacer
 
@@ -103,6 +106,19 @@ class Sandbox:
     def reject(self, key: str, message: str) -> bool:
         return bool(self._call("reject", key, message))
 
+    def step(self, spent: float, key: str, ok: bool, payload: str) -> list[dict[str, Any]]:
+        """Settle one call (see prelude `step`); returns the calls made before it, during the last drain."""
+        return json.loads(self._call("step", spent, key, ok, payload))
+
+    def start_nested(self, key: str, script: WorkflowScript, args: Any) -> None:
+        code = (f"{self._host}.startNested({json.dumps(key)}, async function (args, workflow) {{{script.body}\n}}, "
+                f"{json.dumps(json.dumps(args))});\n//# sourceURL=workflow-{_safe_name(script.name)}.js")
+        try:
+            self._eval(code)
+        except JSEvalException as error:
+            message, line = _syntax_error(str(error))
+            raise SandboxError("script_syntax", f"{script.name}: {message}", line) from None
+
     def set_budget(self, total: float | None, spent: float) -> None:
         self._call("setBudget", total, spent)
 
@@ -110,9 +126,11 @@ class Sandbox:
         return json.loads(self._call("state"))
 
 
-def _syntax_error(text: str) -> tuple[str, int | None]:
-    import re
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:80]
 
+
+def _syntax_error(text: str) -> tuple[str, int | None]:
     line = re.search(r"(?:workflow\.js|<anonymous>):(\d+)", text)
     first = text.strip().splitlines()[-1] if text.strip() else "syntax error"
     for candidate in text.splitlines():
@@ -122,34 +140,80 @@ def _syntax_error(text: str) -> tuple[str, int | None]:
     return first, int(line.group(1)) if line else None
 
 
-def run_to_completion(script: WorkflowScript, args: Any, answer: Any, *, timeout_seconds: float = 2.0,
-                      budget: float | None = None) -> dict[str, Any]:
-    """Drive a script with `answer(call) -> value` for every agent() call (tests, dry runs).
+@dataclass(frozen=True)
+class Settled:
+    """A journaled outcome for one call: `ok` resolves with `value`; otherwise the call throws `message`.
+    `tokens` count toward `budget.spent()` from that point of the replay on."""
 
-    Calls are answered one at a time in the order they were made, each drained before the next:
-    the same discipline the workflow tick uses with journaled results.
+    ok: bool
+    value: Any = None
+    message: str = ""
+    tokens: float = 0
+
+
+@dataclass(frozen=True)
+class Nested:
+    """Start a nested `workflow()` call with this script."""
+
+    script: WorkflowScript
+
+
+def replay(sandbox: "Sandbox", settle: Callable[[dict[str, Any]], Settled | Nested | None]) -> list[dict[str, Any]]:
+    """Serve calls from `settle` one at a time, in the order the script made them, letting the isolate
+    drain after each, until no call it knows can be settled. Returns the calls left unsettled (new
+    ones to dispatch, or ones still running), in the order they were made.
+
+    The order is what makes keys independent of completion timing: the code that runs while the
+    isolate drains after call K is exactly K's continuation, so it chains onto K.
     """
-    with Sandbox(script, args, timeout_seconds=timeout_seconds) as sandbox:
-        spent = 0.0
-        sandbox.set_budget(budget, spent)
-        sandbox.start()
-        seen: list[dict[str, Any]] = []
-        logs: list[dict[str, Any]] = []
-        failures: list[dict[str, Any]] = []
-        queue = sandbox.take_calls()
-        while queue:
-            call = queue.pop(0)
-            seen.append(call)
-            try:
-                value = answer(call)
-            except Exception as error:  # an agent that failed: its promise rejects
-                sandbox.reject(call["key"], str(error))
-            else:
-                spent += 1
-                sandbox.set_budget(budget, spent)
-                sandbox.resolve(call["key"], value)
+    spent = 0.0
+    queue: deque[dict[str, Any]] = deque(sandbox.take_calls())
+    unsettled: list[dict[str, Any]] = []
+    while True:
+        if not queue:
             queue.extend(sandbox.take_calls())
+            if not queue:
+                return unsettled
+        call = queue.popleft()
+        outcome = settle(call)
+        if outcome is None:
+            unsettled.append(call)
+        elif isinstance(outcome, Nested):
+            try:
+                sandbox.start_nested(call["key"], outcome.script, call.get("args"))
+            except SandboxError as error:
+                if error.code != "script_syntax":
+                    raise
+                queue.extend(sandbox.step(spent, call["key"], False, f"workflow(): {error.message}"))
+        else:
+            spent += outcome.tokens
+            queue.extend(sandbox.step(spent, call["key"], outcome.ok,
+                                      json.dumps(outcome.value) if outcome.ok else outcome.message))
+
+
+def run_to_completion(script: WorkflowScript, args: Any, answer: Callable[[dict[str, Any]], Any], *,
+                      timeout_seconds: float = 2.0, budget: float | None = None,
+                      scripts: dict[str, WorkflowScript] | None = None) -> dict[str, Any]:
+    """Drive a script with `answer(call) -> value` for every agent() call (tests, dry runs); an
+    exception from `answer` makes that call throw. Each answered call costs 1 toward the budget.
+    `scripts` serves nested workflow() calls by name."""
+    seen: list[dict[str, Any]] = []
+
+    def settle(call: dict[str, Any]) -> Settled | Nested:
+        seen.append(call)
+        if call.get("kind") == "workflow":
+            name = call["spec"].get("name") or call["spec"].get("scriptPath")
+            if scripts is None or name not in scripts:
+                return Settled(False, message=f"workflow(): no workflow named {name!r}")
+            return Nested(scripts[name])
+        try:
+            return Settled(True, answer(call), tokens=1)
+        except Exception as error:  # an agent that failed: its promise rejects
+            return Settled(False, message=str(error))
+
+    with Sandbox(script, args, timeout_seconds=timeout_seconds) as sandbox:
+        sandbox.set_budget(budget, 0)
+        sandbox.start()
+        unsettled = replay(sandbox, settle)
         state = sandbox.state()
-        logs += state["logs"]
-        failures += state["failures"]
-        return {**state, "calls": seen, "logs": logs, "failures": failures}
+        return {**state, "calls": seen, "unsettled": unsettled}

@@ -6,8 +6,10 @@
     ... point a provider's base URL at server.base_url ...
     server.requests[0]["body"]["messages"]          # what the client sent
 
-Each POST to /v1/chat/completions takes the next scripted `Reply` (a call with nothing scripted gets a
-500 that says so, so a test fails loudly). Replies stream as SSE when the request asks for `stream`,
+Each POST to /v1/chat/completions takes the next scripted `Reply`; with nothing scripted, the
+`responder` (a function of the request body) answers if set, which suits calls that arrive in any
+order (a workflow's parallel agents); otherwise the call gets a 500 that says so, so a test fails
+loudly. Replies stream as SSE when the request asks for `stream`,
 with the usage chunk last when `stream_options.include_usage` is set, or come back whole. A reply can
 be an error status (429/500 with `retry-after`), slow (`chunk_delay`), or hold mid-stream until the
 test releases it (`hold`), which crash tests use to kill a worker during a model stream.
@@ -21,7 +23,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Callable
 
 
 def openai_usage(prompt: int, completion: int, cached: int = 0, reasoning: int = 0) -> dict[str, Any]:
@@ -53,6 +55,7 @@ class Reply:
 class FakeModelServer:
     def __init__(self) -> None:
         self._replies: list[Reply] = []
+        self.responder: Callable[[dict[str, Any]], Reply] | None = None  # answers when nothing is scripted
         self._lock = threading.Lock()
         self.requests: list[dict[str, Any]] = []
         self.holding = threading.Event()  # set while a `hold` reply is waiting
@@ -71,6 +74,11 @@ class FakeModelServer:
                     server.requests.append({"path": self.path, "headers": {key.lower(): value for key, value in self.headers.items()},
                                             "body": body})
                     reply = server._replies.pop(0) if server._replies else None
+                if reply is None and server.responder is not None:
+                    try:
+                        reply = server.responder(body)
+                    except Exception as error:  # a broken responder must fail the call loudly, not hang it
+                        reply = Reply(status=500, error_message=f"fake model server responder failed: {error!r}")
                 if not self.path.endswith("/chat/completions"):
                     return self._send_json(404, {"error": {"message": f"no route {self.path}"}})
                 if reply is None:

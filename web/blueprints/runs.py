@@ -6,8 +6,10 @@ import uuid
 
 from flask import Blueprint
 
-from orchestrator.domain.enums import Role
+from orchestrator.domain.enums import Role, RunStatus
 from orchestrator.store import journal, runs
+from orchestrator.store import sessions as chat_sessions
+from web import schemas
 from web.api import operation
 from web.auth import load_visible_run
 from web.state import state
@@ -34,7 +36,20 @@ def cancel_run(run_id: uuid.UUID):
         load_visible_run(session, run_id, Role.MEMBER)
         run = runs.cancel_run(session, run_id)
         following = runs.next_queued_run(session, run.session_id, run.kind)
+        parent = runs.load_run(session, run.parent_id) if run.parent_id else None
         body = {"run": runs.serialize_run(run)}
     if following is not None:
         state().queue.enqueue_run(following.kind, following.id)  # the next run in the session may start
+    if parent is not None and parent.kind == "workflow" and not RunStatus(parent.status).is_terminal:
+        state().queue.enqueue_run(parent.kind, parent.id)  # its workflow sees the cancelled agent at once
     return body
+
+
+@operation(bp, "GET", "/<uuid:run_id>/messages", summary="The run's own messages (e.g. one workflow agent's transcript)",
+           query={"after": schemas.SEQ, "limit": schemas.LIMIT})
+def list_run_messages(run_id: uuid.UUID, query):
+    with state().db.transaction() as session:
+        run = load_visible_run(session, run_id, Role.VIEWER)
+        found = chat_sessions.list_messages(session, run.session_id, after_seq=query.get("after", 0),
+                                            limit=query.get("limit", 200), run_id=run.id)
+        return {"messages": [chat_sessions.serialize_message(message) for message in found]}

@@ -11,6 +11,7 @@ from orchestrator.agent.loop import AgentConfig, make_agent_handler
 from orchestrator.lifecycle import Handler, execute_run
 from orchestrator.probe import run_probe
 from orchestrator.settings import Settings
+from orchestrator.workflow.engine import WorkflowConfig, make_workflow_handler
 from worker.runtime import WorkerRuntime
 from worker.tasks.base import durable_task
 
@@ -20,6 +21,7 @@ def make_handlers(settings: Settings) -> dict[str, Handler]:
     return {
         "probe": run_probe,
         "agent": make_agent_handler(AgentConfig.from_settings(settings)),
+        "workflow": make_workflow_handler(WorkflowConfig.from_settings(settings)),
     }
 
 
@@ -35,3 +37,4 @@ def register(app: Celery, runtime: WorkerRuntime) -> None:
 
     durable_task(app, runtime, jobs.TURN_TASK)(execute)
     durable_task(app, runtime, jobs.PROBE_TASK)(execute)
+    durable_task(app, runtime, jobs.WORKFLOW_TASK)(execute)

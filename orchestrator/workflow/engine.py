@@ -1,0 +1,288 @@
+"""Advancing a workflow run: short "tick" tasks that replay the script against its journal.
+
+    tick(workflow run):
+        settle calls whose child run has finished (value, tokens, cost onto the call row)
+        new isolate; start the script; replay: serve every settled call in the order the script made
+            them (an unchanged call from an earlier pass is "cached"); refuse what breaks a rule
+            (unknown agentType, invalid schema, agent cap) so that call throws
+        dispatch new calls as child agent runs, up to the run's concurrency
+        the script returned or threw                -> finish: completed / completed_with_failures / failed
+        agents are in flight                        -> defer; a finishing child enqueues the next tick
+        nothing in flight and the script still waits -> failed: it waits for something that never comes
+
+No tick waits for an agent: a worker slot is held only for the replay. A child that finishes
+enqueues the parent's next tick; one that finishes while a tick runs is noticed when that tick hands
+the lease back (`wake`), so no completion is slept through.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from sqlalchemy import exists, select
+from sqlalchemy.orm import Session
+
+from orchestrator.agent.types import discover_agent_types
+from orchestrator.domain.enums import TERMINAL_STATUSES, MessageRole, RunStatus
+from orchestrator.errors import RunCancelledError
+from orchestrator.jobs import task_for_kind
+from orchestrator.lifecycle import Handler, RunContext, RunOutcome
+from orchestrator.settings import Settings
+from orchestrator.store import runs, workflows
+from orchestrator.store import sessions as chat_sessions
+from orchestrator.store.events import append_event
+from orchestrator.store.models import Project, Run, WorkflowCall
+from orchestrator.workflow.catalog import discover, read_project_script
+from orchestrator.workflow.sandbox import Nested, Sandbox, SandboxError, Settled, replay
+from orchestrator.workflow.script import ScriptError, load_script
+
+logger = logging.getLogger(__name__)
+TERMINAL = [status.value for status in TERMINAL_STATUSES]
+
+
+@dataclass(frozen=True)
+class WorkflowConfig:
+    concurrency: int = 8
+    max_agents: int = 1000
+    script_timeout_seconds: float = 2.0
+    memory_bytes: int = 128 * 1024 * 1024
+    personal_dir: Path | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "WorkflowConfig":
+        return cls(concurrency=settings.workflow_concurrency, max_agents=settings.workflow_max_agents,
+                   script_timeout_seconds=settings.workflow_script_timeout_seconds,
+                   memory_bytes=settings.workflow_memory_mb * 1024 * 1024,
+                   personal_dir=settings.data_dir / "workflows")
+
+
+def make_workflow_handler(config: WorkflowConfig) -> Handler:
+    def handle(context: RunContext) -> RunOutcome:
+        return tick(context, config)
+
+    return handle
+
+
+@dataclass
+class _Plan:
+    """What one replay decided, written in one fenced transaction afterwards."""
+
+    fresh: list[dict[str, Any]]
+    refusals: list[tuple[dict[str, Any], dict[str, Any]]]
+    served: list[WorkflowCall]
+    touched: list[str]
+
+
+def tick(context: RunContext, config: WorkflowConfig) -> RunOutcome:
+    run = context.run
+    spec = run.input
+    pass_number = int(spec.get("pass", 1))
+    caps = spec.get("caps") or {}
+    concurrency = min(int(caps.get("concurrency") or config.concurrency), config.concurrency)
+    max_agents = min(int(caps.get("max_agents") or config.max_agents), config.max_agents)
+    try:
+        script = load_script(spec["script"])
+    except ScriptError as error:
+        return _fail(context, {"code": "script_invalid", "message": error.message, "line": error.line})
+
+    with context.db.transaction() as session:
+        _fence(session, context)
+        project = session.get(Project, run.project_id)
+        calls = workflows.load_calls(session, run.id)
+        _settle_finished_children(session, run, calls)
+    root = Path(project.root_path)
+    agent_types, _ = discover_agent_types(root)
+    in_flight = sum(1 for call in calls.values() if call.status == "running")
+    admitted = sum(1 for call in calls.values() if call.status != "refused")
+    plan = _Plan(fresh=[], refusals=[], served=[], touched=[])
+    nested_scripts: dict[str, Any] = {}
+
+    def settle(call: dict[str, Any]) -> Settled | Nested | None:
+        nonlocal admitted
+        if call.get("kind") == "workflow":
+            return _nested(call, root, config, nested_scripts)
+        key = call["key"]
+        plan.touched.append(key)
+        row = calls.get(key)
+        if row is not None and not (row.status in ("failed", "cancelled") and row.pass_number < pass_number):
+            if row.status == "running":
+                return None
+            if row.status == "completed":
+                if row.pass_number < pass_number:
+                    plan.served.append(row)
+                return Settled(True, row.value, tokens=row.tokens)
+            if row.status == "refused" or (row.error or {}).get("code") == "schema_invalid":
+                return Settled(False, message=(row.error or {}).get("message", "the agent call was refused"))
+            return Settled(True, None, tokens=row.tokens)  # stopped or died: null, listed in failures
+        refusal = _refusal(call, agent_types, admitted, max_agents, row is not None)
+        if refusal is not None:
+            plan.refusals.append((call, refusal))
+            return Settled(False, message=refusal["message"])
+        if row is None:
+            admitted += 1
+        plan.fresh.append(call)
+        return None
+
+    try:
+        with Sandbox(script, spec.get("args"), timeout_seconds=config.script_timeout_seconds,
+                     memory_bytes=config.memory_bytes) as sandbox:
+            sandbox.set_budget(caps.get("max_tokens"), 0)
+            sandbox.start()
+            replay(sandbox, settle)
+            state = sandbox.state()
+    except SandboxError as error:
+        _record(context, run, plan, [], [], pass_number)
+        return _fail(context, {"code": error.code, "message": error.message, "line": error.line})
+
+    slots = max(concurrency - in_flight, 0)
+    dispatch = plan.fresh[:slots]
+    children = _record(context, run, plan, dispatch, state["logs"], pass_number)
+    for child_id in children:
+        context.enqueue(task_for_kind("agent"), str(child_id))
+
+    if state["done"]:
+        return _conclude(context, run, state, plan, pass_number)
+    if in_flight or children:
+        return RunOutcome(defer=True, wake=lambda session: _child_finished(session, run.id))
+    return _fail(context, {"code": "script_stalled",
+                           "message": "the script is waiting for something that never finishes: no agent is running "
+                                      "and none is left to start (an await on a promise nothing resolves?)"})
+
+
+def _refusal(call: dict[str, Any], agent_types: dict[str, Any], admitted: int, max_agents: int,
+             retry: bool) -> dict[str, Any] | None:
+    options = call.get("options") or {}
+    agent_type = options.get("agentType")
+    if agent_type is not None and agent_type not in agent_types:
+        return {"code": "unknown_agent_type",
+                "message": f"agent(): unknown agentType {agent_type!r}; known: {', '.join(sorted(agent_types))}"}
+    if options.get("schema") is not None:
+        try:
+            Draft202012Validator.check_schema(options["schema"])
+        except SchemaError as error:
+            return {"code": "invalid_schema", "message": f"agent(): the schema is not valid JSON Schema: {error.message}"}
+    if not retry and admitted >= max_agents:
+        return {"code": "agent_cap_reached",
+                "message": f"agent(): this run may start at most {max_agents} agents and has started {admitted}"}
+    return None
+
+
+def _nested(call: dict[str, Any], root: Path, config: WorkflowConfig, cache: dict[str, Any]) -> Settled | Nested:
+    spec = call.get("spec") or {}
+    label = spec.get("name") or spec.get("scriptPath")
+    if label not in cache:
+        try:
+            if "scriptPath" in spec:
+                cache[label] = Nested(load_script(read_project_script(root, spec["scriptPath"])))
+            else:
+                found, _ = discover(root, config.personal_dir)
+                if spec.get("name") not in found:
+                    known = ", ".join(sorted(found))
+                    raise ScriptError(f"no workflow named {spec.get('name')!r}; known: {known}")
+                cache[label] = Nested(found[spec["name"]].script)
+        except ScriptError as error:
+            cache[label] = Settled(False, message=f"workflow({label!r}): {error}")
+    return cache[label]
+
+
+def _settle_finished_children(session: Session, run: Run, calls: dict[str, WorkflowCall]) -> None:
+    running = {call.child_run_id: call for call in calls.values() if call.status == "running" and call.child_run_id}
+    if not running:
+        return
+    finished = session.scalars(select(Run).where(Run.id.in_(list(running)), Run.status.in_(TERMINAL)))
+    for child in finished:
+        workflows.settle_from_child(session, run, running[child.id], child)
+
+
+def _child_finished(session: Session, run_id: Any) -> bool:
+    """A child finished after this tick looked: tick again rather than wait for its wake-up call."""
+    return bool(session.scalar(select(exists().where(
+        WorkflowCall.run_id == run_id, WorkflowCall.status == "running",
+        Run.id == WorkflowCall.child_run_id, Run.status.in_(TERMINAL)))))
+
+
+def _record(context: RunContext, run: Run, plan: _Plan, dispatch: list[dict[str, Any]],
+            logs: list[dict[str, Any]], pass_number: int) -> list[Any]:
+    """Write what the replay decided, fenced: refusals, cache marks, logs, and new child runs."""
+    children = []
+    with context.db.transaction() as session:
+        _fence(session, context)
+        calls = workflows.load_calls(session, run.id)
+        for call, error in plan.refusals:
+            if call["key"] not in calls:
+                calls[call["key"]] = workflows.refuse(session, run, call, pass_number, error)
+        for served in plan.served:
+            workflows.mark_served(session, run, calls[served.call_key], pass_number)
+        workflows.add_logs(session, run, logs)
+        for call in dispatch:
+            children.append(_dispatch(session, run, call, calls.get(call["key"]), pass_number))
+    return children
+
+
+def _dispatch(session: Session, run: Run, call: dict[str, Any], row: WorkflowCall | None, pass_number: int) -> Any:
+    """A child agent run for one agent() call: its prompt is the child's first message."""
+    options = call.get("options") or {}
+    child = runs.create_run(session, project_id=run.project_id, session_id=run.session_id, kind="agent",
+                            input={"spec": {"key": call["key"], "workflow_run_id": str(run.id), **options}},
+                            created_by=run.created_by, parent_id=run.id)
+    chat_sessions.add_message(session, run.session_id, MessageRole.USER, [{"type": "text", "text": call["prompt"]}],
+                              run_id=child.id)
+    now = datetime.now(timezone.utc)
+    if row is None:
+        row = WorkflowCall(run_id=run.id, call_key=call["key"], prompt=call["prompt"], options=options, attempts=1)
+        session.add(row)
+    else:  # a failed or stopped call from an earlier pass runs again
+        row.attempts += 1
+    row.status, row.child_run_id, row.pass_number = "running", child.id, pass_number
+    row.label, row.phase, row.value, row.error = options.get("label"), options.get("phase"), None, None
+    row.model, row.started_at, row.finished_at, row.tokens, row.cost = options.get("model"), now, None, 0, 0.0
+    session.flush()
+    append_event(session, run.session_id, "workflow.agent.started",
+                 {"key": call["key"], "label": row.label, "phase": row.phase, "child_run_id": str(child.id),
+                  "attempt": row.attempts}, run_id=run.id)
+    return child.id
+
+
+def _conclude(context: RunContext, run: Run, state: dict[str, Any], plan: _Plan, pass_number: int) -> RunOutcome:
+    with context.db.transaction() as session:
+        _fence(session, context)
+        calls = workflows.load_calls(session, run.id)
+        # agents the script started but never awaited: stop them, the run is over
+        for call in calls.values():
+            if call.status == "running" and call.child_run_id is not None:
+                child = session.get(Run, call.child_run_id)
+                if child is not None and not RunStatus(child.status).is_terminal:
+                    runs.cancel_run(session, child.id, reason="the workflow finished without waiting for this agent")
+        touched = set(plan.touched)
+        failures = [{"kind": "agent", "key": call.call_key, "label": call.label, "phase": call.phase,
+                     "status": call.status, "child_run_id": str(call.child_run_id) if call.child_run_id else None,
+                     "reason": (call.error or {}).get("message") or call.status}
+                    for call in calls.values() if call.call_key in touched and call.status != "completed"]
+        failures += [{"kind": failure["kind"], "index": failure["index"], "reason": failure["error"]["message"],
+                      "line": failure["error"].get("line")} for failure in state["failures"]]
+        summary = workflows.totals(session, run.id)
+        summary["cached"] = sum(1 for call in calls.values() if call.status == "completed"
+                                and call.pass_number < pass_number and call.served_pass == pass_number)
+        summary["pass"] = pass_number
+    if state["error"] is not None:
+        error = state["error"]
+        return _fail(context, {"code": "script_error", "name": error["name"], "message": error["message"],
+                               "line": error["line"], "failures": failures, "summary": summary})
+    status = RunStatus.COMPLETED_WITH_FAILURES if failures else RunStatus.COMPLETED
+    return RunOutcome(status, result={"value": state["result"], "failures": failures, "summary": summary})
+
+
+def _fence(session: Session, context: RunContext) -> None:
+    """Refuse to write for a stale tick, and stop one whose run was cancelled meanwhile."""
+    if runs.check_fence(session, context.lease) == RunStatus.CANCELLED.value:
+        raise RunCancelledError(f"workflow run {context.run.id} was cancelled")
+
+
+def _fail(context: RunContext, error: dict[str, Any]) -> RunOutcome:
+    return RunOutcome(RunStatus.FAILED, error=error)
