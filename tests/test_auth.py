@@ -43,6 +43,7 @@ def sample_body(method: str, path: str, tmp_path: Path) -> dict | None:
         ("put", "/api/projects/{project_id}/policy"): {"rules": []},
         ("put", "/api/projects/{project_id}/provider"): {"base_url": "http://127.0.0.1:9/v1", "model": "m"},
         ("post", "/api/approvals/{approval_id}/decision"): {"decision": "deny"},
+        ("post", "/api/sessions/{session_id}/workflows"): {"name": "review-code", "dry_run": True},
     }
     return bodies.get((method, path))
 
@@ -58,7 +59,9 @@ def call(api: Api, method: str, path: str, ids: dict[str, str], tmp_path: Path, 
 def world(api: Api, project: dict, chat: dict, make_user, db) -> dict[str, str]:  # type: ignore[no-untyped-def]
     from orchestrator.store import approvals, runs
 
-    run = api.ok("POST", f"/api/sessions/{chat['id']}/probes", {"steps": 1, "step_seconds": 0})["run"]
+    # a workflow run: the runs routes take any run, the workflow routes only workflow runs
+    run = api.ok("POST", f"/api/sessions/{chat['id']}/workflows",
+                  {"script": 'export const meta = {name: "w", description: "d"};\nreturn 1;'})["run"]
     with db.transaction() as session:
         approval = approvals.request_approval(session, runs.load_run(session, uuid.UUID(run["id"])),
                                               "turn/0000/tool/0", "run_command", {"argv": ["ls"]}, None)

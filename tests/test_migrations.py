@@ -11,7 +11,7 @@ from orchestrator.store.models import Base
 from tests.conftest import create_database, drop_database
 
 TABLES = {"users", "api_tokens", "projects", "project_members", "sessions", "messages", "runs", "steps", "events",
-          "blobs", "spans", "approvals"}
+          "blobs", "spans", "approvals", "workflow_calls", "workflow_logs"}
 
 
 def _tables(url: str) -> set[str]:

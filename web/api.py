@@ -37,6 +37,7 @@ class Operation:
     public: bool = False
     tag: str = ""
     raw_body: list[str] | None = None  # media types of a non-JSON body the view reads itself
+    body_optional: bool = False  # no body at all reads as {}
 
     @property
     def path(self) -> str:
@@ -48,7 +49,7 @@ OPERATIONS: list[Operation] = []
 
 def operation(bp: Blueprint, method: str, rule: str, *, summary: str, body: JSON | None = None,
               query: dict[str, JSON] | None = None, status: int = 200, public: bool = False,
-              raw_body: list[str] | None = None) -> Callable:
+              raw_body: list[str] | None = None, body_optional: bool = False) -> Callable:
     body_validator = Draft202012Validator(body) if body is not None else None
     query_schema = {"type": "object", "properties": query or {}, "additionalProperties": False}
     query_validator = Draft202012Validator(query_schema)
@@ -57,7 +58,8 @@ def operation(bp: Blueprint, method: str, rule: str, *, summary: str, body: JSON
         @functools.wraps(view)
         def wrapper(**path_args: Any) -> Any:
             if body_validator is not None:
-                path_args["body"] = _read_body(body_validator)
+                empty = not request.get_data(cache=True).strip()
+                path_args["body"] = {} if body_optional and empty else _read_body(body_validator)
             if query:
                 path_args["query"] = _read_query(query, query_validator)
             return view(**path_args)
@@ -66,7 +68,8 @@ def operation(bp: Blueprint, method: str, rule: str, *, summary: str, body: JSON
         bp.add_url_rule(rule, endpoint=view.__name__, view_func=wrapper, methods=[method])
         OPERATIONS.append(Operation(blueprint=bp, method=method, rule=rule, summary=summary,
                                     endpoint=f"{bp.name}.{view.__name__}", body=body, query=query or {},
-                                    status=status, public=public, tag=bp.name, raw_body=raw_body))
+                                    status=status, public=public, tag=bp.name, raw_body=raw_body,
+                                    body_optional=body_optional))
         return wrapper
 
     return decorate
@@ -146,7 +149,8 @@ def build_openapi(version: str, extra_paths: dict[str, JSON] | None = None) -> J
         if parameters:
             entry["parameters"] = parameters
         if op.body is not None:
-            entry["requestBody"] = {"required": True, "content": {"application/json": {"schema": op.body}}}
+            entry["requestBody"] = {"required": not op.body_optional,
+                                    "content": {"application/json": {"schema": op.body}}}
         if op.raw_body is not None:
             entry["requestBody"] = {"required": True, "content": {media: {"schema": {"type": "string", "format": "binary"}}
                                                                   for media in op.raw_body}}

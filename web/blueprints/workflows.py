@@ -80,7 +80,7 @@ def workflow_result(run_id: uuid.UUID):
                 or (run.error or {}).get("summary"), "error": run.error}
 
 
-@operation(bp, "POST", "/runs/<uuid:run_id>/resume", body=schemas.RESUME_WORKFLOW,
+@operation(bp, "POST", "/runs/<uuid:run_id>/resume", body=schemas.RESUME_WORKFLOW, body_optional=True,
            summary="Run a finished, failed or cancelled workflow again: unchanged agent calls come from the journal")
 def resume_workflow(run_id: uuid.UUID, body):
     with state().db.transaction() as session:
