@@ -153,3 +153,164 @@ return {a, b, c};
     child = cached[0]["child_run_id"]
     own = flow.api.ok("GET", f"/api/runs/{child}/messages")["messages"]
     assert [message["role"] for message in own] == ["user", "assistant"]
+
+
+def test_parallel_keeps_order_failures_are_null_and_one_changed_slot_reruns_alone(flow: Flow) -> None:
+    flow.worker()
+    flow.model.on(r"^item 3$", lambda body: Reply(status=400, error_message="this prompt is not allowed"))
+    script = """
+const items = args.items;
+const results = await parallel(items.map((item) => () => agent("item " + item, {label: "slot " + item})));
+const summary = await agent("summarise " + results.map(String).join(" | "), {label: "summary"});
+return {results, summary};
+"""
+    body = {"args": {"items": list(range(10))}}
+    status = flow.run(script, **body)
+    assert status["run"]["status"] == "completed_with_failures", status
+    results = status["value"]["results"]
+    assert results == [None if item == 3 else f"answer to: item {item}" for item in range(10)]
+    failures = status["failures"]
+    assert [(failure["label"], failure["status"]) for failure in failures] == [("slot 3", "failed")]
+    assert "not allowed" in failures[0]["reason"]
+    assert flow.model.count(r"^item \d$") == 9 + 1  # slot 3's call failed once (a 400 is not retried)
+
+    # change one slot's prompt: only that slot and what follows the fan-out run again
+    flow.model.answers.clear()
+    run_id = status["run"]["id"]
+    edited = script.replace('"item " + item', '(item === 7 ? "item seven" : "item " + item)')
+    flow.api.ok("POST", f"/api/runs/{run_id}/resume", {"script": HEADER + edited, **{}})
+    status = flow.wait(run_id)
+    assert status["run"]["status"] == "completed", status
+    assert status["value"]["results"][7] == "answer to: item seven"
+    assert status["value"]["results"][3] == "answer to: item 3"  # a failed call runs again on resume
+    agents = agents_by_label(status)
+    assert sorted(label for label, agent in agents.items() if agent["cached"]) == sorted(
+        f"slot {item}" for item in range(10) if item not in (3, 7))
+    assert flow.model.count(r"^item \d$") == 11 and flow.model.count("^item seven$") == 1
+    assert flow.model.count("^summarise") == 2
+    events = [event["type"] for event in flow.api.ok("GET", f"/api/sessions/{flow.chat['id']}/events?limit=500")["events"]]
+    assert events.count("workflow.agent.cached") == 8
+    assert "workflow.agent.started" in events and "workflow.agent.finished" in events
+
+
+def test_pipeline_items_move_through_stages_independently(flow: Flow) -> None:
+    flow.worker(concurrency=4)
+    gate = threading.Event()
+    flow.model.on(r"^draft a$", lambda body: (gate.wait(30), Reply(text="A", usage=openai_usage(10, 1)))[1])
+    script = """
+const out = await pipeline(["a", "b"],
+  (item) => agent("draft " + item, {label: "draft " + item}),
+  (draft, item) => agent("polish " + draft, {label: "polish " + item}));
+return out;
+"""
+    run = flow.start(script)["run"]
+    # b is polished while a is still being drafted: no barrier between stages
+    wait_for(lambda: agents_by_label(flow.status(run["id"])).get("polish b", {}).get("status") == "completed",
+             30, 0.2, "polish b to finish while draft a is held")
+    assert agents_by_label(flow.status(run["id"]))["draft a"]["status"] == "running"
+    gate.set()
+    status = flow.wait(run["id"])
+    assert status["value"] == ["answer to: polish A", "answer to: polish answer to: draft b"]
+
+
+def test_schema_answers_are_validated_fed_back_and_retried_then_throw(flow: Flow) -> None:
+    flow.worker()
+    attempts: dict[str, int] = {}
+
+    def sloppy(body: dict[str, Any]) -> Reply:
+        attempts["good"] = attempts.get("good", 0) + 1
+        if attempts["good"] == 1:
+            return Reply(text="Sure! The count is three.", usage=openai_usage(50, 5))
+        assert "does not match the required JSON Schema" in last_user_text(body)
+        return Reply(text='```json\n{"count": 3}\n```', usage=openai_usage(50, 5))
+
+    flow.model.on("^count things$", sloppy)
+    flow.model.on("^never valid$", lambda body: Reply(text='{"count": "many"}', usage=openai_usage(50, 5)))
+    script = """
+const schema = {type: "object", required: ["count"], properties: {count: {type: "integer"}}};
+const good = await agent("count things", {label: "good", schema});
+let message = null;
+try { await agent("never valid", {label: "bad", schema}); } catch (error) { message = error.message; }
+return {good, message};
+"""
+    status = flow.run(script)
+    assert status["value"]["good"] == {"count": 3}
+    assert attempts["good"] == 2
+    assert "did not match the schema after 3 tries" in status["value"]["message"]
+    assert status["run"]["status"] == "completed_with_failures"
+    assert [failure["label"] for failure in status["failures"]] == ["bad"]
+    assert flow.model.count("^never valid$") == 3
+
+
+def test_budget_agent_types_nested_workflows_and_script_errors(flow: Flow) -> None:
+    flow.worker()
+    (flow.root / ".boocode" / "workflows").mkdir(parents=True)
+    (flow.root / ".boocode" / "workflows" / "inner.js").write_text(
+        'export const meta = {name: "inner", description: "nested"};\n'
+        'const x = await agent("inner " + args.n, {label: "inner"});\n'
+        'let nested = "allowed";\ntry { await workflow("inner", {}); } catch (error) { nested = error.message; }\n'
+        'return {x, nested, budget: budget.total};\n')
+    (flow.root / ".boocode" / "agents").mkdir(parents=True)
+    (flow.root / ".boocode" / "agents" / "scout.md").write_text(
+        "---\nname: scout\ndescription: reads only\ntools: read_file, glob\n---\nYou are a scout. Report briefly.\n")
+    script = """
+let unknown = null;
+try { await agent("typed", {agentType: "nope"}); } catch (error) { unknown = error.message; }
+await parallel([1, 2, 3].map((n) => () => agent("spend " + n, {label: "spend " + n})));
+let refused = null;
+try { await agent("one too many", {label: "over"}); } catch (error) { refused = error.name + ": " + error.message; }
+let scouted = null;
+try { await workflow("inner", {n: 1}); } catch (error) { scouted = error.name; }
+return {spent: budget.spent(), refused, unknown, scouted};
+"""
+    status = flow.run(script, caps={"max_tokens": 300})
+    value = status["value"]
+    assert value["spent"] >= 330  # three in-flight agents finished (110 tokens each) although the budget is 300
+    assert value["refused"].startswith("WorkflowBudgetExceededError")
+    assert "unknown agentType 'nope'" in value["unknown"] and "scout" in value["unknown"] and "Explore" in value["unknown"]
+    assert value["scouted"] == "WorkflowBudgetExceededError"  # the nested workflow shares the budget
+    assert flow.model.count("^one too many$") == 0 and flow.model.count("^typed$") == 0
+
+    # typed agents get their prompt and only their tools; the nested workflow has its own args, one level only
+    typed = """
+const a = await agent("scout it", {label: "scout", agentType: "scout"});
+const inner = await workflow("inner", {n: 2});
+return {a, inner};
+"""
+    status = flow.run(typed)
+    assert status["run"]["status"] == "completed", status
+    assert status["value"]["inner"] == {"x": "answer to: inner 2", "nested": "workflow(): workflows nest one level only",
+                                        "budget": None}
+    request = next(entry["body"] for entry in flow.model.fake.requests
+                   if entry["body"]["messages"][1]["content"] == "scout it")
+    assert "You are a scout" in request["messages"][0]["content"]
+    assert sorted(tool["function"]["name"] for tool in request["tools"]) == ["glob", "read_file"]
+
+    failing = flow.run('const a = await agent("before the error");\n\nthrow new Error("boom " + a.length);\n')
+    assert failing["run"]["status"] == "failed"
+    assert failing["error"]["code"] == "script_error" and failing["error"]["line"] == 4
+    assert failing["error"]["message"] == "boom 27"
+
+    looping = flow.run('await agent("then loop");\nwhile (true) {}\n')
+    assert looping["run"]["status"] == "failed" and looping["error"]["code"] == "script_timeout"
+    stalled = flow.run("await new Promise(() => {});\n")
+    assert stalled["error"]["code"] == "script_stalled"
+    assert flow.workers[0].process.poll() is None  # the worker survived all of it
+
+
+def test_cancel_stops_dispatching_and_cancels_agents_in_flight(flow: Flow) -> None:
+    flow.worker(concurrency=4)
+    hold = threading.Event()
+    flow.model.on("^slow", lambda body: (hold.wait(30), Reply(text="late", usage=openai_usage(1, 1)))[1])
+    run = flow.start("""
+await parallel([1, 2, 3, 4, 5, 6].map((n) => () => agent("slow " + n, {label: "slow " + n})));
+return await agent("after");
+""", caps={"concurrency": 2})["run"]
+    wait_for(lambda: flow.status(run["id"])["counts"].get("running") == 2, 30, 0.2, "two agents in flight")
+    flow.api.ok("POST", f"/api/runs/{run['id']}/cancel")
+    hold.set()
+    status = flow.wait(run["id"])
+    assert status["run"]["status"] == "cancelled"
+    children = [flow.api.ok("GET", f"/api/runs/{agent['child_run_id']}")["run"] for agent in status["agents"]]
+    assert [child["status"] for child in children] == ["cancelled", "cancelled"]
+    assert len(status["agents"]) == 2 and flow.model.count("^after$") == 0
