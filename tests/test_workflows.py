@@ -314,3 +314,101 @@ return await agent("after");
     children = [flow.api.ok("GET", f"/api/runs/{agent['child_run_id']}")["run"] for agent in status["agents"]]
     assert [child["status"] for child in children] == ["cancelled", "cancelled"]
     assert len(status["agents"]) == 2 and flow.model.count("^after$") == 0
+
+
+def example_for(schema: dict[str, Any]) -> Any:
+    """The smallest value a JSON Schema accepts (enough for the catalog's schemas)."""
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if kind == "object":
+        return {name: example_for(schema["properties"][name]) for name in schema.get("required", [])}
+    if kind == "array":
+        return [example_for(schema.get("items", {"type": "string"})) for _ in range(max(schema.get("minItems", 0), 2))]
+    return {"string": "src/app.py", "integer": 7, "number": 1.5, "boolean": True}.get(kind, "x")
+
+
+def schema_responder(body: dict[str, Any]) -> Reply:
+    system = body["messages"][0]["content"]
+    marker = "validates against this JSON Schema:\n"
+    if marker in system:
+        schema = json.loads(system.split(marker, 1)[1])
+        return Reply(text=json.dumps(example_for(schema)), usage=openai_usage(200, 20))
+    return Reply(text=f"notes on: {first_user_text(body)[:40]}", usage=openai_usage(200, 20))
+
+
+CATALOG_ARGS = {
+    "deep-research": {"question": "How are runs recovered after a crash?"},
+    "review-code": {"target": "src/"},
+    "find-issues": {"area": "src/"},
+    "multi-review": {"target": "src/app.py"},
+    "plan-verify": {"task": "add a --verbose flag"},
+    "bounty-hunt": {"hunters": 2},
+}
+
+
+def test_the_catalog_lists_and_every_builtin_runs_end_to_end(flow: Flow) -> None:
+    flow.worker(concurrency=4)
+    flow.model.fake.responder = schema_responder
+    workflows_dir = flow.root / ".boocode" / "workflows"
+    workflows_dir.mkdir(parents=True)
+    (workflows_dir / "mine.js").write_text('export const meta = {name: "review-code", description: "ours"};\nreturn 1;\n')
+    (workflows_dir / "broken.js").write_text('export const meta = {name: "b", description: x};\n')
+    personal = flow.stack.settings.data_dir / "workflows"
+    personal.mkdir(parents=True, exist_ok=True)
+    (personal / "p.js").write_text('export const meta = {name: "personal-one", description: "mine"};\nreturn 2;\n')
+    listed = flow.api.ok("GET", f"/api/projects/{flow.chat['project_id']}/workflows")
+    by_name = {entry["name"]: entry for entry in listed["workflows"]}
+    assert set(CATALOG_ARGS) <= set(by_name)
+    assert by_name["review-code"]["source"] == "project" and by_name["review-code"]["description"] == "ours"
+    assert by_name["personal-one"]["source"] == "personal"
+    assert by_name["deep-research"]["source"] == "builtin" and by_name["deep-research"]["phases"]
+    assert [(problem["path"], problem["line"]) for problem in listed["problems"]] == [(".boocode/workflows/broken.js", 1)]
+    (workflows_dir / "mine.js").unlink()
+
+    dry = flow.api.ok("POST", f"/api/sessions/{flow.chat['id']}/workflows",
+                      {"name": "bounty-hunt", "args": {"hunters": 3}, "dry_run": True})["dry_run"]
+    assert dry["phases"] == ["hunt", "judge", "rank"] and len(dry["first_wave"]) == 3
+
+    runs = {name: flow.start(name=name, args=args)["run"]["id"] for name, args in CATALOG_ARGS.items()}
+    for name, run_id in runs.items():
+        status = flow.wait(run_id, timeout=120)
+        assert status["run"]["status"] == "completed", (name, status["error"], status["failures"])
+        assert status["value"] is not None and len(status["agents"]) >= 2, name
+        assert all(agent["status"] == "completed" for agent in status["agents"]), name
+    research = flow.status(runs["deep-research"])["value"]
+    assert research["subQuestions"] == ["src/app.py", "src/app.py"] and research["report"].startswith("notes on")
+    assert flow.status(runs["bounty-hunt"])["value"]["claims"] == 4
+
+
+def test_kill_9_of_workers_during_a_50_agent_parallel_loses_nothing_and_repeats_nothing(flow: Flow) -> None:
+    flow.model.on("^job", lambda body: Reply(text=f"done {first_user_text(body)}", chunk_delay=0.03,
+                                             usage=openai_usage(20, 5)))
+    first, second = flow.worker("victim", concurrency=3), flow.worker("steady", concurrency=3)
+    run = flow.start("""
+const out = await parallel(Array.from({length: 50}, (_, i) => () => agent("job " + i, {label: "job " + i})));
+return out;
+""", caps={"concurrency": 6})["run"]
+    wait_for(lambda: flow.status(run["id"])["counts"].get("completed", 0) >= 12, 60, 0.1, "a dozen agents done")
+    before = flow.status(run["id"])
+    done_before = {agent["label"] for agent in before["agents"] if agent["status"] == "completed"}
+    first.kill()
+    wait_for(lambda: flow.status(run["id"])["counts"].get("completed", 0) >= 30, 60, 0.1, "progress after the kill")
+    second.kill()
+    flow.worker("replacement", concurrency=3)
+    status = flow.wait(run["id"], timeout=120)
+    assert status["run"]["status"] == "completed", (status["error"], status["failures"])
+    assert status["value"] == [f"done job {index}" for index in range(50)]
+    assert len(status["agents"]) == 50 and all(agent["attempts"] == 1 for agent in status["agents"])
+    assert len({agent["child_run_id"] for agent in status["agents"]}) == 50
+    for label in done_before:  # a result recorded before a kill is never produced again
+        assert flow.model.count(f"^{label}$") == 1, label
+    for index in range(50):  # at most one repeat: the model call a kill interrupted
+        assert 1 <= flow.model.count(f"^job {index}$") <= 2
+    with flow.stack.db.transaction() as session:
+        from sqlalchemy import text
+
+        duplicates = session.execute(text(
+            "SELECT count(*) FROM runs WHERE parent_id = :run GROUP BY input->'spec'->>'key' HAVING count(*) > 1"),
+            {"run": run["id"]}).all()
+        assert duplicates == []
