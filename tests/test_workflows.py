@@ -412,3 +412,57 @@ return out;
             "SELECT count(*) FROM runs WHERE parent_id = :run GROUP BY input->'spec'->>'key' HAVING count(*) > 1"),
             {"run": run["id"]}).all()
         assert duplicates == []
+
+
+def test_cli_run_edit_restart_everything_and_resume_serves_the_unchanged_call(flow: Flow, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.support import LiveServer
+    from web.app import create_app
+
+    boocode = str(Path(sys.executable).parent / "boocode")
+    worker = flow.worker()
+    script = tmp_path / "three.js"
+    script.write_text(HEADER + 'const a = await agent("alpha", {label: "a", phase: "one"});\n'
+                      'const b = await agent("beta " + a, {label: "b", phase: "one"});\n'
+                      'const c = await agent("gamma " + b, {label: "c", phase: "two"});\nlog("done");\nreturn [a, b, c];\n')
+
+    def cli(url: str, *arguments: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
+        environment = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "BOOCODE_URL": url,
+                       "BOOCODE_TOKEN": flow.api.token, "BOOCODE_DATA_DIR": str(tmp_path / "cli-data")}
+        result = subprocess.run([boocode, *arguments], capture_output=True, text=True, timeout=120, env=environment)
+        assert result.returncode == expect, (arguments, result.stdout, result.stderr)
+        return result
+
+    url = flow.api.url
+    listed = cli(url, "workflow", "list", "--project", flow.chat["project_id"])
+    assert "deep-research" in listed.stdout and "builtin" in listed.stdout
+    dry = cli(url, "workflow", "run", "--file", str(script), "--session", flow.chat["id"], "--dry-run")
+    assert "phases: one, two" in dry.stdout and "before the first await: 1" in dry.stdout
+    bad = tmp_path / "bad.js"
+    bad.write_text(HEADER + "\nconst x = ;\n")
+    refused = cli(url, "workflow", "run", "--file", str(bad), "--session", flow.chat["id"], expect=5)
+    assert "line 3" in refused.stderr or "line 3" in refused.stdout
+
+    first = cli(url, "workflow", "run", "--file", str(script), "--project", flow.chat["project_id"], "--wait", "--json")
+    report = json.loads(first.stdout)
+    run_id = report["run"]["id"]
+    assert report["run"]["status"] == "completed" and report["cached"] == 0
+
+    # stop the worker and the web server, edit the second prompt, start new ones, resume from the CLI
+    worker.stop()
+    flow.stack.server.stop()
+    script.write_text(script.read_text().replace('"beta "', '"BETA "'))
+    server = LiveServer(create_app(flow.stack.settings)).start()
+    flow.stack.server = server
+    flow.worker("after-restart")
+    resumed = cli(server.url, "workflow", "resume", run_id, "--file", str(script), "--wait")
+    assert "cached   [one] a" in resumed.stdout and "started  [one] b" in resumed.stdout
+    assert "completed" in resumed.stdout
+    status = cli(server.url, "workflow", "status", run_id)
+    assert "cached 1" in status.stdout and " cached" in status.stdout.split("\none\n", 1)[1]
+    result = json.loads(cli(server.url, "workflow", "result", run_id).stdout)
+    assert result == ["answer to: alpha", "answer to: BETA answer to: alpha",
+                      "answer to: gamma answer to: BETA answer to: alpha"]
+    assert flow.model.count("^alpha$") == 1 and flow.model.count("^BETA") == 1 and flow.model.count("^beta") == 1

@@ -16,6 +16,7 @@ import click
 
 from orchestrator.cli import (EXIT_AUTH, EXIT_NOT_FOUND, EXIT_REJECTED, EXIT_SERVER, EXIT_UNREACHABLE, EXIT_USAGE,
                               output)
+from orchestrator.cli import workflows
 from orchestrator.cli.client import ApiClient, CliError
 from orchestrator.errors import (ConfigurationError, NotFoundError, OrchestratorError, PermissionDeniedError,
                                  ServiceError)
@@ -555,6 +556,9 @@ def trace(context: Context, identifier: str, as_json: bool) -> None:
         output.emit_json({"kind": kind[:-1], "spans": found, "summary": summary})
     else:
         print_tree(found, summary)
+
+
+workflows.register(cli, pass_context, json_option)
 
 
 def main() -> None:

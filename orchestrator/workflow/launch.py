@@ -46,7 +46,7 @@ def resolve_script(project: Project, personal_dir: Path | None, *, name: str | N
             return load_script(read_project_script(root, path)), {"type": "path", "path": path}
         return load_script(script or ""), {"type": "inline"}
     except ScriptError as error:
-        raise ValidationError(f"the workflow script is refused: {error.message}",
+        raise ValidationError(f"the workflow script is refused: {error}",
                               details={"line": error.line, "message": error.message}) from None
 
 
@@ -59,11 +59,13 @@ def check_compiles(script: WorkflowScript, args: Any, timeout_seconds: float = 2
             first_wave = sandbox.take_calls()
             state = sandbox.state()
     except SandboxError as error:
-        raise ValidationError(f"the workflow script is refused: {error.message}",
+        where = f"line {error.line}: " if error.line else ""
+        raise ValidationError(f"the workflow script is refused: {where}{error.message}",
                               details={"line": error.line, "message": error.message, "code": error.code}) from None
     if state["done"] and state["error"] is not None:
         error = state["error"]
-        raise ValidationError(f"the workflow script fails at once: {error['name']}: {error['message']}",
+        where = f"line {error['line']}: " if error.get("line") else ""
+        raise ValidationError(f"the workflow script fails at once: {where}{error['name']}: {error['message']}",
                               details={"line": error["line"], "message": error["message"]})
     return {"first_wave": [{"kind": call.get("kind"), "label": (call.get("options") or {}).get("label"),
                             "phase": (call.get("options") or {}).get("phase"), "prompt": call.get("prompt", "")[:200]}

@@ -131,12 +131,14 @@ def _safe_name(name: str) -> str:
 
 
 def _syntax_error(text: str) -> tuple[str, int | None]:
-    line = re.search(r"(?:workflow\.js|<anonymous>):(\d+)", text)
+    """V8's report as (message without the location prefix, line)."""
+    line = re.search(r"(?:workflow[\w.-]*\.js|<anonymous>):(\d+)", text)
     first = text.strip().splitlines()[-1] if text.strip() else "syntax error"
     for candidate in text.splitlines():
         if "Error" in candidate:
             first = candidate.strip()
             break
+    first = re.sub(r"^(?:workflow[\w.-]*\.js|<anonymous>):\d+:\s*", "", first)
     return first, int(line.group(1)) if line else None
 
 

@@ -1,0 +1,221 @@
+"""`boocode workflow …`: list, run (or dry-run), follow, cancel, resume and read workflow runs.
+
+Registered on the main group by `register`; kept apart from main.py, which is long enough.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from orchestrator.cli import EXIT_SERVER, output
+from orchestrator.cli.client import ApiClient
+
+FINISHED = ("completed", "completed_with_failures", "failed", "cancelled", "interrupted")
+
+
+def describe_progress(event: dict[str, Any]) -> str | None:
+    """One line per workflow event worth a person's attention while waiting."""
+    data, kind = event.get("data") or {}, event["type"]
+    name = data.get("label") or (data.get("key") or "")[:8]
+    phase = f"[{data['phase']}] " if data.get("phase") else ""
+    if kind == "workflow.agent.started":
+        return f"  started  {phase}{name}"
+    if kind == "workflow.agent.cached":
+        return f"  cached   {phase}{name} (from the journal, {data.get('tokens', 0)} tokens not spent again)"
+    if kind == "workflow.agent.finished":
+        extra = f" — {data['error'].get('message')}" if data.get("error") else ""
+        return f"  {data.get('status', '?'):<8} {phase}{name} ({data.get('tokens', 0)} tokens, ${data.get('cost', 0):.4f}){extra}"
+    if kind == "workflow.agent.refused":
+        return f"  refused  {phase}{name} — {(data.get('error') or {}).get('message')}"
+    if kind == "workflow.log":
+        return f"  {'==' if data.get('level') == 'phase' else 'log'} {data.get('text')}"
+    return None
+
+
+def follow(api: ApiClient, session_id: str, run_id: str, echo: Callable[[str], None], since: int) -> dict[str, Any]:
+    """Print the run's progress from event `since` on, until it finishes; then its status report."""
+    for event in api.stream_events(session_id, since):
+        if event.get("run_id") == run_id:
+            line = describe_progress(event)
+            if line:
+                echo(line)
+            if event["type"] == "run.finished":
+                break
+    return api.get(f"/api/runs/{run_id}/workflow")
+
+
+def print_status(report: dict[str, Any]) -> None:
+    run, meta = report["run"], report["meta"] or {}
+    click.echo(f"workflow {meta.get('name')} — run {run['id']} {run['status']} (pass {report['pass']})")
+    totals = report["totals"]
+    click.echo(f"agents {totals['agents']}  cached {report['cached']}  tokens {totals['tokens']}  cost ${totals['cost']:.4f}")
+    for phase in report["phases"]:
+        click.echo(f"\n{phase['title'] or '(no phase)'}")
+        agents = [agent for agent in report["agents"] if agent["key"] in set(phase["agents"])]
+        for agent in agents:
+            duration = f"{agent['duration_ms'] / 1000:.1f}s" if agent["duration_ms"] is not None else "-"
+            mark = " cached" if agent["cached"] else ""
+            click.echo(f"  {agent['status']:<10} {(agent['label'] or agent['key'][:8]):<28} {agent['model'] or '-':<18} "
+                       f"{agent['tokens']:>8} tok  ${agent['cost']:.4f}  {duration}{mark}")
+    if report["logs"]:
+        click.echo("\nlog")
+        for line in report["logs"]:
+            click.echo(f"  {'==' if line['level'] == 'phase' else line['level']:<5} {line['text']}")
+    if report["failures"]:
+        click.echo("\nfailures")
+        for failure in report["failures"]:
+            where = failure.get("label") or f"{failure.get('kind')} slot {failure.get('index')}"
+            click.echo(f"  {where}: {failure.get('reason')}")
+    if report["error"] and run["status"] == "failed":
+        error = report["error"]
+        line = f" (line {error['line']})" if error.get("line") else ""
+        click.echo(f"\nerror {error.get('code')}{line}: {error.get('message')}")
+
+
+def register(cli: click.Group, pass_context: Callable, json_option: Callable) -> None:
+    @cli.group()
+    def workflow() -> None:
+        """Workflow scripts: fan out to many agents, resume without paying twice."""
+
+    @workflow.command("list")
+    @click.option("--project", "project_id", required=True)
+    @json_option
+    @pass_context
+    def workflow_list(context: Any, project_id: str, as_json: bool) -> None:
+        """Workflows the project can run (project, personal, built-in) and files that were refused."""
+        found = context.api().get(f"/api/projects/{project_id}/workflows")
+        if as_json:
+            output.emit_json(found)
+            return
+        output.emit_table(found["workflows"], ["name", "source", "phases", "description"])
+        for problem in found["problems"]:
+            click.echo(f"refused {problem['path']} (line {problem['line']}): {problem['message']}", err=True)
+
+    @workflow.command("run")
+    @click.argument("name", required=False)
+    @click.option("--file", "file_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                  help="Run this local script file (sent inline).")
+    @click.option("--path", "project_path", help="Run a script at this path inside the project.")
+    @click.option("--session", "session_id", help="Run in this session (default: a new one in --project).")
+    @click.option("--project", "project_id", help="Create a session for the run in this project.")
+    @click.option("--args", "args_json", default=None, help="Arguments as JSON (the script's `args`).")
+    @click.option("--concurrency", type=click.IntRange(1, 256), help="Agents in flight at once.")
+    @click.option("--max-agents", type=click.IntRange(1), help="Hard cap on agents this run may start.")
+    @click.option("--max-tokens", type=click.IntRange(1), help="Hard cap on tokens (the script's budget.total).")
+    @click.option("--dry-run", is_flag=True, help="Check the script and show its meta and phases; run nothing.")
+    @click.option("--wait", is_flag=True, help="Follow progress until the run ends; exit 1 unless it completed.")
+    @json_option
+    @pass_context
+    def workflow_run(context: Any, name: str | None, file_path: Path | None, project_path: str | None,
+                     session_id: str | None, project_id: str | None, args_json: str | None, concurrency: int | None,
+                     max_agents: int | None, max_tokens: int | None, dry_run: bool, wait: bool, as_json: bool) -> None:
+        """Run workflow NAME (or --file / --path) with --args."""
+        if sum(value is not None for value in (name, file_path, project_path)) != 1:
+            raise click.UsageError("give exactly one of NAME, --file or --path")
+        if bool(session_id) == bool(project_id):
+            raise click.UsageError("give exactly one of --session or --project")
+        body: dict[str, Any] = {}
+        if name is not None:
+            body["name"] = name
+        elif file_path is not None:
+            body["script"] = file_path.read_text()
+        else:
+            body["path"] = project_path
+        if args_json is not None:
+            try:
+                body["args"] = json.loads(args_json)
+            except json.JSONDecodeError as error:
+                raise click.UsageError(f"--args is not valid JSON: {error.msg} at position {error.pos}") from None
+        caps = {key: value for key, value in (("concurrency", concurrency), ("max_agents", max_agents),
+                                              ("max_tokens", max_tokens)) if value is not None}
+        if caps:
+            body["caps"] = caps
+        api = context.api()
+        if project_id:
+            title = f"workflow {name or (file_path.name if file_path else project_path)}"
+            session_id = api.post(f"/api/projects/{project_id}/sessions", {"title": title})["session"]["id"]
+        if dry_run:
+            checked = api.post(f"/api/sessions/{session_id}/workflows", {**body, "dry_run": True})["dry_run"]
+            if as_json:
+                output.emit_json(checked)
+                return
+            click.echo(f"{checked['name']}: {checked['description']}")
+            click.echo(f"phases: {', '.join(checked['phases']) or '(none)'}")
+            click.echo(f"agents started before the first await: {len(checked['first_wave'])}")
+            return
+        since = api.get(f"/api/sessions/{session_id}")["session"]["last_seq"]
+        created = api.post(f"/api/sessions/{session_id}/workflows", body)["run"]
+        if not wait:
+            output.emit_json(created) if as_json else click.echo(f"queued workflow run {created['id']} "
+                                                                 f"in session {session_id}")
+            return
+        finish(api, session_id, created["id"], as_json, since)
+
+    @workflow.command("status")
+    @click.argument("run_id")
+    @json_option
+    @pass_context
+    def workflow_status(context: Any, run_id: str, as_json: bool) -> None:
+        """Phases, agents (status, model, tokens, cost, duration, cached), log and failures."""
+        report = context.api().get(f"/api/runs/{run_id}/workflow")
+        output.emit_json(report) if as_json else print_status(report)
+
+    @workflow.command("result")
+    @click.argument("run_id")
+    @json_option
+    @pass_context
+    def workflow_result(context: Any, run_id: str, as_json: bool) -> None:
+        """The value the script returned (JSON), with failures on stderr; exit 1 unless it completed."""
+        found = context.api().get(f"/api/runs/{run_id}/result")
+        if as_json:
+            output.emit_json(found)
+        else:
+            click.echo(json.dumps(found["value"], indent=2))
+            for failure in found["failures"]:
+                click.echo(f"failure: {failure.get('label') or failure.get('kind')}: {failure.get('reason')}", err=True)
+            if found["error"] and found["status"] != "completed":
+                click.echo(f"error: {found['error'].get('message')}", err=True)
+        if found["status"] not in ("completed", "completed_with_failures"):
+            sys.exit(EXIT_SERVER)
+
+    @workflow.command("cancel")
+    @click.argument("run_id")
+    @pass_context
+    def workflow_cancel(context: Any, run_id: str) -> None:
+        """Stop dispatching at once and cancel the agents in flight."""
+        found = context.api().post(f"/api/runs/{run_id}/cancel")["run"]
+        click.echo(f"workflow run {run_id} is {found['status']}")
+
+    @workflow.command("resume")
+    @click.argument("run_id")
+    @click.option("--file", "file_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                  help="Resume with this (edited) local script instead of re-reading the original source.")
+    @click.option("--wait", is_flag=True, help="Follow progress until the run ends.")
+    @json_option
+    @pass_context
+    def workflow_resume(context: Any, run_id: str, file_path: Path | None, wait: bool, as_json: bool) -> None:
+        """Run a finished, failed or cancelled workflow again; unchanged agent calls come from the journal."""
+        api = context.api()
+        body = {"script": file_path.read_text()} if file_path else None
+        session_id = api.get(f"/api/runs/{run_id}")["run"]["session_id"]
+        since = api.get(f"/api/sessions/{session_id}")["session"]["last_seq"]
+        resumed = api.post(f"/api/runs/{run_id}/resume", body)["run"]
+        if not wait:
+            output.emit_json(resumed) if as_json else click.echo(f"workflow run {run_id} queued again")
+            return
+        finish(api, session_id, run_id, as_json, since)
+
+    def finish(api: ApiClient, session_id: str, run_id: str, as_json: bool, since: int) -> None:
+        report = follow(api, session_id, run_id, (lambda line: None) if as_json else click.echo, since)
+        if as_json:
+            output.emit_json(report)
+        else:
+            click.echo("")
+            print_status(report)
+        if report["run"]["status"] not in ("completed", "completed_with_failures"):
+            sys.exit(EXIT_SERVER)
