@@ -204,9 +204,10 @@ def execute_run(db: Database, run_id: uuid.UUID, *, owner: str, lease_seconds: f
                     if handed_back and outcome.defer and outcome.wake is not None and outcome.wake(session):
                         outcome = RunOutcome(continue_run=True)
                 else:
+                    parent_id = runs.lock_parent(session, lease)
                     runs.finish_run(session, lease, outcome.status, result=outcome.result, error=outcome.error)
                     following = runs.next_queued_run(session, lease.session_id, lease.kind)
-                    parent = runs.parent_to_wake(session, lease)
+                    parent = runs.parent_to_wake(session, parent_id) if parent_id else None
         except StaleLeaseError:
             logger.warning("lost the lease before recording the outcome", extra=log_extra)
             return "lost"

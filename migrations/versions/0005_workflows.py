@@ -1,4 +1,4 @@
-"""Workflow runs: the agent() call journal and the log.
+"""Workflow runs: the agent() call journal, the log, and the pending-tick flag.
 
 Revision ID: 0005
 Revises: 0004
@@ -15,6 +15,7 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.add_column('runs', sa.Column('tick_pending', sa.Boolean(), server_default='false', nullable=False))
     op.create_table(
         'workflow_calls',
         sa.Column('id', sa.BigInteger(), autoincrement=True, nullable=False),
@@ -64,3 +65,4 @@ def downgrade() -> None:
     op.drop_table('workflow_logs')
     op.drop_index(op.f('ix_workflow_calls_child_run_id'), table_name='workflow_calls')
     op.drop_table('workflow_calls')
+    op.drop_column('runs', 'tick_pending')

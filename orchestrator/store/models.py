@@ -143,6 +143,8 @@ class Run(Base):
     lease_epoch: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     claims: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    # A workflow's next tick is already asked for: finishing children need not enqueue another.
+    tick_pending: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default="false")
 
 
 class Step(Base):

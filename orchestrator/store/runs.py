@@ -7,7 +7,8 @@ has expired another worker may claim the run, which bumps the epoch. Every journ
 the epoch under a share lock of the run row (`check_fence`), so a stale worker's write is refused
 before anything is written and a takeover waits for an in-flight write to commit.
 
-Lock order everywhere: the run row, then the session row (taken by `append_event`).
+Lock order everywhere: a parent run row, then the run row, then the session row (taken by
+`append_event`).
 """
 
 from __future__ import annotations
@@ -157,15 +158,31 @@ def park_run(session: Session, lease: Lease) -> bool:
     return False
 
 
-def parent_to_wake(session: Session, lease: Lease) -> Run | None:
-    """The unfinished workflow a finished child belongs to: it must tick again to see the result."""
+def lock_parent(session: Session, lease: Lease) -> uuid.UUID | None:
+    """Lock the run's parent row, if it has one. Called before anything else in a transaction that
+    finishes a child, so locks are taken parent, child, session (the order a workflow tick and a
+    cascading cancel use) and the two never deadlock."""
     parent_id = session.scalar(select(Run.parent_id).where(Run.id == lease.run_id))
-    if parent_id is None:
-        return None
-    parent = session.get(Run, parent_id)
-    if parent is None or parent.kind != "workflow" or RunStatus(parent.status).is_terminal:
-        return None
-    return parent
+    if parent_id is not None:
+        session.execute(select(Run.id).where(Run.id == parent_id).with_for_update())
+    return parent_id
+
+
+def parent_to_wake(session: Session, parent_id: uuid.UUID) -> Run | None:
+    """The unfinished workflow a finished child belongs to, if it must be enqueued to see the result.
+
+    Many children finishing at once ask for one tick: the first sets `tick_pending`, the others see it
+    set; the tick clears it as it starts (`take_tick`), and a tick that ends while children finished
+    meanwhile goes on by itself (RunOutcome.wake). Lock the parent first (`lock_parent`)."""
+    return session.scalar(update(Run).where(Run.id == parent_id, Run.kind == "workflow",
+                                            Run.status.in_(CLAIMABLE), Run.tick_pending.is_(False))
+                          .values(tick_pending=True).returning(Run))
+
+
+def take_tick(session: Session, lease: Lease) -> None:
+    """A tick starts: children finishing from now on must ask for the next one."""
+    session.execute(update(Run).where(Run.id == lease.run_id, Run.lease_epoch == lease.epoch)
+                    .values(tick_pending=False))
 
 
 def next_queued_run(session: Session, session_id: uuid.UUID, kind: str) -> Run | None:

@@ -93,6 +93,7 @@ def tick(context: RunContext, config: WorkflowConfig) -> RunOutcome:
 
     with context.db.transaction() as session:
         _fence(session, context)
+        runs.take_tick(session, context.lease)
         project = session.get(Project, run.project_id)
         calls = workflows.load_calls(session, run.id)
         _settle_finished_children(session, run, calls)

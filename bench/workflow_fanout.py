@@ -1,0 +1,137 @@
+"""A workflow of N agent() calls against a zero-latency fake model, next to a bare Celery group.
+
+    .venv/bin/python -m bench.workflow_fanout [--agents 1000] [--concurrency 16]
+
+Baseline: a Celery group of N no-op tasks through the same Redis, one worker of 2 processes.
+Ours:     one workflow run whose script is `parallel(N thunks of agent())`, through
+          `worker.celery_app` (one worker of 2 processes): every agent is a durable child run with its
+          own lease, prompt message, model call over HTTP, journal entry, spans and events, and the
+          workflow's ticks replay the script against the journal. The fake model answers at once.
+Prints wall time, agents (tasks) per second and peak memory (RSS of the worker's processes, summed)
+for both, and the ratios. Asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from typing import Any
+
+import psutil
+from celery import group
+from sqlalchemy import func, select
+
+from bench.common import scratch, start_worker, stop, wait_until
+from orchestrator import services
+from orchestrator.store import projects, sessions, users
+from orchestrator.store.models import Run, WorkflowCall
+from orchestrator.workflow.launch import create_workflow_run
+from orchestrator.workflow.script import load_script
+from tests.fakes.model_server import FakeModelServer, Reply, openai_usage
+from web.queue import TaskQueue
+
+SCRIPT = """export const meta = {name: "fanout", description: "N agents in parallel"};
+const results = await parallel(Array.from({length: args.agents}, (_, i) => () => agent("task " + i, {label: "a" + i})));
+return results.filter((value) => value !== null).length;
+"""
+
+
+class PeakMemory:
+    """Samples the summed RSS of a process and its children every 50 ms."""
+
+    def __init__(self, pid: int) -> None:
+        self.root = psutil.Process(pid)
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.05):
+            try:
+                processes = [self.root, *self.root.children(recursive=True)]
+                self.peak = max(self.peak, sum(process.memory_info().rss for process in processes))
+            except psutil.Error:
+                continue
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--agents", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    options = parser.parse_args()
+    count = options.agents
+
+    fake = FakeModelServer().start()
+    fake.responder = lambda body: Reply(text="ok", usage=openai_usage(20, 2))
+    environment = {"BOOCODE_MODEL_BASE_URL": fake.base_url, "BOOCODE_MODEL": "gpt-4o-mini",
+                   "BOOCODE_MODEL_API_KEY": "sk-bench", "BOOCODE_WORKFLOW_CONCURRENCY": str(options.concurrency),
+                   "BOOCODE_WORKFLOW_MAX_AGENTS": str(max(count, 1000))}
+    with scratch(**environment) as place:
+        from bench.noop_app import app as noop_app
+        from bench.noop_app import noop
+
+        baseline_worker = start_worker("bench.noop_app", place.noop_environment, f"noop-{place.tag}@bench")
+        memory = PeakMemory(baseline_worker.pid)
+        started = time.monotonic()
+        with noop_app.connection_for_write() as connection:
+            group(noop.s() for _ in range(count)).apply_async(connection=connection)
+        wait_until(lambda: int(place.redis.get(f"bench-{place.tag}:noop-done") or 0) >= count)
+        baseline_seconds = time.monotonic() - started
+        baseline_memory = memory.stop()
+        stop(baseline_worker)
+
+        db = services.make_database(place.settings)
+        with db.transaction() as session:
+            owner = users.create_user(session, "bench", is_admin=True)
+            project = projects.create_project(session, "bench", "/tmp", owner)
+            chat = sessions.create_session(session, project.id, "fanout", owner.id)
+            run = create_workflow_run(session, chat, owner.id, load_script(SCRIPT), {"type": "inline"},
+                                      {"agents": count}, {"concurrency": options.concurrency})
+            run_id = run.id
+        worker = start_worker("worker.celery_app", place.settings.to_environment(), f"ours-{place.tag}@bench")
+        memory = PeakMemory(worker.pid)
+        started = time.monotonic()
+        TaskQueue(place.settings).enqueue_run("workflow", run_id)
+
+        def finished() -> Any:
+            with db.transaction() as session:
+                return session.scalar(select(Run.status).where(Run.id == run_id)) in (
+                    "completed", "completed_with_failures", "failed", "cancelled")
+
+        wait_until(finished, timeout=3600)
+        ours_seconds = time.monotonic() - started
+        ours_memory = memory.stop()
+        with db.transaction() as session:
+            final = session.get(Run, run_id)
+            status, result = final.status, final.result
+            recorded = session.scalar(select(func.count()).select_from(WorkflowCall)
+                                      .where(WorkflowCall.run_id == run_id, WorkflowCall.status == "completed"))
+            ticks = session.scalar(select(Run.claims).where(Run.id == run_id))
+            moments = sorted(moment for row in session.execute(select(WorkflowCall.started_at, WorkflowCall.finished_at)
+                                                               .where(WorkflowCall.run_id == run_id))
+                             for moment in row if moment is not None)
+            gaps = sorted(((later - earlier).total_seconds() for earlier, later in zip(moments, moments[1:])),
+                          reverse=True)[:3]
+        stop(worker)
+        db.dispose()
+    fake.stop()
+
+    print(f"bare celery group of {count} no-op tasks : {baseline_seconds:8.2f}s  {count / baseline_seconds:8.1f} tasks/s  "
+          f"peak RSS {baseline_memory / 2**20:7.1f} MiB")
+    print(f"workflow of {count} agent() calls      : {ours_seconds:8.2f}s  {count / ours_seconds:8.1f} agents/s "
+          f"peak RSS {ours_memory / 2**20:7.1f} MiB  ({status}; {recorded} results recorded, value "
+          f"{(result or {}).get('value')}, {ticks} ticks; longest idle gaps {', '.join(f'{gap:.1f}s' for gap in gaps)})")
+    print(f"ratio (ours / baseline)                : {ours_seconds / baseline_seconds:8.1f}x wall time, "
+          f"{(ours_seconds - baseline_seconds) / count * 1000:.1f} ms extra per agent, "
+          f"{ours_memory / max(baseline_memory, 1):.2f}x memory")
+
+
+if __name__ == "__main__":
+    main()
