@@ -159,6 +159,10 @@ def tick(context: RunContext, config: WorkflowConfig) -> RunOutcome:
 def _refusal(call: dict[str, Any], agent_types: dict[str, Any], admitted: int, max_agents: int,
              retry: bool) -> dict[str, Any] | None:
     options = call.get("options") or {}
+    if options.get("isolation") == "worktree":
+        return {"code": "isolation_unavailable",
+                "message": "agent(): isolation 'worktree' is not available on this server yet; run the agent "
+                           "without it (it then works in the project directory)"}
     agent_type = options.get("agentType")
     if agent_type is not None and agent_type not in agent_types:
         return {"code": "unknown_agent_type",
