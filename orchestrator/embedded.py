@@ -17,7 +17,9 @@ import os
 import subprocess
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 from urllib.parse import quote
 
 import psycopg
@@ -28,6 +30,22 @@ from orchestrator.errors import ServiceError
 logger = logging.getLogger(__name__)
 
 DATABASE_NAME = "boocode"
+
+
+@contextmanager
+def _sbin_on_path() -> Iterator[None]:
+    """PostgreSQL refuses to run as root, so pgserver runs it as a user it creates with `useradd`,
+    which lives in /usr/sbin: a PATH without the sbin directories (cron, sudo, CI) would fail there."""
+    original = os.environ.get("PATH", "")
+    missing = [folder for folder in ("/usr/local/sbin", "/usr/sbin", "/sbin") if folder not in original.split(os.pathsep)]
+    if os.geteuid() != 0 or not missing:
+        yield
+        return
+    os.environ["PATH"] = os.pathsep.join([original, *missing]) if original else os.pathsep.join(missing)
+    try:
+        yield
+    finally:
+        os.environ["PATH"] = original
 
 
 class EmbeddedPostgres:
@@ -43,7 +61,8 @@ class EmbeddedPostgres:
 
         self.directory.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._server = pgserver.get_server(self.directory, cleanup_mode="stop")
+            with _sbin_on_path():
+                self._server = pgserver.get_server(self.directory, cleanup_mode="stop")
         except Exception as error:
             raise ServiceError(f"could not start the embedded PostgreSQL in {self.directory}: {error}; "
                                f"its log is {self.directory / 'log'}. Or set DATABASE_URL to use your own.") from error

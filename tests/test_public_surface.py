@@ -14,6 +14,7 @@ SURFACE = {
     "session": ["create", "list", "send", "show", "watch"],
     "run": ["cancel", "list", "probe", "show"],
     "trace": [],
+    "workflow": ["cancel", "list", "result", "resume", "run", "status"],
 }
 
 

@@ -256,12 +256,14 @@ def test_budget_agent_types_nested_workflows_and_script_errors(flow: Flow) -> No
     script = """
 let unknown = null;
 try { await agent("typed", {agentType: "nope"}); } catch (error) { unknown = error.message; }
+let isolated = null;
+try { await agent("isolated", {isolation: "worktree"}); } catch (error) { isolated = error.message; }
 await parallel([1, 2, 3].map((n) => () => agent("spend " + n, {label: "spend " + n})));
 let refused = null;
 try { await agent("one too many", {label: "over"}); } catch (error) { refused = error.name + ": " + error.message; }
 let scouted = null;
 try { await workflow("inner", {n: 1}); } catch (error) { scouted = error.name; }
-return {spent: budget.spent(), refused, unknown, scouted};
+return {spent: budget.spent(), refused, unknown, scouted, isolated};
 """
     status = flow.run(script, caps={"max_tokens": 300})
     value = status["value"]
@@ -269,7 +271,9 @@ return {spent: budget.spent(), refused, unknown, scouted};
     assert value["refused"].startswith("WorkflowBudgetExceededError")
     assert "unknown agentType 'nope'" in value["unknown"] and "scout" in value["unknown"] and "Explore" in value["unknown"]
     assert value["scouted"] == "WorkflowBudgetExceededError"  # the nested workflow shares the budget
+    assert "isolation 'worktree' is not available" in value["isolated"]
     assert flow.model.count("^one too many$") == 0 and flow.model.count("^typed$") == 0
+    assert flow.model.count("^isolated$") == 0
 
     # typed agents get their prompt and only their tools; the nested workflow has its own args, one level only
     typed = """
