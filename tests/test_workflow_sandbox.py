@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from orchestrator.workflow.sandbox import Sandbox, SandboxError, run_to_completion
@@ -143,12 +145,12 @@ return await pipeline(["x", "y", "z"],
         sandbox.start()
         first = sandbox.take_calls()
         assert [call["prompt"] for call in first] == ["draft x", "draft y", "draft z"]
-        sandbox.resolve(first[0]["key"], "X1")
+        answer(sandbox, first[0]["key"], "X1")
         # item x reaches stage 2 while y and z are still in stage 1: no barrier between stages
         assert [call["prompt"] for call in sandbox.take_calls()] == ["polish X1"]
-        sandbox.resolve(first[1]["key"], "Y1")
+        answer(sandbox, first[1]["key"], "Y1")
         assert sandbox.take_calls() == []  # stage 2 returned null for y: that item ends as null
-        sandbox.resolve(first[2]["key"], "Z1")
+        answer(sandbox, first[2]["key"], "Z1")
         assert [call["prompt"] for call in sandbox.take_calls()] == ["polish Z1"]
         assert not sandbox.state()["done"]
     result = run('''return await pipeline(["x", "y"], (item) => agent("draft " + item),
@@ -172,6 +174,11 @@ def test_errors_carry_the_scripts_line() -> None:
     assert state["error"] == {"name": "Error", "message": "boom: A", "line": 4}
 
 
+def answer(sandbox: Sandbox, key: str, value: object) -> None:
+    """Settle one call; every call made before it was already taken, so none comes back."""
+    assert sandbox.step(0, key, True, json.dumps(value)) == []
+
+
 # ---- keys come from structure, never from timing
 
 SEQUENTIAL = '''const a = await agent("{first}");
@@ -192,7 +199,7 @@ def keys_of(body: str, order=None) -> dict[str, str]:  # type: ignore[no-untyped
                 waiting.reverse()
             call = waiting.pop(0)
             keys[call["prompt"]] = call["key"]
-            sandbox.resolve(call["key"], call["prompt"])
+            answer(sandbox, call["key"], call["prompt"])
             waiting = waiting + sandbox.take_calls() if order != "last-first" else sandbox.take_calls() + waiting[::-1]
         assert sandbox.state()["done"]
     return keys

@@ -37,6 +37,11 @@ def describe_progress(event: dict[str, Any]) -> str | None:
     return None
 
 
+def last_seq(api: ApiClient, session_id: str) -> int:
+    """Where to start following: events before this belong to earlier work."""
+    return int(api.get(f"/api/sessions/{session_id}")["session"]["last_seq"])
+
+
 def follow(api: ApiClient, session_id: str, run_id: str, echo: Callable[[str], None], since: int) -> dict[str, Any]:
     """Print the run's progress from event `since` on, until it finishes; then its status report."""
     for event in api.stream_events(session_id, since):
@@ -148,7 +153,7 @@ def register(cli: click.Group, pass_context: Callable, json_option: Callable) ->
             click.echo(f"phases: {', '.join(checked['phases']) or '(none)'}")
             click.echo(f"agents started before the first await: {len(checked['first_wave'])}")
             return
-        since = api.get(f"/api/sessions/{session_id}")["session"]["last_seq"]
+        since = last_seq(api, session_id)
         created = api.post(f"/api/sessions/{session_id}/workflows", body)["run"]
         if not wait:
             output.emit_json(created) if as_json else click.echo(f"queued workflow run {created['id']} "
@@ -203,7 +208,7 @@ def register(cli: click.Group, pass_context: Callable, json_option: Callable) ->
         api = context.api()
         body = {"script": file_path.read_text()} if file_path else None
         session_id = api.get(f"/api/runs/{run_id}")["run"]["session_id"]
-        since = api.get(f"/api/sessions/{session_id}")["session"]["last_seq"]
+        since = last_seq(api, session_id)
         resumed = api.post(f"/api/runs/{run_id}/resume", body)["run"]
         if not wait:
             output.emit_json(resumed) if as_json else click.echo(f"workflow run {run_id} queued again")

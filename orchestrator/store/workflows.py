@@ -89,8 +89,7 @@ def settle_from_child(session: Session, run: Run, call: WorkflowCall, child: Run
     if child.status == RunStatus.COMPLETED.value:
         result = child.result or {}
         call.status = "completed"
-        call.value = result.get("value") if "schema" in (call.options or {}) and call.options.get("schema") \
-            else result.get("text")
+        call.value = result.get("value") if (call.options or {}).get("schema") is not None else result.get("text")
         call.error = None
     else:
         call.status = "cancelled" if child.status == RunStatus.CANCELLED.value else "failed"

@@ -125,6 +125,14 @@ def resume_workflow_run(session: Session, run: Run, project: Project, personal_d
     return run
 
 
+def outcome(run: Run) -> dict[str, Any]:
+    """The run's end as one shape: a finished run keeps failures and totals in `result`, a failed one in
+    `error`."""
+    found = run.result or run.error or {}
+    return {"status": run.status, "value": (run.result or {}).get("value"), "failures": found.get("failures") or [],
+            "summary": found.get("summary"), "error": run.error}
+
+
 def status_report(session: Session, run: Run) -> dict[str, Any]:
     """What a person watching the run wants: phases, agents, log, failures, totals, outcome."""
     pass_number = int(run.input.get("pass", 1))
@@ -142,11 +150,10 @@ def status_report(session: Session, run: Run) -> dict[str, Any]:
     counts: dict[str, int] = {}
     for agent in agents:
         counts[agent["status"]] = counts.get(agent["status"], 0) + 1
-    result = run.result or {}
+    ended = outcome(run)
     return {"run": {**runs.serialize_run(run), "input": None}, "meta": meta, "origin": run.input.get("origin"),
             "args": run.input.get("args"), "caps": run.input.get("caps"), "pass": pass_number, "phases": phases,
             "agents": agents, "counts": counts, "cached": sum(1 for agent in agents if agent["cached"]),
             "totals": workflows.totals(session, run.id),
             "logs": [workflows.serialize_log(entry) for entry in workflows.list_logs(session, run.id)],
-            "failures": result.get("failures") or (run.error or {}).get("failures") or [],
-            "value": result.get("value"), "error": run.error}
+            "failures": ended["failures"], "value": ended["value"], "error": ended["error"]}

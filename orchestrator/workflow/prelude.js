@@ -282,22 +282,6 @@
       started.then((value) => waiting.resolve(value === undefined ? null : value), (error) => waiting.reject(error));
       return true;
     },
-    resolve(key, value) {
-      const waiting = pending.get(key);
-      if (!waiting) return false;
-      pending.delete(key);
-      chain = key;
-      waiting.resolve(JSON.parse(value));
-      return true;
-    },
-    reject(key, message) {
-      const waiting = pending.get(key);
-      if (!waiting) return false;
-      pending.delete(key);
-      chain = key;
-      waiting.reject(new Error(message));
-      return true;
-    },
     setBudget(newTotal, newSpent) { total = newTotal; spent = newSpent; },
     state() {
       let result = null;

@@ -3,7 +3,8 @@
     sandbox = Sandbox(script, args)          # new isolate: prelude (guards, primitives), memory limit
     sandbox.start()                          # compile and start the body; run until it waits
     sandbox.take_calls()                     # agent() calls made so far: [{key, prompt, options}]
-    sandbox.resolve(key, value)              # one result in; the isolate drains before this returns
+    sandbox.step(spent, key, ok, payload)    # one result in (the calls made before it come back);
+                                             # the isolate drains before this returns
     sandbox.state()                          # done / result / error (message and line) / logs / failures
 
 Code after an `await` runs on mini-racer's loop after an eval has returned, outside that eval's
@@ -99,12 +100,6 @@ class Sandbox:
 
     def take_calls(self) -> list[dict[str, Any]]:
         return json.loads(self._call("takeCalls"))
-
-    def resolve(self, key: str, value: Any) -> bool:
-        return bool(self._call("resolve", key, json.dumps(value)))
-
-    def reject(self, key: str, message: str) -> bool:
-        return bool(self._call("reject", key, message))
 
     def step(self, spent: float, key: str, ok: bool, payload: str) -> list[dict[str, Any]]:
         """Settle one call (see prelude `step`); returns the calls made before it, during the last drain."""

@@ -73,11 +73,7 @@ def workflow_status(run_id: uuid.UUID):
 @operation(bp, "GET", "/runs/<uuid:run_id>/result", summary="A workflow run's outcome: value, failures, error")
 def workflow_result(run_id: uuid.UUID):
     with state().db.transaction() as session:
-        run = _workflow_run(session, run_id, Role.VIEWER)
-        result = run.result or {}
-        return {"status": run.status, "value": result.get("value"), "failures": result.get("failures")
-                or (run.error or {}).get("failures") or [], "summary": result.get("summary")
-                or (run.error or {}).get("summary"), "error": run.error}
+        return launch.outcome(_workflow_run(session, run_id, Role.VIEWER))
 
 
 @operation(bp, "POST", "/runs/<uuid:run_id>/resume", body=schemas.RESUME_WORKFLOW, body_optional=True,
