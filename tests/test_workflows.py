@@ -465,7 +465,7 @@ def test_cli_run_edit_restart_everything_and_resume_serves_the_unchanged_call(fl
     assert "cached   [one] a" in resumed.stdout and "started  [one] b" in resumed.stdout
     assert "completed" in resumed.stdout
     status = cli(server.url, "workflow", "status", run_id)
-    assert "cached 1" in status.stdout and " cached" in status.stdout.split("\none\n", 1)[1]
+    assert "cached this pass 1" in status.stdout and " cached" in status.stdout.split("\none\n", 1)[1]
     result = json.loads(cli(server.url, "workflow", "result", run_id).stdout)
     assert result == ["answer to: alpha", "answer to: BETA answer to: alpha",
                       "answer to: gamma answer to: BETA answer to: alpha"]

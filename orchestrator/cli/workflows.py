@@ -58,7 +58,8 @@ def print_status(report: dict[str, Any]) -> None:
     run, meta = report["run"], report["meta"] or {}
     click.echo(f"workflow {meta.get('name')} — run {run['id']} {run['status']} (pass {report['pass']})")
     totals = report["totals"]
-    click.echo(f"agents {totals['agents']}  cached {report['cached']}  tokens {totals['tokens']}  cost ${totals['cost']:.4f}")
+    click.echo(f"agent runs {totals['agents']} (all passes)  cached this pass {report['cached']}  "
+               f"tokens {totals['tokens']}  cost ${totals['cost']:.4f}")
     for phase in report["phases"]:
         click.echo(f"\n{phase['title'] or '(no phase)'}")
         agents = [agent for agent in report["agents"] if agent["key"] in set(phase["agents"])]
