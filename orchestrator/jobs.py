@@ -16,12 +16,14 @@ QUEUES = ("turns", "tools", "workflows", "subagents", "flows", "maintenance")
 TURN_TASK = "turns.run"
 PROBE_TASK = "runs.probe"
 WORKFLOW_TASK = "workflows.tick"
+SUBAGENT_TASK = "subagents.turn"
 RECOVER_TASK = "maintenance.recover"
 
 TASK_ROUTES: dict[str, str] = {
     TURN_TASK: "turns",
     PROBE_TASK: "maintenance",
     WORKFLOW_TASK: "workflows",
+    SUBAGENT_TASK: "subagents",
     RECOVER_TASK: "maintenance",
 }
 
@@ -29,6 +31,7 @@ TASK_FOR_KIND: dict[str, str] = {
     "agent": TURN_TASK,
     "probe": PROBE_TASK,
     "workflow": WORKFLOW_TASK,
+    "subagent": SUBAGENT_TASK,
 }
 
 

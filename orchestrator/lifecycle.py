@@ -153,6 +153,9 @@ class RunContext:
 
 
 Handler = Callable[[RunContext], RunOutcome]
+# Runs a kind's end sets going (a follow-up turn, a subagent that now has a slot), decided in the
+# transaction that records the outcome; they are enqueued after it commits.
+FinishHook = Callable[[Session, runs.Lease], list[Run]]
 
 
 def hash_input(value: Any) -> str:
@@ -160,7 +163,8 @@ def hash_input(value: Any) -> str:
 
 
 def execute_run(db: Database, run_id: uuid.UUID, *, owner: str, lease_seconds: float,
-                handlers: dict[str, Handler], enqueue: Enqueue) -> str:
+                handlers: dict[str, Handler], enqueue: Enqueue,
+                on_finish: dict[str, FinishHook] | None = None) -> str:
     """Claim and run one run. Returns what happened: claimed-and-finished, skipped, or lost."""
     with db.transaction() as session:
         lease = runs.claim_run(session, run_id, owner, lease_seconds)
@@ -205,7 +209,10 @@ def execute_run(db: Database, run_id: uuid.UUID, *, owner: str, lease_seconds: f
                         outcome = RunOutcome(continue_run=True)
                 else:
                     parent_id = runs.lock_parent(session, lease)
-                    runs.finish_run(session, lease, outcome.status, result=outcome.result, error=outcome.error)
+                    recorded = runs.finish_run(session, lease, outcome.status, result=outcome.result,
+                                               error=outcome.error)
+                    hook = (on_finish or {}).get(lease.kind)
+                    started = hook(session, lease) if recorded and hook is not None else []
                     following = runs.next_queued_run(session, lease.session_id, lease.kind)
                     parent = runs.parent_to_wake(session, parent_id) if parent_id else None
         except StaleLeaseError:
@@ -219,6 +226,9 @@ def execute_run(db: Database, run_id: uuid.UUID, *, owner: str, lease_seconds: f
         return "deferred"
     if parent is not None:
         enqueue(task_for_kind(parent.kind), str(parent.id))  # e.g. a workflow's next tick
+    to_start = {run.id: run.kind for run in started}
     if following is not None:
-        enqueue(task_for_kind(following.kind), str(following.id))  # runs in one session go one at a time
+        to_start[following.id] = following.kind  # runs in one session go one at a time
+    for run_to_start, kind in to_start.items():
+        enqueue(task_for_kind(kind), str(run_to_start))
     return "finished"

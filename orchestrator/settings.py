@@ -142,6 +142,9 @@ class Settings:
     workflow_max_agents: int = 1000
     workflow_script_timeout_seconds: float = 2.0
     workflow_memory_mb: int = 128
+    # Background subagents: how many may work at once on this server, and for one user.
+    subagent_concurrency: int = 8
+    subagent_user_concurrency: int = 4
     tool_path: str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
     @property
@@ -204,6 +207,8 @@ FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "workflow_max_agents": ("BOOCODE_WORKFLOW_MAX_AGENTS", _parse_positive_int),
     "workflow_script_timeout_seconds": ("BOOCODE_WORKFLOW_SCRIPT_TIMEOUT_SECONDS", _parse_positive_float),
     "workflow_memory_mb": ("BOOCODE_WORKFLOW_MEMORY_MB", _parse_positive_int),
+    "subagent_concurrency": ("BOOCODE_SUBAGENT_CONCURRENCY", _parse_positive_int),
+    "subagent_user_concurrency": ("BOOCODE_SUBAGENT_USER_CONCURRENCY", _parse_positive_int),
 }
 
 # Values that must never be logged, traced or passed to tools.

@@ -57,7 +57,7 @@ def call(api: Api, method: str, path: str, ids: dict[str, str], tmp_path: Path, 
 
 @pytest.fixture
 def world(api: Api, project: dict, chat: dict, make_user, db) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    from orchestrator.store import approvals, runs
+    from orchestrator.store import approvals, runs, subagents
 
     # a workflow run: the runs routes take any run, the workflow routes only workflow runs
     run = api.ok("POST", f"/api/sessions/{chat['id']}/workflows",
@@ -65,12 +65,17 @@ def world(api: Api, project: dict, chat: dict, make_user, db) -> dict[str, str]:
     with db.transaction() as session:
         approval = approvals.request_approval(session, runs.load_run(session, uuid.UUID(run["id"])),
                                               "turn/0000/tool/0", "run_command", {"argv": ["ls"]}, None)
+        # a background subagent (the subagent routes take only those), finished so it can be retried
+        parent = runs.create_run(session, project_id=uuid.UUID(project["id"]), session_id=uuid.UUID(chat["id"]),
+                                 kind="agent", input={}, created_by=None)
+        task, _ = subagents.spawn(session, parent, uuid.uuid4(), "look", {"label": "l"}, follow_up=False)
+        parent.status = task.status = "completed"  # nothing for a worker to pick up
     digest = api.request("POST", f"/api/sessions/{chat['id']}/attachments", content=b"GIF89a" + bytes(16)).json()["blob"]
     api.ok("POST", f"/api/sessions/{chat['id']}/messages",
            {"parts": [{"type": "text", "text": "see"}, {"type": "image", "blob": digest, "media_type": "image/gif"}]})
     other_id, _ = make_user("other")
     return {"project_id": project["id"], "session_id": chat["id"], "run_id": run["id"], "user_id": other_id,
-            "approval_id": str(approval.id), "digest": digest}
+            "approval_id": str(approval.id), "digest": digest, "task_id": str(task.id)}
 
 
 def test_every_route_without_a_token_is_401(api: Api, world: dict, tmp_path: Path) -> None:

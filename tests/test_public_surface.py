@@ -15,6 +15,7 @@ SURFACE = {
     "run": ["cancel", "list", "probe", "show"],
     "trace": [],
     "workflow": ["cancel", "list", "result", "resume", "run", "status"],
+    "subagent": ["cancel", "list", "result", "retry", "show"],
 }
 
 
@@ -24,6 +25,6 @@ def test_cli_commands_are_pinned() -> None:
 
 
 def test_every_listing_offers_json() -> None:
-    for group in ("user", "token", "project", "session", "run", "approval"):
+    for group in ("user", "token", "project", "session", "run", "approval", "workflow", "subagent"):
         listing = cli.commands[group].commands["list"]
         assert "as_json" in {parameter.name for parameter in listing.params}, group

@@ -30,6 +30,7 @@ from jsonschema import Draft202012Validator
 from sqlalchemy.orm import Session
 
 from orchestrator.agent import trace
+from orchestrator.agent.host import SubagentHost
 from orchestrator.agent.prompt import image_digests, render_messages, system_prompt
 from orchestrator.agent.streaming import DeltaPublisher
 from orchestrator.agent.types import discover_agent_types
@@ -39,13 +40,13 @@ from orchestrator.lifecycle import Handler, RunContext, RunOutcome
 from orchestrator.llm.client import ModelClient, ModelResult, Provider, ToolCallRequest
 from orchestrator.providers import resolve_provider, server_provider
 from orchestrator.settings import Settings
-from orchestrator.store import approvals, blobs, journal, runs
+from orchestrator.store import approvals, blobs, journal, runs, subagents
 from orchestrator.store import sessions as chat_sessions
 from orchestrator.store.events import append_event
 from orchestrator.store.models import Blob, Project
 from orchestrator.tools.base import ToolContext, ToolInputError, ToolResult
 from orchestrator.tools.policy import decide
-from orchestrator.tools.registry import TOOLS, parse_arguments, run_tool, tool_schemas
+from orchestrator.tools.registry import CORE_TOOLS, TOOLS, parse_arguments, run_tool, tool_schemas
 
 MODEL_STEP = re.compile(r"^turn/(\d+)/model$")
 
@@ -58,12 +59,17 @@ class AgentConfig:
     timeout_seconds: float = 120.0
     tool_path: str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     secret_key: str | None = field(default=None, repr=False)
+    subagent_limits: subagents.Limits = subagents.Limits(server=8, per_user=4)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "AgentConfig":
         return cls(provider=server_provider(settings), max_steps=settings.agent_max_steps, max_attempts=settings.model_max_attempts,
                    timeout_seconds=settings.model_timeout_seconds, tool_path=settings.tool_path,
-                   secret_key=settings.secret_key)
+                   secret_key=settings.secret_key, subagent_limits=subagent_limits(settings))
+
+
+def subagent_limits(settings: Settings) -> subagents.Limits:
+    return subagents.Limits(server=settings.subagent_concurrency, per_user=settings.subagent_user_concurrency)
 
 
 _clients: dict[tuple[Any, ...], ModelClient] = {}
@@ -116,7 +122,8 @@ class AgentProfile:
 
 def agent_profile(run: Any, project: Project, provider: Provider) -> AgentProfile:
     spec = (run.input or {}).get("spec") or {}
-    tools, prompt, model = tuple(TOOLS), "", spec.get("model")
+    top_level = run.parent_id is None and run.kind == "agent"  # only a chat agent starts background subagents
+    tools, prompt, model = tuple(TOOLS) if top_level else CORE_TOOLS, "", spec.get("model")
     if spec.get("agentType"):
         known, _ = discover_agent_types(Path(project.root_path))
         agent_type = known.get(spec["agentType"])
@@ -165,6 +172,12 @@ def tool_key(turn: int, index: int) -> str:
 
 
 def run_turn(context: RunContext, config: AgentConfig) -> RunOutcome:
+    if context.run.kind == subagents.KIND:
+        with context.db.transaction() as session:
+            admitted = subagents.admit(session, context.run.id, config.subagent_limits)
+        if not admitted:  # every slot is taken: back to the queue until a subagent ends and frees one
+            return RunOutcome(defer=True, wake=lambda session: subagents.slot_free_for(
+                session, context.run.id, config.subagent_limits))
     with context.db.transaction() as session:
         if runs.earlier_unfinished_run(session, context.run) is not None:
             return RunOutcome(defer=True)
@@ -185,8 +198,10 @@ def run_turn(context: RunContext, config: AgentConfig) -> RunOutcome:
     except ProfileError as error:
         return RunOutcome(RunStatus.FAILED, error=error.error)
     provider = profile.provider
+    host = SubagentHost(context, Path(project.root_path), config.subagent_limits) \
+        if "spawn_subagent" in profile.tools else None
     tool_context = ToolContext(root=Path(project.root_path), tool_path=config.tool_path,
-                               should_stop=lambda: context.keeper.lost is not None)
+                               should_stop=lambda: context.keeper.lost is not None, host=host)
     timeout = profile.spec.get("timeoutSeconds")
     if timeout and context.run.started_at is not None and \
             (datetime.now(timezone.utc) - context.run.started_at).total_seconds() > float(timeout):
@@ -370,7 +385,7 @@ def _tool_body(context: RunContext, turn: int, index: int, call: ToolCallRequest
             trace.start_tool_span(session, context, turn, index, call)
         if preset is not None:
             return preset.to_dict()
-        return run_tool(call.name, call.arguments, tool_context).to_dict()
+        return run_tool(call.name, call.arguments, replace(tool_context, call_key=tool_key(turn, index))).to_dict()
 
     return body
 

@@ -22,9 +22,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.tools.registry import TOOLS
+from orchestrator.tools.registry import CORE_TOOLS, TOOLS  # an agent type never starts subagents
 
-READ_ONLY = tuple(name for name, tool in TOOLS.items() if not tool.mutating)
+READ_ONLY = tuple(name for name in CORE_TOOLS if not TOOLS[name].mutating)
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class AgentType:
 
 BUILTIN = {
     agent.name: agent for agent in [
-        AgentType("general-purpose", "Researches, edits and runs things; every tool.", "", tuple(TOOLS)),
+        AgentType("general-purpose", "Researches, edits and runs things; every tool.", "", CORE_TOOLS),
         AgentType("Explore", "Finds and reads code to answer a question; never changes files.",
                   "You explore the code base to answer the question asked. You cannot change files. "
                   "Answer with the facts you found and the paths and lines they come from.", READ_ONLY),
@@ -73,12 +73,12 @@ def parse_definition(text: str, source: str) -> AgentType:
     name = fields.get("name", "")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
         raise AgentTypeError("`name` must be 1-64 letters, digits, '.', '_' or '-'")
-    tools = tuple(TOOLS)
+    tools = CORE_TOOLS
     if fields.get("tools"):
         tools = tuple(item.strip() for item in fields["tools"].split(",") if item.strip())
-        unknown = [tool for tool in tools if tool not in TOOLS]
+        unknown = [tool for tool in tools if tool not in CORE_TOOLS]
         if unknown:
-            raise AgentTypeError(f"unknown tools {', '.join(unknown)}; known: {', '.join(TOOLS)}")
+            raise AgentTypeError(f"unknown tools {', '.join(unknown)}; known: {', '.join(CORE_TOOLS)}")
     return AgentType(name=name, description=fields.get("description", ""), prompt=match.group(2).strip(),
                      tools=tools, model=fields.get("model") or None, source=source)
 

@@ -122,6 +122,8 @@ class Run(Base):
         Index("ix_runs_project_created", "project_id", "created_at"),
         Index("ix_runs_recoverable", "status", "lease_expires_at",
               postgresql_where="status IN ('queued', 'running')"),
+        Index("ix_runs_open_subagents", "created_by", "created_at",
+              postgresql_where="kind = 'subagent' AND status IN ('queued', 'running', 'waiting')"),
     )
 
     id: Mapped[uuid.UUID] = _uuid_pk()
@@ -145,6 +147,10 @@ class Run(Base):
     claims: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     # A workflow's next tick is already asked for: finishing children need not enqueue another.
     tick_pending: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default="false")
+    # A background subagent holds one of the server's (and its user's) subagent slots from here until it ends.
+    admitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A finished subagent's result reached its session: read by the agent, or a follow-up turn was queued.
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Step(Base):

@@ -151,3 +151,16 @@ def summarize(session: Session, *, session_id: uuid.UUID | None = None, run_id: 
     return {"model_calls": model_calls, "tool_calls": tool_calls, "errors": errors, "tokens": tokens,
             "cost": {key: round(value, 8) for key, value in cost.items()}, "cache_hit_rate": hit_rate,
             "duration_ms": round(duration, 1)}
+
+
+def run_usage(session: Session, run_id: uuid.UUID) -> tuple[int, float, str | None]:
+    """Tokens (input + output), cost in dollars and the model of a run's model calls."""
+    spans = session.scalars(select(Span).where(Span.run_id == run_id, Span.kind == "model_call")
+                            .order_by(Span.position))
+    tokens, cost, model = 0, 0.0, None
+    for span in spans:
+        usage = span.attributes.get("usage") or {}
+        tokens += int(usage.get("input_total", 0)) + int(usage.get("output", 0))
+        cost += float((span.attributes.get("cost") or {}).get("total", 0.0))
+        model = span.attributes.get("model") or model
+    return tokens, round(cost, 8), model

@@ -16,7 +16,8 @@ from sqlalchemy.orm import Session
 
 from orchestrator.domain.enums import RunStatus
 from orchestrator.store.events import append_event
-from orchestrator.store.models import Run, Span, WorkflowCall, WorkflowLog
+from orchestrator.store.models import Run, WorkflowCall, WorkflowLog
+from orchestrator.store.spans import run_usage
 
 SETTLED = ("completed", "failed", "cancelled", "refused")
 
@@ -68,22 +69,9 @@ def add_logs(session: Session, run: Run, entries: list[dict[str, Any]]) -> int:
     return added
 
 
-def child_usage(session: Session, child_id: uuid.UUID) -> tuple[int, float, str | None]:
-    """Tokens (input + output), cost in dollars and the model of a child run's model calls."""
-    spans = session.scalars(select(Span).where(Span.run_id == child_id, Span.kind == "model_call")
-                            .order_by(Span.position))
-    tokens, cost, model = 0, 0.0, None
-    for span in spans:
-        usage = span.attributes.get("usage") or {}
-        tokens += int(usage.get("input_total", 0)) + int(usage.get("output", 0))
-        cost += float((span.attributes.get("cost") or {}).get("total", 0.0))
-        model = span.attributes.get("model") or model
-    return tokens, round(cost, 8), model
-
-
 def settle_from_child(session: Session, run: Run, call: WorkflowCall, child: Run) -> None:
     """Record a finished child's outcome on its call, once (the caller holds the workflow's lease)."""
-    tokens, cost, model = child_usage(session, child.id)
+    tokens, cost, model = run_usage(session, child.id)
     call.tokens, call.cost, call.model = tokens, cost, model or call.model
     call.finished_at = child.finished_at or datetime.now(timezone.utc)
     if child.status == RunStatus.COMPLETED.value:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 
 class ToolInputError(Exception):
@@ -24,6 +24,18 @@ class ToolContext:
     max_output_bytes: int = 64 * 1024
     max_read_bytes: int = 256 * 1024
     should_stop: Callable[[], bool] | None = None  # long tools poll this (the run was cancelled)
+    # Tools that act on the server rather than the files (the subagent tools) reach it through this.
+    host: "AgentHost | None" = None
+    call_key: str | None = None  # the journal key of the call being run
+
+
+class AgentHost(Protocol):
+    """What the running agent offers tools that start and watch background subagents."""
+
+    def spawn_subagent(self, arguments: dict[str, Any], call_key: str) -> "ToolResult": ...
+    def subagent_status(self, task_id: str | None) -> "ToolResult": ...
+    def subagent_result(self, task_id: str) -> "ToolResult": ...
+    def subagent_cancel(self, task_id: str) -> "ToolResult": ...
 
 
 @dataclass

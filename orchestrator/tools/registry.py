@@ -7,10 +7,12 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from orchestrator.tools import command, edits, files
+from orchestrator.tools import command, edits, files, subagents
 from orchestrator.tools.base import Tool, ToolContext, ToolInputError, ToolResult
 
-TOOLS: dict[str, Tool] = {tool.name: tool for tool in [*files.TOOLS, *edits.TOOLS, *command.TOOLS]}
+TOOLS: dict[str, Tool] = {tool.name: tool for tool in [*files.TOOLS, *edits.TOOLS, *command.TOOLS, *subagents.TOOLS]}
+# What every agent may be given; the subagent tools only go to a top-level chat agent.
+CORE_TOOLS: tuple[str, ...] = tuple(name for name in TOOLS if name not in subagents.NAMES)
 _VALIDATORS = {name: Draft202012Validator(tool.parameters) for name, tool in TOOLS.items()}
 
 
