@@ -130,3 +130,22 @@ def test_schemas_come_in_a_stable_order() -> None:
     assert names == ["read_file", "grep", "run_command"]
     assert {name for name, tool in TOOLS.items() if tool.mutating} == {"edit_file", "create_file", "delete_file",
                                                                        "run_command"}
+
+
+def test_search_skips_agents_worktrees_but_works_inside_one(context: ToolContext, project: Path) -> None:
+    copy = project / ".boocode" / "worktrees" / "run-1"
+    (copy / "src").mkdir(parents=True)
+    (copy / "src" / "app.py").write_text("def add(a, b):\n    return a - b\n")
+    (project / ".boocode" / "workflows").mkdir()
+    (project / ".boocode" / "workflows" / "w.js").write_text("// return a - b\n")
+    assert call(context, "grep", pattern="a - b").content.splitlines() == [".boocode/workflows/w.js:1: // return a - b",
+                                                                           "src/app.py:2:     return a - b"]
+    assert call(context, "glob", pattern="**/app.py").content == "src/app.py"
+    inside = ToolContext(root=copy)  # an agent whose root is its worktree sees its files
+    assert call(inside, "grep", pattern="a - b").content == "src/app.py:2:     return a - b"
+    assert call(inside, "glob", pattern="**/*.py").content == "src/app.py"
+
+
+def test_subagent_tools_explain_when_there_is_no_host(context: ToolContext) -> None:
+    result = call(context, "spawn_subagent", prompt="x")
+    assert result.is_error and "not available to this agent" in result.content

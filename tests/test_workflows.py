@@ -271,7 +271,8 @@ return {spent: budget.spent(), refused, unknown, scouted, isolated};
     assert value["refused"].startswith("WorkflowBudgetExceededError")
     assert "unknown agentType 'nope'" in value["unknown"] and "scout" in value["unknown"] and "Explore" in value["unknown"]
     assert value["scouted"] == "WorkflowBudgetExceededError"  # the nested workflow shares the budget
-    assert "isolation 'worktree' is not available" in value["isolated"]
+    assert "isolation 'worktree' needs a git repository" in value["isolated"]
+    assert "is not a git repository" in value["isolated"]
     assert flow.model.count("^one too many$") == 0 and flow.model.count("^typed$") == 0
     assert flow.model.count("^isolated$") == 0
 
@@ -301,6 +302,59 @@ return {a, inner};
     assert stalled["error"]["code"] == "script_stalled"
     assert flow.workers[0].process.poll() is None  # the worker survived all of it
 
+
+
+def test_worktree_isolation_keeps_only_the_worktrees_that_changed_something(flow: Flow) -> None:
+    import subprocess
+
+    def git(*arguments: str) -> str:
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *arguments],
+                              cwd=flow.root, check=True, capture_output=True, text=True).stdout
+
+    flow.root.mkdir(parents=True, exist_ok=True)
+    (flow.root / "notes.txt").write_text("original\n")
+    git("init", "-q", "-b", "main")
+    git("add", "notes.txt")
+    git("commit", "-q", "-m", "first")
+
+    def editor(body: dict) -> Reply:
+        if body["messages"][-1]["role"] == "tool":
+            return Reply(text="edited", usage=openai_usage(100, 10))
+        return Reply(tool_calls=[("edit_file", {"path": "notes.txt", "old_text": "original", "new_text": "changed"})],
+                     usage=openai_usage(100, 10))
+
+    def reader(body: dict) -> Reply:
+        if body["messages"][-1]["role"] == "tool":
+            return Reply(text=body["messages"][-1]["content"].strip(), usage=openai_usage(100, 10))
+        return Reply(tool_calls=[("read_file", {"path": "notes.txt"})], usage=openai_usage(100, 10))
+
+    flow.model.on("^edit the notes$", editor).on("^read the notes$", reader)
+    flow.worker()
+    status = flow.run("""
+const [edited, read] = await parallel([
+  () => agent("edit the notes", {label: "editor", isolation: "worktree"}),
+  () => agent("read the notes", {label: "reader", isolation: "worktree"}),
+]);
+return {edited, read};
+""")
+    assert status["run"]["status"] == "completed", status
+    assert status["value"]["edited"] == "edited" and status["value"]["read"].endswith("original")
+    agents = agents_by_label(status)
+    kept, dropped = agents["editor"]["worktree"], agents["reader"]["worktree"]
+    assert kept["kept"] is True and kept["changed"] == ["notes.txt"]
+    assert Path(kept["path"]).parent == flow.root / ".boocode" / "worktrees"
+    assert (Path(kept["path"]) / "notes.txt").read_text() == "changed\n"  # the edit happened in the worktree...
+    assert (flow.root / "notes.txt").read_text() == "original\n"  # ...and not in the project
+    assert dropped == {"kept": False, "branch": dropped["branch"]}
+    branches = git("for-each-ref", "--format=%(refname:short)", "refs/heads/boocode/").split()
+    assert branches == [kept["branch"]]
+    listed = git("worktree", "list", "--porcelain")
+    assert listed.count("worktree ") == 2 and kept["path"] in listed
+    assert git("status", "--porcelain") == ""  # the worktrees folder ignores itself
+    # each agent was told its own root
+    request = next(entry["body"] for entry in flow.model.fake.requests
+                   if entry["body"]["messages"][1]["content"] == "edit the notes")
+    assert kept["path"] in request["messages"][0]["content"]
 
 def test_cancel_stops_dispatching_and_cancels_agents_in_flight(flow: Flow) -> None:
     flow.worker(concurrency=4)

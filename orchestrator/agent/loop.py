@@ -29,7 +29,7 @@ from typing import Any, Callable
 from jsonschema import Draft202012Validator
 from sqlalchemy.orm import Session
 
-from orchestrator.agent import trace
+from orchestrator.agent import trace, worktree
 from orchestrator.agent.host import SubagentHost
 from orchestrator.agent.prompt import image_digests, render_messages, system_prompt
 from orchestrator.agent.streaming import DeltaPublisher
@@ -85,9 +85,29 @@ def model_client(config: AgentConfig, provider: Provider) -> ModelClient:
 
 def make_agent_handler(config: AgentConfig) -> Handler:
     def handle(context: RunContext) -> RunOutcome:
-        return run_turn(context, config)
+        return settle_worktree(context, run_turn(context, config))
 
     return handle
+
+
+def settle_worktree(context: RunContext, outcome: RunOutcome) -> RunOutcome:
+    """An agent with its own worktree ended: drop the worktree if it changed nothing, else keep it, and
+    say which in the result (or the error)."""
+    spec = (context.run.input or {}).get("spec") or {}
+    if spec.get("isolation") != "worktree" or outcome.continue_run or outcome.defer or outcome.wait:
+        return outcome
+    with context.db.transaction() as session:
+        root = Path(session.get(Project, context.run.project_id).root_path)
+    branch = f"boocode/agent-{context.run.id}"
+    path = root / worktree.FOLDER / str(context.run.id)
+    try:
+        info = worktree.finish(root, worktree.Worktree(path, branch, worktree.base_of(root, branch) or "HEAD")) \
+            if (path / ".git").is_file() else {"kept": False, "branch": branch}
+    except worktree.WorktreeError as error:
+        info = {"kept": True, "path": str(path), "branch": branch, "error": str(error)}
+    if outcome.status == RunStatus.COMPLETED and isinstance(outcome.result, dict):
+        return replace(outcome, result={**outcome.result, "worktree": info})
+    return replace(outcome, error={**(outcome.error or {}), "worktree": info})
 
 
 SCHEMA_RETRIES = 2
@@ -198,9 +218,15 @@ def run_turn(context: RunContext, config: AgentConfig) -> RunOutcome:
     except ProfileError as error:
         return RunOutcome(RunStatus.FAILED, error=error.error)
     provider = profile.provider
-    host = SubagentHost(context, Path(project.root_path), config.subagent_limits) \
+    work_root = Path(project.root_path)
+    if profile.spec.get("isolation") == "worktree":  # a workflow agent with its own checkout
+        try:
+            work_root = worktree.ensure(work_root, str(context.run.id)).path
+        except worktree.WorktreeError as error:
+            return RunOutcome(RunStatus.FAILED, error={"code": "worktree_failed", "message": str(error)})
+    host = SubagentHost(context, work_root, config.subagent_limits) \
         if "spawn_subagent" in profile.tools else None
-    tool_context = ToolContext(root=Path(project.root_path), tool_path=config.tool_path,
+    tool_context = ToolContext(root=work_root, tool_path=config.tool_path,
                                should_stop=lambda: context.keeper.lost is not None, host=host)
     timeout = profile.spec.get("timeoutSeconds")
     if timeout and context.run.started_at is not None and \
@@ -236,7 +262,7 @@ def run_turn(context: RunContext, config: AgentConfig) -> RunOutcome:
                            "the message without images"})
         images = {digest: data_url(blobs.load_blob(session, digest)) for digest in digests}
         trace.open_turn(session, context, turn)
-        messages = render_messages(profile.system(system_prompt(project.name, project.root_path)), history, images)
+        messages = render_messages(profile.system(system_prompt(project.name, str(work_root))), history, images)
     output = context.step(
         model_key(turn), lambda: call_model(context, config, provider, turn, messages, profile.tools),
         kind="model_call",

@@ -9,6 +9,7 @@ from typing import Any
 from orchestrator.tools.base import Tool, ToolContext, ToolInputError, ToolResult, relative, resolve_path
 
 SKIPPED_DIRECTORIES = {".git", "node_modules", "__pycache__", ".venv"}
+WORKTREES = (".boocode", "worktrees")  # workflow agents' own checkouts (orchestrator.agent.worktree)
 MAX_LIST_ENTRIES = 1000
 MAX_GREP_MATCHES = 200
 
@@ -44,13 +45,15 @@ def list_dir(arguments: dict[str, Any], context: ToolContext) -> ToolResult:
     return ToolResult(content="\n".join(names) or "[empty directory]", data={"count": len(entries)})
 
 
-def _walk(base: Path) -> list[Path]:
-    found = []
-    for entry in sorted(base.rglob("*")):
-        if any(part in SKIPPED_DIRECTORIES for part in entry.relative_to(base).parts):
-            continue
-        found.append(entry)
-    return found
+def _skipped(entry: Path, base: Path, root: Path) -> bool:
+    if any(part in SKIPPED_DIRECTORIES for part in entry.relative_to(base).parts):
+        return True
+    parts = entry.relative_to(root).parts if entry.is_relative_to(root) else ()
+    return parts[:2] == WORKTREES
+
+
+def _walk(base: Path, root: Path) -> list[Path]:
+    return [entry for entry in sorted(base.rglob("*")) if not _skipped(entry, base, root)]
 
 
 def glob_files(arguments: dict[str, Any], context: ToolContext) -> ToolResult:
@@ -61,7 +64,7 @@ def glob_files(arguments: dict[str, Any], context: ToolContext) -> ToolResult:
     root = context.root.resolve()
     matches = []
     for match in sorted(base.glob(pattern)):
-        if any(part in SKIPPED_DIRECTORIES for part in match.relative_to(base).parts):
+        if _skipped(match, base, root):
             continue
         real = match.resolve()
         if real != root and root not in real.parents:
@@ -79,8 +82,8 @@ def grep(arguments: dict[str, Any], context: ToolContext) -> ToolResult:
         raise ToolInputError(f"pattern is not a valid regular expression: {error}") from None
     base = resolve_path(context, arguments.get("path", "."))
     file_glob = arguments.get("glob")
-    files = [base] if base.is_file() else [entry for entry in _walk(base) if entry.is_file()]
     root = context.root.resolve()
+    files = [base] if base.is_file() else [entry for entry in _walk(base, root) if entry.is_file()]
     results: list[str] = []
     total = 0
     for path in files:

@@ -21,13 +21,14 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
+from orchestrator.agent import worktree
 from orchestrator.agent.types import discover_agent_types
 from orchestrator.domain.enums import TERMINAL_STATUSES, MessageRole, RunStatus
 from orchestrator.errors import RunCancelledError
@@ -103,6 +104,12 @@ def tick(context: RunContext, config: WorkflowConfig) -> RunOutcome:
     admitted = sum(1 for call in calls.values() if call.status != "refused")
     plan = _Plan(fresh=[], refusals=[], served=[], touched=[])
     nested_scripts: dict[str, Any] = {}
+    git_problem: list[str | None] = []  # asked at most once per tick, and only if an agent wants a worktree
+
+    def worktree_problem() -> str | None:
+        if not git_problem:
+            git_problem.append(worktree.repository_problem(root))
+        return git_problem[0]
 
     def settle(call: dict[str, Any]) -> Settled | Nested | None:
         nonlocal admitted
@@ -121,7 +128,7 @@ def tick(context: RunContext, config: WorkflowConfig) -> RunOutcome:
             if row.status == "refused" or (row.error or {}).get("code") == "schema_invalid":
                 return Settled(False, message=(row.error or {}).get("message", "the agent call was refused"))
             return Settled(True, None, tokens=row.tokens)  # stopped or died: null, listed in failures
-        refusal = _refusal(call, agent_types, admitted, max_agents, row is not None)
+        refusal = _refusal(call, agent_types, admitted, max_agents, row is not None, worktree_problem)
         if refusal is not None:
             plan.refusals.append((call, refusal))
             return Settled(False, message=refusal["message"])
@@ -157,12 +164,15 @@ def tick(context: RunContext, config: WorkflowConfig) -> RunOutcome:
 
 
 def _refusal(call: dict[str, Any], agent_types: dict[str, Any], admitted: int, max_agents: int,
-             retry: bool) -> dict[str, Any] | None:
+             retry: bool, worktree_problem: Callable[[], str | None]) -> dict[str, Any] | None:
     options = call.get("options") or {}
-    if options.get("isolation") == "worktree":
+    isolation = options.get("isolation")
+    if isolation is not None and isolation != "worktree":
+        return {"code": "invalid_isolation",
+                "message": f"agent(): isolation must be 'worktree' (or left out), not {isolation!r}"}
+    if isolation == "worktree" and (problem := worktree_problem()) is not None:
         return {"code": "isolation_unavailable",
-                "message": "agent(): isolation 'worktree' is not available on this server yet; run the agent "
-                           "without it (it then works in the project directory)"}
+                "message": f"agent(): isolation 'worktree' needs a git repository with a commit: {problem}"}
     agent_type = options.get("agentType")
     if agent_type is not None and agent_type not in agent_types:
         return {"code": "unknown_agent_type",

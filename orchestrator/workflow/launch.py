@@ -138,6 +138,12 @@ def status_report(session: Session, run: Run) -> dict[str, Any]:
     pass_number = int(run.input.get("pass", 1))
     calls = list(session.scalars(select(WorkflowCall).where(WorkflowCall.run_id == run.id).order_by(WorkflowCall.id)))
     agents = [workflows.serialize_call(call, pass_number) for call in calls]
+    isolated = [call.child_run_id for call in calls if (call.options or {}).get("isolation") and call.child_run_id]
+    worktrees = {str(child.id): ((child.result if isinstance(child.result, dict) else None) or child.error or {})
+                 .get("worktree") for child in session.scalars(select(Run).where(Run.id.in_(isolated)))} \
+        if isolated else {}
+    for agent in agents:
+        agent["worktree"] = worktrees.get(agent["child_run_id"] or "")
     meta = run.input.get("meta") or {}
     phases: list[dict[str, Any]] = [{"title": title, "agents": []} for title in meta.get("phases", [])]
     by_title = {phase["title"]: phase for phase in phases}

@@ -1,0 +1,110 @@
+"""`isolation: 'worktree'`: an agent that works in its own git worktree, kept only if it changed something.
+
+    ensure(root, run_id)    .boocode/worktrees/<run id> on branch boocode/agent-<run id>, made from the
+                            project's HEAD; idempotent, so every turn (on any worker) and a repeat after
+                            a crash finds the same one
+    finish(root, worktree)  when the agent ends: nothing changed (no edits, no new files, no commits)
+                            -> the worktree and its branch are removed; otherwise both are kept and the
+                            changed paths reported
+
+The worktrees live inside the project so every worker that reaches the project reaches them; the
+folder ignores itself (`.gitignore` with `*`), so the project's own `git status` stays clean, and the
+search tools skip it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+FOLDER = Path(".boocode") / "worktrees"
+GIT_TIMEOUT = 60
+
+
+class WorktreeError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Worktree:
+    path: Path
+    branch: str
+    base: str
+
+
+def _git(cwd: Path, *arguments: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/"),
+                   "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+    try:
+        result = subprocess.run(["git", *arguments], cwd=cwd, capture_output=True, text=True, timeout=GIT_TIMEOUT,
+                                env=environment)
+    except FileNotFoundError:
+        raise WorktreeError("git is not installed on this worker") from None
+    except subprocess.TimeoutExpired:
+        raise WorktreeError(f"git {arguments[0]} took longer than {GIT_TIMEOUT}s") from None
+    if check and result.returncode != 0:
+        raise WorktreeError(f"git {' '.join(arguments[:2])} failed: {(result.stderr or result.stdout).strip()}")
+    return result
+
+
+def repository_problem(root: Path) -> str | None:
+    """Why agents of this project cannot get worktrees, or None when they can."""
+    if not root.is_dir():
+        return f"the project root {root} does not exist"
+    try:
+        inside = _git(root, "rev-parse", "--is-inside-work-tree", check=False)
+        if inside.returncode != 0 or inside.stdout.strip() != "true":
+            return f"the project root {root} is not a git repository"
+        if _git(root, "rev-parse", "--verify", "--quiet", "HEAD", check=False).returncode != 0:
+            return f"the git repository at {root} has no commit yet to branch from"
+    except WorktreeError as error:
+        return str(error)
+    return None
+
+
+def ensure(root: Path, run_id: str) -> Worktree:
+    path = root / FOLDER / run_id
+    branch = f"boocode/agent-{run_id}"
+    folder = root / FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    ignore = folder / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text("*\n")
+    head = _git(root, "rev-parse", "HEAD").stdout.strip()
+    if (path / ".git").is_file():  # made by an earlier turn
+        return Worktree(path, branch, base_of(root, branch) or head)
+    _git(root, "worktree", "prune")
+    if _git(root, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}", check=False).returncode == 0:
+        _git(root, "worktree", "add", str(path), branch)  # a repeat after a crash between the two steps
+    else:
+        _git(root, "worktree", "add", "-b", branch, str(path), head)
+    _git(root, "config", f"branch.{branch}.boocodeBase", head)
+    return Worktree(path, branch, head)
+
+
+def base_of(root: Path, branch: str) -> str | None:
+    found = _git(root, "config", "--get", f"branch.{branch}.boocodeBase", check=False)
+    return found.stdout.strip() or None
+
+
+def changes(worktree: Worktree) -> list[str]:
+    """Paths the agent changed: edits and new files not yet committed, and files in its own commits."""
+    status = _git(worktree.path, "status", "--porcelain", "--untracked-files=all").stdout
+    paths = [line[3:] for line in status.splitlines() if line.strip()]
+    committed = _git(worktree.path, "diff", "--name-only", f"{worktree.base}..HEAD", check=False).stdout
+    paths += [line for line in committed.splitlines() if line.strip()]
+    return sorted(set(paths))
+
+
+def finish(root: Path, worktree: Worktree) -> dict[str, Any]:
+    """Remove an unchanged worktree (and its branch); keep a changed one. What happened, for the result."""
+    changed = changes(worktree)
+    if changed:
+        return {"kept": True, "path": str(worktree.path), "branch": worktree.branch, "base": worktree.base,
+                "changed": changed[:200]}
+    _git(root, "worktree", "remove", "--force", str(worktree.path))
+    _git(root, "branch", "-D", worktree.branch, check=False)  # also drops its boocodeBase setting
+    return {"kept": False, "branch": worktree.branch}
