@@ -498,6 +498,7 @@ def test_cli_run_edit_restart_everything_and_resume_serves_the_unchanged_call(fl
     assert "deep-research" in listed.stdout and "builtin" in listed.stdout
     dry = cli(url, "workflow", "run", "--file", str(script), "--session", flow.chat["id"], "--dry-run")
     assert "phases: one, two" in dry.stdout and "before the first await: 1" in dry.stdout
+    assert "no finished run of this workflow" in dry.stdout and "at most 1000 agents (no token cap" in dry.stdout
     bad = tmp_path / "bad.js"
     bad.write_text(HEADER + "\nconst x = ;\n")
     refused = cli(url, "workflow", "run", "--file", str(bad), "--session", flow.chat["id"], expect=5)
@@ -507,6 +508,11 @@ def test_cli_run_edit_restart_everything_and_resume_serves_the_unchanged_call(fl
     report = json.loads(first.stdout)
     run_id = report["run"]["id"]
     assert report["run"]["status"] == "completed" and report["cached"] == 0
+    # the next launch's estimate comes from what this one spent
+    dry = cli(url, "workflow", "run", "--file", str(script), "--session", flow.chat["id"], "--dry-run",
+              "--max-tokens", "5000")
+    assert "the last 1 finished run(s) here: 3.0 agents, 330 tokens" in dry.stdout
+    assert "at most 1000 agents, 5000 tokens" in dry.stdout
 
     # stop the worker and the web server, edit the second prompt, start new ones, resume from the CLI
     worker.stop()

@@ -72,6 +72,28 @@ def check_compiles(script: WorkflowScript, args: Any, timeout_seconds: float = 2
                            for call in first_wave]}
 
 
+def estimate(session: Session, project_id: uuid.UUID, name: str, first_wave: int, caps: dict[str, Any],
+             max_agents: int) -> dict[str, Any]:
+    """What a launch will likely cost, before it starts: the agents the script asks for at once, what the
+    last (up to 10) finished runs of this workflow in the project spent, and the hard bounds the caps set."""
+    past = session.scalars(select(Run).where(
+        Run.project_id == project_id, Run.kind == RunKind.WORKFLOW.value, Run.input["meta"]["name"].astext == name,
+        Run.status.in_([RunStatus.COMPLETED.value, RunStatus.COMPLETED_WITH_FAILURES.value]))
+        .order_by(Run.created_at.desc()).limit(10))
+    figures = [workflows.totals(session, run.id) for run in past]
+    history = None
+    if figures:
+        count = len(figures)
+        history = {"runs": count,
+                   "agents_avg": round(sum(figure["agents"] for figure in figures) / count, 1),
+                   "tokens_avg": round(sum(figure["tokens"] for figure in figures) / count),
+                   "cost_avg": round(sum(figure["cost"] for figure in figures) / count, 6),
+                   "cost_max": max(figure["cost"] for figure in figures)}
+    return {"first_wave_agents": first_wave, "history": history,
+            "bounds": {"max_agents": min(int(caps.get("max_agents") or max_agents), max_agents),
+                       "max_tokens": caps.get("max_tokens")}}
+
+
 def describe_script(script: WorkflowScript) -> dict[str, Any]:
     meta = script.meta
     return {"name": script.name, "description": meta.get("description", ""), "whenToUse": meta.get("whenToUse"),

@@ -47,7 +47,10 @@ def run_workflow(session_id: uuid.UUID, body):
     args = launch.validate_args(body.get("args"))
     check = launch.check_compiles(script, args, state().settings.workflow_script_timeout_seconds)
     if body.get("dry_run"):
-        return {"dry_run": {**launch.describe_script(script), "origin": origin, **check}}, 200
+        with state().db.transaction() as session:
+            guess = launch.estimate(session, project.id, script.name, len(check["first_wave"]), body.get("caps") or {},
+                                    state().settings.workflow_max_agents)
+        return {"dry_run": {**launch.describe_script(script), "origin": origin, **check, "estimate": guess}}, 200
     with state().db.transaction() as session:
         chat = load_visible_session(session, session_id, Role.MEMBER)
         run = launch.create_workflow_run(session, chat, current_user().id, script, origin, args, body.get("caps") or {})
