@@ -258,12 +258,14 @@ let unknown = null;
 try { await agent("typed", {agentType: "nope"}); } catch (error) { unknown = error.message; }
 let isolated = null;
 try { await agent("isolated", {isolation: "worktree"}); } catch (error) { isolated = error.message; }
+let effort = null;
+try { await agent("think oddly", {effort: "extreme"}); } catch (error) { effort = error.message; }
 await parallel([1, 2, 3].map((n) => () => agent("spend " + n, {label: "spend " + n})));
 let refused = null;
 try { await agent("one too many", {label: "over"}); } catch (error) { refused = error.name + ": " + error.message; }
 let scouted = null;
 try { await workflow("inner", {n: 1}); } catch (error) { scouted = error.name; }
-return {spent: budget.spent(), refused, unknown, scouted, isolated};
+return {spent: budget.spent(), refused, unknown, scouted, isolated, effort};
 """
     status = flow.run(script, caps={"max_tokens": 300})
     value = status["value"]
@@ -275,11 +277,14 @@ return {spent: budget.spent(), refused, unknown, scouted, isolated};
     assert "is not a git repository" in value["isolated"]
     assert flow.model.count("^one too many$") == 0 and flow.model.count("^typed$") == 0
     assert flow.model.count("^isolated$") == 0
+    assert "effort must be one of minimal, low, medium, high" in value["effort"]
+    assert flow.model.count("^think oddly$") == 0
 
     # typed agents get their prompt and only their tools; the nested workflow has its own args, one level only
     typed = """
 const a = await agent("scout it", {label: "scout", agentType: "scout"});
 const inner = await workflow("inner", {n: 2});
+await agent("think hard", {effort: "high"});
 return {a, inner};
 """
     status = flow.run(typed)
@@ -290,6 +295,11 @@ return {a, inner};
                    if entry["body"]["messages"][1]["content"] == "scout it")
     assert "You are a scout" in request["messages"][0]["content"]
     assert sorted(tool["function"]["name"] for tool in request["tools"]) == ["glob", "read_file"]
+    assert "reasoning_effort" not in request
+    # effort reaches the model as reasoning_effort; an unknown effort throws before any model call
+    request = next(entry["body"] for entry in flow.model.fake.requests
+                   if entry["body"]["messages"][1]["content"] == "think hard")
+    assert request["reasoning_effort"] == "high"
 
     failing = flow.run('const a = await agent("before the error");\n\nthrow new Error("boom " + a.length);\n')
     assert failing["run"]["status"] == "failed"

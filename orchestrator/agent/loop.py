@@ -130,6 +130,10 @@ class AgentProfile:
     schema: dict[str, Any] | None = None
     spec: dict[str, Any] = field(default_factory=dict)
 
+    def request_options(self) -> dict[str, Any]:
+        """A workflow agent's `effort` goes to the model as `reasoning_effort` (reasoning models use it)."""
+        return {"reasoning_effort": self.spec["effort"]} if self.spec.get("effort") else {}
+
     def system(self, base: str) -> str:
         parts = [base]
         if self.prompt:
@@ -264,7 +268,8 @@ def run_turn(context: RunContext, config: AgentConfig) -> RunOutcome:
         trace.open_turn(session, context, turn)
         messages = render_messages(profile.system(system_prompt(project.name, str(work_root))), history, images)
     output = context.step(
-        model_key(turn), lambda: call_model(context, config, provider, turn, messages, profile.tools),
+        model_key(turn), lambda: call_model(context, config, provider, turn, messages, profile.tools,
+                                            profile.request_options()),
         kind="model_call",
         input={"turn": turn, "model": provider.model},
         record=lambda session, result: record_assistant_message(session, context, turn, result, provider))
@@ -318,14 +323,16 @@ def conclude(context: RunContext, turn: int, result: ModelResult, profile: "Agen
 
 
 def call_model(context: RunContext, config: AgentConfig, provider: Provider, turn: int,
-               messages: list[dict[str, Any]], tool_names: tuple[str, ...]) -> dict[str, Any]:
+               messages: list[dict[str, Any]], tool_names: tuple[str, ...],
+               options: dict[str, Any] | None = None) -> dict[str, Any]:
     client = model_client(config, provider)
     tools = tool_schemas(list(tool_names))
     with context.db.transaction() as session:
         runs.check_fence(session, context.lease)
         trace.start_model_span(session, context, turn, provider, messages, tools)
     deltas = DeltaPublisher(context.db, context.lease, turn)
-    result = client.complete(messages, tools, on_delta=deltas.add, should_stop=lambda: context.keeper.lost is not None)
+    result = client.complete(messages, tools, on_delta=deltas.add, should_stop=lambda: context.keeper.lost is not None,
+                             options=options)
     deltas.flush()
     return result.to_dict()
 

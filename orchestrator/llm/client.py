@@ -113,12 +113,14 @@ class ModelClient:
 
     def complete(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], *,
                  on_delta: Callable[[dict[str, Any]], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> ModelResult:
+                 should_stop: Callable[[], bool] | None = None,
+                 options: dict[str, Any] | None = None) -> ModelResult:
+        """`options`: extra request fields, e.g. {"reasoning_effort": "high"}."""
         started = time.monotonic()
         last_error: Exception | None = None
         for attempt in range(1, self.max_attempts + 1):
             try:
-                result = self._stream_once(messages, tools, attempt, on_delta, should_stop)
+                result = self._stream_once(messages, tools, attempt, on_delta, should_stop, options or {})
                 result.attempts = attempt
                 result.latency_ms = round((time.monotonic() - started) * 1000, 1)
                 return result
@@ -142,9 +144,9 @@ class ModelClient:
 
     def _stream_once(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], attempt: int,
                      on_delta: Callable[[dict[str, Any]], None] | None,
-                     should_stop: Callable[[], bool] | None) -> ModelResult:
+                     should_stop: Callable[[], bool] | None, options: dict[str, Any]) -> ModelResult:
         started = time.monotonic()
-        request: dict[str, Any] = {"model": self.provider.model, "messages": messages, "stream": True,
+        request: dict[str, Any] = {**options, "model": self.provider.model, "messages": messages, "stream": True,
                                    "stream_options": {"include_usage": True}}
         if tools:
             request["tools"] = tools

@@ -163,6 +163,9 @@ def tick(context: RunContext, config: WorkflowConfig) -> RunOutcome:
                                       "and none is left to start (an await on a promise nothing resolves?)"})
 
 
+EFFORTS = ("minimal", "low", "medium", "high")
+
+
 def _refusal(call: dict[str, Any], agent_types: dict[str, Any], admitted: int, max_agents: int,
              retry: bool, worktree_problem: Callable[[], str | None]) -> dict[str, Any] | None:
     options = call.get("options") or {}
@@ -173,6 +176,9 @@ def _refusal(call: dict[str, Any], agent_types: dict[str, Any], admitted: int, m
     if isolation == "worktree" and (problem := worktree_problem()) is not None:
         return {"code": "isolation_unavailable",
                 "message": f"agent(): isolation 'worktree' needs a git repository with a commit: {problem}"}
+    if options.get("effort") is not None and options["effort"] not in EFFORTS:
+        return {"code": "invalid_effort",
+                "message": f"agent(): effort must be one of {', '.join(EFFORTS)}, not {options['effort']!r}"}
     agent_type = options.get("agentType")
     if agent_type is not None and agent_type not in agent_types:
         return {"code": "unknown_agent_type",
