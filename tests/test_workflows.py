@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -365,6 +366,11 @@ return {edited, read};
     request = next(entry["body"] for entry in flow.model.fake.requests
                    if entry["body"]["messages"][1]["content"] == "edit the notes")
     assert kept["path"] in request["messages"][0]["content"]
+    printed = subprocess.run([str(Path(sys.executable).parent / "boocode"), "workflow", "status", status["run"]["id"]],
+                             capture_output=True, text=True, timeout=60, check=True,
+                             env={"PATH": "/usr/bin:/bin", "HOME": str(flow.tmp), "BOOCODE_URL": flow.api.url,
+                                  "BOOCODE_TOKEN": flow.api.token}).stdout
+    assert f"worktree kept: {kept['path']} (branch {kept['branch']}, 1 changed path(s))" in printed
 
 def test_cancel_stops_dispatching_and_cancels_agents_in_flight(flow: Flow) -> None:
     flow.worker(concurrency=4)

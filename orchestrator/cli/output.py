@@ -73,6 +73,11 @@ def describe_event(event: dict[str, Any]) -> str:
         detail = repr(data.get("text", ""))[:80]
     elif event["type"].startswith("step."):
         detail = f"{data.get('step_key')} {data.get('status', '')} attempt {data.get('attempt')}"
+    elif event["type"] == "subagent.spawned":
+        detail = f"{data.get('label') or ''} {data.get('task_id')}".strip()
+    elif event["type"] == "subagent.finished":
+        detail = (f"{data.get('label') or data.get('task_id')} {data.get('status')} after "
+                  f"{data.get('duration_seconds')}s — boocode subagent result {data.get('task_id')}")
     elif event["type"] == "run.finished":
         detail = data.get("status", "")
         if data.get("error"):

@@ -68,6 +68,10 @@ def print_status(report: dict[str, Any]) -> None:
             mark = " cached" if agent["cached"] else ""
             click.echo(f"  {agent['status']:<10} {(agent['label'] or agent['key'][:8]):<28} {agent['model'] or '-':<18} "
                        f"{agent['tokens']:>8} tok  ${agent['cost']:.4f}  {duration}{mark}")
+            tree = agent.get("worktree") or {}
+            if tree.get("kept"):
+                click.echo(f"      worktree kept: {tree.get('path')} (branch {tree.get('branch')}, "
+                           f"{len(tree.get('changed') or [])} changed path(s))")
     if report["logs"]:
         click.echo("\nlog")
         for line in report["logs"]:
