@@ -55,7 +55,10 @@ def test_readme_has_exactly_two_quick_start_commands() -> None:
 
 
 def test_quick_start_from_a_fresh_clone(tmp_path: Path) -> None:
-    clone = tmp_path / "clone"
+    # Not under tmp_path: as root, PostgreSQL runs as another user who must reach the clone's pgserver
+    # files, and every pytest session that starts resets /tmp/pytest-of-<user> to 0700.
+    clone = Path(f"/tmp/bcq-clone-{os.getpid()}")
+    shutil.rmtree(clone, ignore_errors=True)
     subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True)
     data_dir = Path(f"/tmp/bcq-{os.getpid()}")  # short: unix sockets live here
     port = free_port()
@@ -115,3 +118,4 @@ def test_quick_start_from_a_fresh_clone(tmp_path: Path) -> None:
     leftovers = processes_mentioning(str(clone), str(data_dir))
     assert leftovers == [], [process.cmdline() for process in leftovers]
     shutil.rmtree(data_dir, ignore_errors=True)
+    shutil.rmtree(clone, ignore_errors=True)
