@@ -35,6 +35,16 @@ def _parse_positive_float(raw: str) -> float:
     return value
 
 
+def _parse_non_negative_float(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"must be a number, got {raw!r}") from None
+    if value < 0:
+        raise ValueError(f"must be 0 or more, got {raw!r}")
+    return value
+
+
 def _parse_positive_int(raw: str) -> int:
     try:
         value = int(str(raw).strip())
@@ -136,6 +146,14 @@ class Settings:
     model_max_attempts: int = 4
     model_timeout_seconds: float = 120.0
     model_cache_lifetime_seconds: float = 300.0
+    model_tool_mode: str = "native"  # "json": replies constrained to a JSON tool call or answer
+    model_require_tool_first: bool = False
+    model_temperature: float | None = None
+    # The embedded model `boocode up` serves when no model is configured (see docs/local-model.md).
+    local_model: str = "1.5b"
+    local_model_port: int = 8766
+    local_model_context: int = 8192
+    local_model_dir: Path | None = None  # where fetched models live; default <data_dir>/models
     agent_max_steps: int = 25
     # Workflows: agents in flight per run (a run may ask for fewer), agents per run, and the sandbox.
     workflow_concurrency: int = 8
@@ -146,6 +164,10 @@ class Settings:
     subagent_concurrency: int = 8
     subagent_user_concurrency: int = 4
     tool_path: str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.local_model_dir or self.data_dir / "models"
 
     @property
     def base_url(self) -> str:
@@ -201,6 +223,13 @@ FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "model_max_attempts": ("BOOCODE_MODEL_MAX_ATTEMPTS", _parse_positive_int),
     "model_timeout_seconds": ("BOOCODE_MODEL_TIMEOUT_SECONDS", _parse_positive_float),
     "model_cache_lifetime_seconds": ("BOOCODE_MODEL_CACHE_LIFETIME_SECONDS", _parse_positive_float),
+    "model_tool_mode": ("BOOCODE_MODEL_TOOL_MODE", _parse_choice("native", "json")),
+    "model_require_tool_first": ("BOOCODE_MODEL_REQUIRE_TOOL_FIRST", _parse_bool),
+    "model_temperature": ("BOOCODE_MODEL_TEMPERATURE", _parse_non_negative_float),
+    "local_model": ("BOOCODE_LOCAL_MODEL", _parse_choice("1.5b", "0.5b", "off")),
+    "local_model_port": ("BOOCODE_LOCAL_MODEL_PORT", _parse_port),
+    "local_model_context": ("BOOCODE_LOCAL_MODEL_CONTEXT", _parse_positive_int),
+    "local_model_dir": ("BOOCODE_LOCAL_MODEL_DIR", _parse_path),
     "agent_max_steps": ("BOOCODE_AGENT_MAX_STEPS", _parse_positive_int),
     "tool_path": ("BOOCODE_TOOL_PATH", _parse_text),
     "workflow_concurrency": ("BOOCODE_WORKFLOW_CONCURRENCY", _parse_positive_int),

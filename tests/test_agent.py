@@ -167,7 +167,7 @@ def test_cancel_stops_a_streaming_run_promptly(agent, fake: FakeModelServer) -> 
 
 def test_step_cap_ends_with_a_clear_summary(agent, fake: FakeModelServer) -> None:  # type: ignore[no-untyped-def]
     stack, api, chat, root, start_worker = agent
-    fake.script(*[Reply(tool_calls=[("list_dir", {})], usage=openai_usage(10, 1)) for _ in range(6)])
+    fake.script(*[Reply(tool_calls=[("glob", {"pattern": f"*{index}"})], usage=openai_usage(10, 1)) for index in range(6)])
     start_worker()
     run = api.ok("POST", f"/api/sessions/{chat['id']}/messages", {"text": "loop forever"})["run"]
     final = api.wait_for_run(run["id"], ("failed",), timeout=60)
@@ -175,6 +175,22 @@ def test_step_cap_ends_with_a_clear_summary(agent, fake: FakeModelServer) -> Non
     assert len(fake.requests) == 6
     last = messages_of(api, chat["id"])[-1]
     assert last["parts"][0]["code"] == "step_cap_reached"
+
+
+def test_a_model_repeating_the_same_call_is_reminded_then_stopped(agent, fake: FakeModelServer) -> None:  # type: ignore[no-untyped-def]
+    stack, api, chat, root, start_worker = agent
+    fake.script(*[Reply(tool_calls=[("read_file", {"path": "README.md"})], usage=openai_usage(10, 1)) for _ in range(3)])
+    start_worker()
+    run = api.ok("POST", f"/api/sessions/{chat['id']}/messages", {"text": "what version?"})["run"]
+    final = api.wait_for_run(run["id"], ("failed",), timeout=60)
+    assert final["error"]["code"] == "model_repeating" and "read_file" in final["error"]["message"]
+    assert len(fake.requests) == 3
+    results = [part for message in messages_of(api, chat["id"]) for part in message["parts"]
+               if part["type"] == "tool_result"]
+    assert len(results) == 2  # the file was read once; the repeat got a reminder instead of a second read
+    assert "version = 1" in results[0]["content"] and results[1]["content"].startswith("not run:")
+    assert results[1]["is_error"]
+    assert messages_of(api, chat["id"])[-1]["parts"][0]["code"] == "model_repeating"
 
 
 def test_worker_killed_during_a_model_stream(agent, fake: FakeModelServer) -> None:  # type: ignore[no-untyped-def]

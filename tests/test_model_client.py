@@ -71,3 +71,54 @@ def test_a_4xx_is_not_retried(fake: FakeModelServer) -> None:
     result = client(fake).complete([{"role": "user", "content": "hi"}], [])
     assert result.error["code"] == "model_rejected" and "unknown model" in result.error["message"]
     assert len(fake.requests) == 1
+
+
+TOOLS = [{"type": "function", "function": {"name": "read_file", "description": "Read a file.", "parameters": {
+    "type": "object", "properties": {"path": {"type": "string", "description": "where"}}, "required": ["path"]}}},
+         {"type": "function", "function": {"name": "list_dir", "description": "List a directory.",
+                                           "parameters": {"type": "object", "properties": {}}}}]
+
+
+def json_client(fake: FakeModelServer) -> ModelClient:
+    return ModelClient(Provider(name="local", base_url=fake.base_url, model="local", tool_mode="json", temperature=0.0),
+                       max_attempts=1, sleep=lambda seconds: None)
+
+
+def test_json_tool_mode_constrains_the_reply_and_reads_it_back_as_a_tool_call(fake: FakeModelServer) -> None:
+    fake.script(Reply(text='{"tool": "read_file", "arguments": {"path": "a.txt"}}', usage=openai_usage(300, 12)),
+                Reply(text='{"final": "It says hello."}', usage=openai_usage(340, 8)))
+    history = [{"role": "system", "content": "You are BooCode."}, {"role": "user", "content": "What is in a.txt?"}]
+    deltas: list[dict] = []
+    first = json_client(fake).complete(history, TOOLS, require_tool=True, on_delta=deltas.append)
+    assert first.error is None and first.text == "" and first.finish_reason == "tool_calls"
+    assert [(call.name, json.loads(call.arguments)) for call in first.tool_calls] == [("read_file", {"path": "a.txt"})]
+    assert first.usage.input_total == 300 and deltas[0]["kind"] == "tool_call"
+    body = fake.requests[0]["body"]
+    assert "tools" not in body and body["temperature"] == 0.0 and body.get("stream") in (None, False)
+    schema = body["response_format"]["schema"]
+    assert body["response_format"]["type"] == "json_object"
+    assert [variant["properties"]["tool"]["const"] for variant in schema["anyOf"]] == ["read_file", "list_dir"]
+    assert "description" not in schema["anyOf"][0]["properties"]["arguments"]["properties"]["path"]
+    assert "read_file: Read a file." in body["messages"][0]["content"]
+
+    history += [{"role": "assistant", "content": None, "tool_calls": [
+        {"id": first.tool_calls[0].id, "type": "function",
+         "function": {"name": "read_file", "arguments": first.tool_calls[0].arguments}}]},
+        {"role": "tool", "tool_call_id": first.tool_calls[0].id, "content": "hello"}]
+    second = json_client(fake).complete(history, TOOLS)
+    assert second.text == "It says hello." and not second.tool_calls and second.error is None
+    body = fake.requests[1]["body"]
+    assert any(variant.get("required") == ["final"] for variant in body["response_format"]["schema"]["anyOf"])
+    assert body["messages"][2] == {"role": "assistant",
+                                   "content": json.dumps({"tool": "read_file", "arguments": {"path": "a.txt"}})}
+    assert body["messages"][3] == {"role": "user", "content": "Result of read_file:\nhello"}
+    # the system prompt is the same whether or not a tool was required: the server can reuse its prefix
+    assert body["messages"][0] == fake.requests[0]["body"]["messages"][0]
+
+
+def test_json_tool_mode_reports_an_unusable_reply(fake: FakeModelServer) -> None:
+    fake.script(Reply(text='{"tool": "rm_rf", "arguments": {}}'), Reply(text='{"path": "a'))
+    unknown = json_client(fake).complete([{"role": "user", "content": "go"}], TOOLS)
+    assert unknown.error["code"] == "model_invalid_output" and "unknown tool 'rm_rf'" in unknown.error["message"]
+    cut = json_client(fake).complete([{"role": "user", "content": "go"}], TOOLS)
+    assert cut.error["code"] == "model_invalid_output" and "not one JSON object" in cut.error["message"]

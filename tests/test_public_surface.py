@@ -16,6 +16,7 @@ SURFACE = {
     "trace": [],
     "workflow": ["cancel", "list", "result", "resume", "run", "status"],
     "subagent": ["cancel", "list", "result", "retry", "show"],
+    "model": ["fetch", "list", "serve"],
 }
 
 

@@ -248,8 +248,10 @@ def run_turn(context: RunContext, config: AgentConfig) -> RunOutcome:
             return conclude(context, turn - 1, last, profile)  # the outcome was not recorded before a crash
         if any(tool_key(turn - 1, index) not in steps or steps[tool_key(turn - 1, index)].status == "started"
                for index in range(len(last.tool_calls))):
+            if count_repeats(steps, turn - 1, last) >= MAX_REPEATS:
+                return stop_repeating(context, turn - 1, last)
             if run_tool_calls(context, turn - 1, last.tool_calls, tool_context, project.approval_policy,
-                              profile.tools):
+                              profile.tools, repeated=count_repeats(steps, turn - 1, last) == 1):
                 return RunOutcome(wait=True)
             return RunOutcome(continue_run=True)
     if turn >= config.max_steps:
@@ -269,16 +271,63 @@ def run_turn(context: RunContext, config: AgentConfig) -> RunOutcome:
         messages = render_messages(profile.system(system_prompt(project.name, str(work_root))), history, images)
     output = context.step(
         model_key(turn), lambda: call_model(context, config, provider, turn, messages, profile.tools,
-                                            profile.request_options()),
+                                            profile.request_options(), require_tool=provider.require_tool_first
+                                            and turn == 0),
         kind="model_call",
         input={"turn": turn, "model": provider.model},
         record=lambda session, result: record_assistant_message(session, context, turn, result, provider))
     result = ModelResult.from_dict(output)
     if result.error is not None or not result.tool_calls:
         return conclude(context, turn, result, profile)
-    if run_tool_calls(context, turn, result.tool_calls, tool_context, project.approval_policy, profile.tools):
+    repeats = count_repeats(steps, turn, result)
+    if repeats >= MAX_REPEATS:
+        return stop_repeating(context, turn, result)
+    if run_tool_calls(context, turn, result.tool_calls, tool_context, project.approval_policy, profile.tools,
+                      repeated=repeats > 0):
         return RunOutcome(wait=True)
     return RunOutcome(continue_run=True)
+
+
+MAX_REPEATS = 2  # the same call once more gets a reminder instead of a result; once more after that stops the run
+
+
+def _signature(result: ModelResult) -> list[tuple[str, str]]:
+    def normal(arguments: str) -> str:
+        try:
+            return json.dumps(json.loads(arguments or "{}"), sort_keys=True)
+        except json.JSONDecodeError:
+            return arguments
+    return [(call.name, normal(call.arguments)) for call in result.tool_calls]
+
+
+def count_repeats(steps: dict[str, Any], turn: int, result: ModelResult) -> int:
+    """How many turns in a row just before `turn` made exactly the same tool calls."""
+    signature, repeats = _signature(result), 0
+    for earlier in range(turn - 1, -1, -1):
+        step = steps.get(model_key(earlier))
+        if step is None or step.status != StepStatus.FINISHED.value or \
+                _signature(ModelResult.from_dict(step.output)) != signature:
+            break
+        repeats += 1
+    return repeats
+
+
+def stop_repeating(context: RunContext, turn: int, result: ModelResult) -> RunOutcome:
+    call = result.tool_calls[0]
+    error = {"code": "model_repeating",
+             "message": f"Stopped: the model made the same call {call.name}({call.arguments}) {MAX_REPEATS + 1} times in "
+                        "a row without using its result, so it was not making progress. A larger model may manage "
+                        "this task; or send a follow-up that says what to do next."}
+
+    def record(session: Session, output: dict[str, Any]) -> None:
+        chat_sessions.add_message(session, context.run.session_id, MessageRole.ASSISTANT,
+                                  [{"type": "error", **output}], run_id=context.run.id)
+
+    context.step(f"turn/{turn:04d}/repeating", lambda: error, kind="step_cap", record=record)
+    with context.db.transaction() as session:
+        trace.close_turn(session, context, turn, "error")
+        trace.close_run(session, context, "error")
+    return RunOutcome(RunStatus.FAILED, error=error)
 
 
 def data_url(blob: Blob) -> str:
@@ -324,7 +373,7 @@ def conclude(context: RunContext, turn: int, result: ModelResult, profile: "Agen
 
 def call_model(context: RunContext, config: AgentConfig, provider: Provider, turn: int,
                messages: list[dict[str, Any]], tool_names: tuple[str, ...],
-               options: dict[str, Any] | None = None) -> dict[str, Any]:
+               options: dict[str, Any] | None = None, require_tool: bool = False) -> dict[str, Any]:
     client = model_client(config, provider)
     tools = tool_schemas(list(tool_names))
     with context.db.transaction() as session:
@@ -332,7 +381,7 @@ def call_model(context: RunContext, config: AgentConfig, provider: Provider, tur
         trace.start_model_span(session, context, turn, provider, messages, tools)
     deltas = DeltaPublisher(context.db, context.lease, turn)
     result = client.complete(messages, tools, on_delta=deltas.add, should_stop=lambda: context.keeper.lost is not None,
-                             options=options)
+                             options=options, require_tool=require_tool)
     deltas.flush()
     return result.to_dict()
 
@@ -356,13 +405,19 @@ def record_assistant_message(session: Session, context: RunContext, turn: int, o
 
 
 def run_tool_calls(context: RunContext, turn: int, calls: list[ToolCallRequest], tool_context: ToolContext,
-                   policy: dict[str, Any] | None, allowed: tuple[str, ...]) -> bool:
-    """Run the turn's tool calls in order. True when one waits for approval (the run parks there)."""
+                   policy: dict[str, Any] | None, allowed: tuple[str, ...], repeated: bool = False) -> bool:
+    """Run the turn's tool calls in order. True when one waits for approval (the run parks there).
+    `repeated`: the same calls as the turn before; they are answered with a reminder, not run again."""
     for index, call in enumerate(calls):
         tool = TOOLS.get(call.name)
         mutating = tool.mutating if tool is not None else False
-        if tool is not None and call.name not in allowed:
+        if repeated:
             gate: ToolResult | str | None = ToolResult(
+                content=f"not run: {call.name} with these arguments is exactly your previous call, and its result is "
+                        "above. Use that result: answer now, or do something different.", is_error=True,
+                data={"repeated": True})
+        elif tool is not None and call.name not in allowed:
+            gate = ToolResult(
                 content=f"error: {call.name} is not available to this agent; its tools are {', '.join(allowed)}",
                 is_error=True)
         else:

@@ -16,7 +16,7 @@ import click
 
 from orchestrator.cli import (EXIT_AUTH, EXIT_NOT_FOUND, EXIT_REJECTED, EXIT_SERVER, EXIT_UNREACHABLE, EXIT_USAGE,
                               output)
-from orchestrator.cli import subagents, workflows
+from orchestrator.cli import model, subagents, workflows
 from orchestrator.cli.client import ApiClient, CliError
 from orchestrator.errors import (ConfigurationError, NotFoundError, OrchestratorError, PermissionDeniedError,
                                  ServiceError)
@@ -560,6 +560,7 @@ def trace(context: Context, identifier: str, as_json: bool) -> None:
 
 workflows.register(cli, pass_context, json_option)
 subagents.register(cli, pass_context, json_option)
+model.register(cli, pass_context, json_option)
 
 
 def main() -> None:

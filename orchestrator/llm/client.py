@@ -15,6 +15,7 @@ The client's own retries are off so that every attempt is visible to us (and to 
 from __future__ import annotations
 
 import email.utils
+import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from typing import Any, Callable
 
 import openai
 
+from orchestrator.llm import jsontools
 from orchestrator.llm.prices import Price
 from orchestrator.llm.usage import Usage, normalize_usage
 
@@ -40,6 +42,11 @@ class Provider:
     vision: bool = False
     prices: dict[str, Price] | None = None
     cache_lifetime_seconds: float = 300.0
+    # "native": the endpoint takes `tools` and returns tool calls. "json": it cannot, so each reply is
+    # constrained to a JSON tool call or answer (orchestrator.llm.jsontools); small local models need it.
+    tool_mode: str = "native"
+    require_tool_first: bool = False  # the run's first model call must call a tool (json mode)
+    temperature: float | None = None
 
 
 @dataclass
@@ -114,13 +121,18 @@ class ModelClient:
     def complete(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], *,
                  on_delta: Callable[[dict[str, Any]], None] | None = None,
                  should_stop: Callable[[], bool] | None = None,
-                 options: dict[str, Any] | None = None) -> ModelResult:
-        """`options`: extra request fields, e.g. {"reasoning_effort": "high"}."""
+                 options: dict[str, Any] | None = None, require_tool: bool = False) -> ModelResult:
+        """`options`: extra request fields, e.g. {"reasoning_effort": "high"}. `require_tool`: in json tool
+        mode, the reply must be a tool call."""
         started = time.monotonic()
         last_error: Exception | None = None
         for attempt in range(1, self.max_attempts + 1):
             try:
-                result = self._stream_once(messages, tools, attempt, on_delta, should_stop, options or {})
+                if self.provider.tool_mode == "json" and tools:
+                    result = self._json_once(messages, tools, attempt, on_delta, should_stop, options or {},
+                                             require_tool)
+                else:
+                    result = self._stream_once(messages, tools, attempt, on_delta, should_stop, options or {})
                 result.attempts = attempt
                 result.latency_ms = round((time.monotonic() - started) * 1000, 1)
                 return result
@@ -148,6 +160,8 @@ class ModelClient:
         started = time.monotonic()
         request: dict[str, Any] = {**options, "model": self.provider.model, "messages": messages, "stream": True,
                                    "stream_options": {"include_usage": True}}
+        if self.provider.temperature is not None:
+            request["temperature"] = self.provider.temperature
         if tools:
             request["tools"] = tools
         stream = self._client.chat.completions.create(**request)
@@ -194,6 +208,45 @@ class ModelClient:
                       for index, slot in sorted(calls.items())]
         return ModelResult(text="".join(text), tool_calls=tool_calls, finish_reason=finish_reason,
                            usage=normalize_usage(usage_raw), model=model, time_to_first_token_ms=first_token_ms)
+
+
+    def _json_once(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], attempt: int,
+                   on_delta: Callable[[dict[str, Any]], None] | None, should_stop: Callable[[], bool] | None,
+                   options: dict[str, Any], require_tool: bool) -> ModelResult:
+        """One call in json tool mode: the reply streams as JSON (not shown), then becomes a call or an answer."""
+        rewritten, response_format = jsontools.prepare(messages, tools, require_tool)
+        request: dict[str, Any] = {**options, "model": self.provider.model, "messages": rewritten,
+                                   "response_format": response_format}
+        if self.provider.temperature is not None:
+            request["temperature"] = self.provider.temperature
+        if should_stop is not None and should_stop():
+            raise StopRequested()
+        started = time.monotonic()
+        # Not streamed: the JSON is not shown as it comes, and llama.cpp reports usage only this way.
+        response = self._client.chat.completions.create(**request)
+        choice = response.choices[0] if response.choices else None
+        raw = ModelResult(text=(choice.message.content or "") if choice else "",
+                          finish_reason=(choice.finish_reason or "stop") if choice else "stop",
+                          usage=normalize_usage(response.usage.model_dump(exclude_none=True) if response.usage else None),
+                          model=response.model or self.provider.model,
+                          time_to_first_token_ms=round((time.monotonic() - started) * 1000, 1))
+        text, call, problem = jsontools.parse(raw.text, {tool["function"]["name"] for tool in tools})
+        raw.text, raw.tool_calls = text, []
+        if problem is not None:
+            raw.finish_reason = "error"
+            raw.error = {"code": "model_invalid_output", "message": f"the model's reply could not be used: {problem}",
+                         "reply": raw.text[:2000]}
+            return raw
+        if call is not None:
+            raw.tool_calls = [ToolCallRequest(id="call_" + hashlib.sha256("\0".join(call).encode()).hexdigest()[:16], name=call[0],
+                                              arguments=call[1])]
+            raw.finish_reason = "tool_calls"
+            if on_delta:
+                on_delta({"kind": "tool_call", "index": 0, "id": raw.tool_calls[0].id, "name": call[0],
+                          "arguments": call[1], "attempt": attempt})
+        elif on_delta and text:
+            on_delta({"kind": "text", "text": text, "attempt": attempt})
+        return raw
 
 
 def _error_message(error: Exception, attempts: int) -> str:
