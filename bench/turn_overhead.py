@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.turn_overhead [--turns 30]
 
-Ours:     one agent run of N turns (N-1 tool calls to list_dir, then a final answer) through a real
+Ours:     one agent run of N turns (N-1 glob tool calls, then a final answer) through a real
           worker process and the fake model server answering instantly (zero model latency).
 Baseline: a chain of N bare Celery tasks, each enqueueing the next (the same "continuation is a new
           task" shape), through the same Redis, measured in the same run.
@@ -29,7 +29,9 @@ def main() -> None:
     turns = parser.parse_args().turns
 
     fake = FakeModelServer().start()
-    fake.script(*[Reply(tool_calls=[("list_dir", {})], usage=openai_usage(100, 5)) for _ in range(turns - 1)],
+    # different arguments each turn: an identical repeated call is stopped by the agent loop
+    fake.script(*[Reply(tool_calls=[("glob", {"pattern": f"*{index}"})], usage=openai_usage(100, 5))
+                  for index in range(turns - 1)],
                 Reply(text="done", usage=openai_usage(100, 1)))
     with scratch(BOOCODE_MODEL_BASE_URL=fake.base_url, BOOCODE_MODEL="bench-model",
                  BOOCODE_AGENT_MAX_STEPS=str(turns + 1)) as place:
