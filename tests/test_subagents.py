@@ -154,6 +154,7 @@ def test_a_background_subagent_reports_back_in_a_follow_up_turn(env: Any) -> Non
     assert stack.api.run_status(run["id"]) == "completed"
 
     # the parent finished while its subagent is still working; asking for the result said so
+    wait_for(lambda: len(model.subagent_requests("count the files")) == 1, 30, 0.05, "the subagent's model call")
     first_turns = model.chat_requests()
     tool_results = [message["content"] for message in first_turns[-1]["messages"] if message["role"] == "tool"]
     assert tool_results[0].startswith("Started background subagent")
@@ -371,13 +372,14 @@ def test_rest_and_cli_list_show_cancel_and_retry_subagents(env: Any, tmp_path: P
         return reply("both started")
 
     stack = env()
-    Model(stack.fake_server, chat,
-          lambda prompt, body: reply("slow result", hold=gate) if prompt == "slow" else reply("quick result"))
+    model = Model(stack.fake_server, chat,
+                  lambda prompt, body: reply("slow result", hold=gate) if prompt == "slow" else reply("quick result"))
     stack.worker()
     run = post(stack.api, stack.chat["id"], "two jobs")
     stack.api.wait_for_run(run["id"], DONE, timeout=60)
     wait_for(lambda: {item["label"]: item["status"] for item in subagent_list(stack.api, stack.chat["id"])}
              .get("quick") == "completed", 30, 0.1, "the quick subagent")
+    wait_for(lambda: len(model.subagent_requests("slow")) == 1, 30, 0.05, "the slow subagent's model call")
     ids = {item["label"]: item["task_id"] for item in subagent_list(stack.api, stack.chat["id"])}
 
     boocode = str(Path(sys.executable).parent / "boocode")
