@@ -23,6 +23,7 @@ from orchestrator.embedded import EmbeddedPostgres, EmbeddedRedis
 from orchestrator.settings import Settings, load_settings
 from orchestrator.store import users
 from orchestrator.store.database import Database
+from tests.fakes.model_server import FakeModelServer
 from tests.support import Api, LiveServer, WorkerProcess
 
 RUN_ID = uuid.uuid4().hex[:10]
@@ -234,3 +235,11 @@ def new_session(api: Api, root: Path) -> dict:
     root.mkdir(parents=True, exist_ok=True)
     project = api.ok("POST", "/api/projects", {"name": "p", "root_path": str(root)}, expected=201)["project"]
     return api.ok("POST", f"/api/projects/{project['id']}/sessions", {"title": "s"}, expected=201)["session"]
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeModelServer]:
+    """A fake OpenAI-compatible model server on a real socket (tests/fakes/model_server.py)."""
+    server = FakeModelServer().start()
+    yield server
+    server.stop()

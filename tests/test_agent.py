@@ -14,13 +14,6 @@ from tests.support import Api, WorkerProcess, wait_for
 
 
 @pytest.fixture
-def fake() -> FakeModelServer:
-    server = FakeModelServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def agent(make_stack, fake: FakeModelServer, tmp_path: Path):  # type: ignore[no-untyped-def]
     """A stack whose workers use the fake model; returns (stack, api, chat, project root, start_worker)."""
     stack = make_stack(model_base_url=fake.base_url, model_name="gpt-4o-mini", model_api_key="sk-fake-secret",

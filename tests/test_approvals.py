@@ -10,7 +10,7 @@ from orchestrator.errors import ValidationError
 from orchestrator.tools.policy import decide, validate_policy
 from orchestrator.tools.registry import TOOLS
 from tests.fakes.model_server import FakeModelServer, Reply, openai_usage
-from tests.test_agent import agent, events_of, fake, messages_of  # noqa: F401 - fixtures
+from tests.test_agent import agent, events_of, messages_of  # noqa: F401 - fixtures
 
 
 def test_rules_in_order_then_the_defaults() -> None:

@@ -44,6 +44,7 @@ def sample_body(method: str, path: str, tmp_path: Path) -> dict | None:
         ("put", "/api/projects/{project_id}/provider"): {"base_url": "http://127.0.0.1:9/v1", "model": "m"},
         ("post", "/api/approvals/{approval_id}/decision"): {"decision": "deny"},
         ("post", "/api/sessions/{session_id}/workflows"): {"name": "review-code", "dry_run": True},
+        ("put", "/api/users/{user_id}/password"): {"password": "long enough"},
     }
     return bodies.get((method, path))
 

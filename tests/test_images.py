@@ -13,7 +13,6 @@ from pathlib import Path
 from tests.conftest import new_session
 from tests.fakes.model_server import FakeModelServer, Reply, openai_usage
 from tests.support import Api, WorkerProcess
-from tests.test_agent import fake  # noqa: F401 - fixture
 
 
 def png(width: int = 2, height: int = 2) -> bytes:

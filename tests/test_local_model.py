@@ -24,7 +24,7 @@ from orchestrator.localmodel.catalog import LICENCE_FILE, QWEN_05B, LocalModel
 from orchestrator.localmodel.fetch import Fetched, FetchError, check, fetch
 from orchestrator.localmodel.server import LocalModelServer
 from tests.conftest import new_session
-from tests.support import REPO, WorkerProcess, wait_for
+from tests.support import WorkerProcess, wait_for
 
 LOCAL = dict(model_name="local", model_tool_mode="json", model_require_tool_first=True, model_temperature=0.0,
              model_timeout_seconds=300.0, agent_max_steps=6)

@@ -10,13 +10,6 @@ from orchestrator.llm.client import ModelClient, Provider
 from tests.fakes.model_server import FakeModelServer, Reply, deepseek_usage, openai_usage
 
 
-@pytest.fixture
-def fake() -> FakeModelServer:
-    server = FakeModelServer().start()
-    yield server
-    server.stop()
-
-
 def client(fake: FakeModelServer, sleeps: list[float] | None = None, attempts: int = 4) -> ModelClient:
     recorded = sleeps if sleeps is not None else []
     return ModelClient(Provider(name="fake", base_url=fake.base_url, model="fake-model", api_key="sk-test"),

@@ -14,7 +14,7 @@ from orchestrator.secrets import generate_key
 from tests.conftest import new_session
 from tests.fakes.model_server import FakeModelServer, Reply, openai_usage
 from tests.support import WorkerProcess
-from tests.test_agent import events_of, fake  # noqa: F401 - fixture
+from tests.test_agent import events_of  # noqa: F401 - fixture
 
 SECRET = "sk-project-only-secret-0123456789"
 

@@ -7,7 +7,7 @@ SURFACE = {
     "up": [], "web": [], "worker": [],
     "db": ["current", "downgrade", "upgrade"],
     "admin": ["create-user"],
-    "user": ["create", "list"],
+    "user": ["create", "list", "password"],
     "token": ["create", "list", "revoke"],
     "project": ["add", "list", "members", "policy", "provider", "set-role", "show"],
     "approval": ["approve", "deny", "list"],

@@ -85,13 +85,6 @@ class Model:
 
 
 @pytest.fixture
-def fake() -> FakeModelServer:
-    server = FakeModelServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def env(make_stack, fake: FakeModelServer, tmp_path: Path):  # type: ignore[no-untyped-def]
     made: list[WorkerProcess] = []
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.model_server import FakeModelServer, Reply, openai_usage
-from tests.test_agent import agent, fake  # noqa: F401 - fixtures
+from tests.test_agent import agent  # noqa: F401 - fixtures
 
 
 def all_spans(api, path: str, **filters) -> list[dict]:  # type: ignore[no-untyped-def]

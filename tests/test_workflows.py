@@ -62,13 +62,6 @@ class Model:
             return sum(1 for prompt in self.prompts if re.search(pattern, prompt))
 
 
-@pytest.fixture
-def fake() -> FakeModelServer:
-    server = FakeModelServer().start()
-    yield server
-    server.stop()
-
-
 class Flow:
     def __init__(self, stack: Any, chat: dict, root: Path, tmp: Path, model: Model) -> None:
         self.stack, self.api, self.chat, self.root, self.tmp, self.model = stack, stack.api, chat, root, tmp, model

@@ -7,7 +7,8 @@ from flask import Flask
 from orchestrator import services
 from orchestrator.settings import Settings, load_settings
 from web.auth import WS_PROTOCOL, init_auth
-from web.blueprints import approvals, health, projects, runs, sessions, subagents, traces, users, workflows
+from web.blueprints import (approvals, browser, health, projects, runs, sessions, subagents, traces, users,
+                            workflows)
 from web.errors import register_error_handlers
 from web.queue import TaskQueue
 from web.state import WebState
@@ -27,6 +28,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_error_handlers(app)
     init_auth(app)
     for blueprint in (health.bp, users.bp, projects.bp, sessions.bp, runs.bp, traces.bp, approvals.bp, workflows.bp,
-                      subagents.bp, websocket_bp):
+                      subagents.bp, browser.bp, websocket_bp):
         app.register_blueprint(blueprint)
     return app

@@ -2,12 +2,20 @@
 
 A request carries `Authorization: Bearer <token>`; a WebSocket may instead offer the token as a
 subprotocol `bearer.<token>` (browsers cannot set headers on sockets) next to `boocode.v1`.
-Routes declared `public=True` (health, the OpenAPI document) skip authentication; nothing else does.
+A browser that signed in with a password (`POST /api/auth/login`) carries the session cookie
+instead (HttpOnly, SameSite=Strict). Requests authenticated by the cookie are checked against
+cross-site forgery: a state-changing request must repeat the `boocode_csrf` cookie's value in the
+`X-CSRF-Token` header (which another site cannot read), and a WebSocket handshake must come from
+this server's own origin.
+Routes declared `public=True` (health, the OpenAPI document, sign-in, the UI) skip authentication;
+nothing else does.
 """
 
 from __future__ import annotations
 
+import secrets
 import uuid
+from urllib.parse import urlparse
 
 from flask import Flask, current_app, g, request
 
@@ -22,6 +30,10 @@ from web.state import state
 
 WS_PROTOCOL = "boocode.v1"
 WS_TOKEN_PREFIX = "bearer."
+SESSION_COOKIE = "boocode_session"
+CSRF_COOKIE = "boocode_csrf"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
 def presented_token() -> str | None:
@@ -40,17 +52,37 @@ def presented_token() -> str | None:
 
 def authenticate() -> None:
     view = current_app.view_functions.get(request.endpoint or "")
-    if view is None or getattr(view, "public", False):
+    if view is None or getattr(view, "public", False) or request.endpoint == "static":  # the UI's files are public
         return
     token = presented_token()
+    if token is None and request.cookies.get(SESSION_COOKIE):
+        token = request.cookies[SESSION_COOKIE]
+        check_cross_site()
     if token is None:
         raise HttpError(401, "unauthenticated", "this route needs an API token: send 'Authorization: Bearer <token>' "
-                        "(create one with `boocode token create`)")
+                        "(create one with `boocode token create`), or sign in")
     with state().db.transaction() as session:
         user = users.authenticate_token(session, token)
     if user is None:
         raise HttpError(401, "unauthenticated", "the API token is unknown or revoked")
     g.user = user
+
+
+def check_cross_site() -> None:
+    """A cookie-authenticated request must prove it comes from our own pages."""
+    if request.path.startswith("/ws/"):
+        origin = urlparse(request.headers.get("Origin", ""))
+        if origin.netloc != request.host:
+            raise HttpError(403, "cross_site_refused", "a signed-in WebSocket must be opened from this server's pages",
+                            [{"path": "Origin", "message": f"{origin.netloc or 'none'} is not {request.host}"}])
+        return
+    if request.method in SAFE_METHODS:
+        return
+    expected = request.cookies.get(CSRF_COOKIE, "")
+    offered = request.headers.get(CSRF_HEADER, "")
+    if not expected or not secrets.compare_digest(expected, offered):
+        raise HttpError(403, "csrf_failed", f"a signed-in browser request that changes something must send the "
+                        f"{CSRF_COOKIE} cookie's value in the {CSRF_HEADER} header")
 
 
 def init_auth(app: Flask) -> None:

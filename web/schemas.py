@@ -21,6 +21,9 @@ def strict(properties: JSON, required: list[str] | None = None) -> JSON:
 CREATE_USER = strict({"username": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$"},
                       "display_name": NAME, "is_admin": {"type": "boolean"}}, ["username"])
 CREATE_TOKEN = strict({"name": NAME}, ["name"])
+LOGIN = strict({"username": {"type": "string", "minLength": 1, "maxLength": 200},
+                "password": {"type": "string", "minLength": 1, "maxLength": 1024}}, ["username", "password"])
+SET_PASSWORD = strict({"password": {"type": "string", "minLength": 8, "maxLength": 1024}}, ["password"])
 CREATE_PROJECT = strict({"name": NAME, "root_path": {"type": "string", "minLength": 1, "maxLength": 4096}},
                         ["name", "root_path"])
 SET_MEMBER = strict({"role": ROLE}, ["role"])

@@ -88,13 +88,16 @@ class ApiClient:
             except (ValueError, KeyError, TypeError):
                 message = f"HTTP {response.status_code}: {response.text[:300]}"
             raise CliError(message, status_exit_code(response.status_code))
-        return response.json()
+        return response.json() if response.status_code != 204 else None
 
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params=params)
 
     def post(self, path: str, body: Any = None) -> Any:
         return self.request("POST", path, body=body if body is not None else {})
+
+    def put(self, path: str, body: Any) -> Any:
+        return self.request("PUT", path, body=body)
 
     def stream_events(self, session_id: str, since: int) -> Iterator[dict[str, Any]]:
         """Yield events forever (replay first, then live), reconnecting from the last seq after a drop."""

@@ -200,6 +200,24 @@ def user_create(context: Context, username: str, is_admin: bool, as_json: bool) 
     output.emit_json(created) if as_json else output.emit_record(created)
 
 
+@user.command("password")
+@click.argument("username", required=False)
+@pass_context
+def user_password(context: Context, username: str | None) -> None:
+    """Set the password USERNAME signs in with in a browser (yours if omitted; others' for admins).
+    The password is read from standard input (first line), never from the command line."""
+    api = context.api()
+    if username is None:
+        user = api.get("/api/me")["user"]
+    else:
+        user = next((found for found in api.get("/api/users")["users"] if found["username"] == username), None)
+        if user is None:
+            raise CliError(f"no user named {username!r}", EXIT_NOT_FOUND)
+    password = sys.stdin.readline().rstrip("\n")
+    api.put(f"/api/users/{user['id']}/password", {"password": password})
+    click.echo(f"password set for {user['username']}")
+
+
 @cli.group()
 def token() -> None:
     """API tokens."""

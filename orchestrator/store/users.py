@@ -103,3 +103,38 @@ def revoke_token(session: Session, user_id: uuid.UUID, token_id: uuid.UUID) -> A
     if token.revoked_at is None:
         token.revoked_at = datetime.now(timezone.utc)
     return token
+
+
+# Passwords (for signing in from a browser): scrypt from the standard library, a random salt per user.
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2 ** 14, 8, 1
+BROWSER_TOKEN_NAME = "browser session"
+
+
+def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+    return hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, maxmem=64 * 1024 * 1024, dklen=32)
+
+
+def set_password(session: Session, user_id: uuid.UUID, password: str) -> None:
+    if len(password) < 8:
+        raise ValidationError("a password has at least 8 characters")
+    user = load_user(session, user_id)
+    salt = secrets.token_bytes(16)
+    digest = _scrypt(password, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)
+    user.password_hash = f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${salt.hex()}${digest.hex()}"
+
+
+def check_password(session: Session, username: str, password: str) -> User | None:
+    """The user, if the password is theirs. Unknown users cost the same time as wrong passwords."""
+    user = session.scalar(select(User).where(User.username == username))
+    stored = user.password_hash if user is not None else None
+    if not stored:
+        _scrypt(password, b"\0" * 16, SCRYPT_N, SCRYPT_R, SCRYPT_P)
+        return None
+    _, n, r, p, salt, digest = stored.split("$")
+    candidate = _scrypt(password, bytes.fromhex(salt), int(n), int(r), int(p))
+    return user if secrets.compare_digest(candidate.hex(), digest) else None
+
+
+def revoke_plain_token(session: Session, plain: str) -> None:
+    session.execute(update(ApiToken).where(ApiToken.token_hash == hash_token(plain), ApiToken.revoked_at.is_(None))
+                    .values(revoked_at=datetime.now(timezone.utc)))

@@ -1,0 +1,156 @@
+"""Browser sign-in and the web UI, driven in Debian's Chromium by Playwright against a live server, a real
+worker and the fake model. Screenshots go to test-artifacts/ for a reviewer to look at."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import simple_websocket
+
+from orchestrator.store import users
+from tests.conftest import new_session
+from tests.fakes.model_server import FakeModelServer, Reply, openai_usage
+from tests.support import REPO, WorkerProcess
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = REPO / "test-artifacts"
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def site(make_stack, fake: FakeModelServer, tmp_path: Path):  # type: ignore[no-untyped-def]
+    stack = make_stack(model_base_url=fake.base_url, model_name="gpt-4o-mini", model_api_key="sk-fake")
+    chat = new_session(stack.api, tmp_path / "root")
+    with stack.db.transaction() as session:
+        alice = users.create_user(session, f"alice-{uuid.uuid4().hex[:6]}", display_name="Alice")
+        users.set_password(session, alice.id, PASSWORD)
+        stack.alice = {"id": str(alice.id), "username": alice.username}
+    stack.api.ok("PUT", f"/api/projects/{chat['project_id']}/members/{stack.alice['id']}", {"role": "member"})
+    stack.chat = chat
+    workers: list[WorkerProcess] = []
+    stack.start_worker = lambda: workers.append(WorkerProcess(stack.settings, tmp_path, name="ui@localhost").start())
+    yield stack
+    for worker in workers:
+        worker.stop()
+
+
+def test_password_sign_in_uses_an_http_only_cookie_and_refuses_cross_site_requests(site: Any) -> None:
+    base = site.api.url
+    with httpx.Client(base_url=base) as browser:
+        wrong = browser.post("/api/auth/login", json={"username": site.alice["username"], "password": "nope nope"})
+        assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_credentials"
+        unknown = browser.post("/api/auth/login", json={"username": "nobody", "password": PASSWORD})
+        assert unknown.status_code == 401 and unknown.json() == wrong.json()
+
+        signed_in = browser.post("/api/auth/login", json={"username": site.alice["username"], "password": PASSWORD})
+        assert signed_in.status_code == 200 and signed_in.json()["user"]["username"] == site.alice["username"]
+        cookies = {line.split("=", 1)[0]: line for line in signed_in.headers.get_list("set-cookie")}
+        assert "HttpOnly" in cookies["boocode_session"] and "SameSite=Strict" in cookies["boocode_session"]
+        assert "HttpOnly" not in cookies["boocode_csrf"]
+        assert browser.get("/api/me").json()["user"]["username"] == site.alice["username"]
+
+        # a state-changing request without the CSRF header (what a forged cross-site form sends) is refused
+        path = f"/api/projects/{site.chat['project_id']}/sessions"
+        forged = browser.post(path, json={"title": "forged"})
+        assert forged.status_code == 403 and forged.json()["error"]["code"] == "csrf_failed"
+        assert browser.post(path, json={"title": "x"}, headers={"X-CSRF-Token": "guess"}).status_code == 403
+        made = browser.post(path, json={"title": "mine"}, headers={"X-CSRF-Token": browser.cookies["boocode_csrf"]})
+        assert made.status_code == 201
+
+        # a WebSocket opened with the cookie from another origin is refused; from our own origin it works
+        ws_url = base.replace("http://", "ws://") + f"/ws/sessions/{site.chat['id']}?since=0"
+        cookie_header = {"Cookie": f"boocode_session={browser.cookies['boocode_session']}"}
+        with pytest.raises(simple_websocket.ConnectionError):
+            simple_websocket.Client.connect(ws_url, headers={**cookie_header, "Origin": "http://evil.example"})
+        # (this client sends `Host` without the port, as a browser would for a default port; Origin must match it)
+        own_origin = "http://" + httpx.URL(base).host
+        ours = simple_websocket.Client.connect(ws_url, headers={**cookie_header, "Origin": own_origin},
+                                               subprotocols=["boocode.v1"])
+        assert '"seq"' in ours.receive(timeout=10)
+        ours.close()
+
+        assert browser.post("/api/auth/logout", headers={"X-CSRF-Token": browser.cookies["boocode_csrf"]}) \
+            .status_code == 204
+        session_cookie = cookies["boocode_session"].split(";")[0].split("=", 1)[1]
+        assert httpx.get(f"{base}/api/me", cookies={"boocode_session": session_cookie}).status_code == 401
+
+    # an admin sets a password from the CLI (read from stdin, never from the command line)
+    import subprocess
+    import sys
+
+    changed = subprocess.run([str(Path(sys.executable).parent / "boocode"), "user", "password", site.alice["username"]],
+                             input="a brand new secret\n", capture_output=True, text=True, timeout=60,
+                             env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "BOOCODE_URL": base,
+                                  "BOOCODE_TOKEN": site.api.token})
+    assert changed.returncode == 0 and "password set for" in changed.stdout, changed.stderr
+    login = {"username": site.alice["username"], "password": "a brand new secret"}
+    assert httpx.post(f"{base}/api/auth/login", json=login).status_code == 200
+    assert httpx.post(f"{base}/api/auth/login", json={**login, "password": PASSWORD}).status_code == 401
+
+
+def test_sign_in_open_a_session_and_watch_the_answer_stream_in(site: Any, fake: FakeModelServer) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    release = threading.Event()
+    fake.script(Reply(text="The project has one file, main.py, which prints hello.", chunk_size=4, chunk_delay=0.05,
+                      hold=release, hold_after=3, usage=openai_usage(200, 20)))
+    site.start_worker()
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync"])
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 800})
+            page.goto(site.api.url + "/")
+            expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+            page.screenshot(path=str(ARTIFACTS / "sign-in.png"))
+            page.get_by_label("User name").fill(site.alice["username"])
+            page.get_by_label("Password").fill(PASSWORD)
+            page.get_by_role("button", name="Sign in").click()
+            expect(page.get_by_role("heading", name="Projects")).to_be_visible()
+            expect(page.locator("#who")).to_have_text("Alice")
+            page.get_by_role("link", name="p", exact=True).click()
+            expect(page.get_by_role("heading", name="p", exact=True)).to_be_visible()
+            page.get_by_role("link", name="s", exact=True).click()
+            expect(page.get_by_role("heading", name="s", exact=True)).to_be_visible()
+            expect(page.locator("#connection")).to_have_text("live")
+
+            page.get_by_label("Message").fill("what is in this project?")
+            page.get_by_role("button", name="Send").click()
+            expect(page.locator(".message.user")).to_contain_text("what is in this project?")
+            # the first chunks arrive while the model is still answering
+            expect(page.locator(".message.live")).to_contain_text("The proj")
+            page.screenshot(path=str(ARTIFACTS / "chat-streaming.png"))
+
+            # a reload in the middle of the run lands in the same place and the stream goes on
+            page.reload()
+            expect(page.locator(".message.user")).to_contain_text("what is in this project?")
+            expect(page.locator("#connection")).to_have_text("live")
+            release.set()
+            answer = page.locator(".message.assistant:not(.live)")
+            expect(answer).to_contain_text("The project has one file, main.py, which prints hello.")
+            expect(page.locator(".message.live")).to_have_count(0)
+            page.screenshot(path=str(ARTIFACTS / "chat-answered.png"))
+
+            # what the page shows is what the API holds
+            messages = site.api.ok("GET", f"/api/sessions/{site.chat['id']}/messages")["messages"]
+            assert [message["role"] for message in messages] == ["user", "assistant"]
+            assert page.locator(".message").count() == 2
+
+            # another project's session: "not found"
+            stranger_chat = new_session(site.api, Path(site.settings.data_dir) / f"other-{uuid.uuid4().hex[:6]}")
+            page.goto(site.api.url + f"/#/sessions/{stranger_chat['id']}")
+            expect(page.get_by_role("heading", name="Not found")).to_be_visible()
+
+            page.get_by_role("button", name="Sign out").click()
+            expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+        finally:
+            release.set()
+            browser.close()

@@ -1,0 +1,250 @@
+// BooCode web UI: a thin client over the public REST + WebSocket API (the same one the CLI uses).
+// Signed in with a password, the browser carries an HttpOnly session cookie and repeats the
+// readable CSRF cookie in X-CSRF-Token on every change; with a pasted API token it sends
+// `Authorization: Bearer` instead (kept in sessionStorage for this tab only).
+
+const view = document.getElementById("view");
+const crumbs = document.getElementById("crumbs");
+const who = document.getElementById("who");
+const signout = document.getElementById("signout");
+const connection = document.getElementById("connection");
+let socket = null;
+let socketTimer = null;
+
+function cookie(name) {
+  const found = document.cookie.split("; ").find((entry) => entry.startsWith(name + "="));
+  return found ? decodeURIComponent(found.slice(name.length + 1)) : "";
+}
+
+async function api(method, path, body) {
+  const headers = {};
+  const token = sessionStorage.getItem("boocode.token");
+  if (token) headers["Authorization"] = `Bearer ${token}`;
+  else if (method !== "GET") headers["X-CSRF-Token"] = cookie("boocode_csrf");
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const response = await fetch(path, {method, headers, body: body === undefined ? undefined : JSON.stringify(body),
+                                      credentials: "same-origin"});
+  if (response.status === 204) return null;
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const error = new Error((data.error && data.error.message) || `HTTP ${response.status}`);
+    error.status = response.status;
+    error.code = data.error && data.error.code;
+    throw error;
+  }
+  return data;
+}
+
+function el(tag, attributes = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attributes)) {
+    if (key === "class") node.className = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value);
+  }
+  for (const child of children.flat()) node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  return node;
+}
+
+function setCrumbs(...items) {
+  crumbs.replaceChildren(...items.flatMap((item, index) => [index ? " / " : "", item]));
+}
+
+function closeSocket() {
+  clearTimeout(socketTimer);
+  if (socket) { socket.onclose = null; socket.close(); socket = null; }
+  connection.textContent = "";
+  connection.classList.remove("down");
+}
+
+// ------------------------------------------------------------------ sign in
+
+function showSignIn(problem) {
+  closeSocket();
+  who.textContent = "";
+  signout.hidden = true;
+  setCrumbs();
+  const error = el("p", {class: "error", role: "alert"}, problem || "");
+  const form = el("form", {class: "card", "aria-label": "Sign in"},
+    el("h1", {}, "Sign in"),
+    el("label", {}, "User name", el("input", {name: "username", autocomplete: "username", required: ""})),
+    el("label", {}, "Password", el("input", {name: "password", type: "password", autocomplete: "current-password"})),
+    el("button", {type: "submit"}, "Sign in"),
+    el("label", {}, "…or paste an API token", el("input", {name: "token", autocomplete: "off"})),
+    error);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const data = new FormData(form);
+    try {
+      if (data.get("token")) {
+        sessionStorage.setItem("boocode.token", data.get("token").trim());
+        await api("GET", "/api/me");
+      } else {
+        await api("POST", "/api/auth/login", {username: data.get("username"), password: data.get("password")});
+      }
+      route();
+    } catch (problem) {
+      sessionStorage.removeItem("boocode.token");
+      error.textContent = problem.message;
+    }
+  });
+  view.replaceChildren(form);
+  form.querySelector("input").focus();
+}
+
+signout.addEventListener("click", async () => {
+  if (sessionStorage.getItem("boocode.token")) sessionStorage.removeItem("boocode.token");
+  else await api("POST", "/api/auth/logout").catch(() => null);
+  location.hash = "#/";
+  showSignIn();
+});
+
+// ------------------------------------------------------------------ projects and sessions
+
+async function showProjects() {
+  setCrumbs("Projects");
+  const {projects} = await api("GET", "/api/projects");
+  view.replaceChildren(el("h1", {}, "Projects"),
+    projects.length ? el("ul", {class: "list"}, projects.map((project) =>
+      el("li", {}, el("a", {href: `#/projects/${project.id}`}, project.name), " ",
+         el("span", {class: "status"}, `${project.role} · ${project.root_path}`))))
+    : el("p", {}, "You are not a member of any project yet."));
+}
+
+async function showProject(projectId) {
+  const {project} = await api("GET", `/api/projects/${projectId}`);
+  setCrumbs(el("a", {href: "#/"}, "Projects"), project.name);
+  const {sessions} = await api("GET", `/api/projects/${projectId}/sessions`);
+  const canWrite = project.role !== "viewer";
+  const create = el("button", {type: "button"}, "New session");
+  create.addEventListener("click", async () => {
+    const {session} = await api("POST", `/api/projects/${projectId}/sessions`, {title: "New session"});
+    location.hash = `#/sessions/${session.id}`;
+  });
+  view.replaceChildren(el("h1", {}, project.name), canWrite ? create : "",
+    el("ul", {class: "list"}, sessions.map((chat) =>
+      el("li", {}, el("a", {href: `#/sessions/${chat.id}`}, chat.title), " ",
+         el("span", {class: "status"}, new Date(chat.updated_at).toLocaleString())))));
+}
+
+// ------------------------------------------------------------------ a session's chat, live
+
+function renderParts(message) {
+  const nodes = [];
+  for (const part of message.parts) {
+    if (part.type === "text") nodes.push(el("div", {}, part.text));
+    else if (part.type === "tool_call") nodes.push(el("div", {class: "call"}, `→ ${part.name}(${part.arguments})`));
+    else if (part.type === "tool_result") nodes.push(el("div", {class: part.is_error ? "failed" : ""},
+      `${part.name}: ${part.content}`));
+    else if (part.type === "error") nodes.push(el("div", {class: "failed"}, `error ${part.code}: ${part.message}`));
+    else if (part.type === "image") nodes.push(el("div", {class: "status"}, "[image]"));
+  }
+  return nodes;
+}
+
+function messageNode(message) {
+  return el("article", {class: `message ${message.role}`, "data-seq": message.seq},
+    el("span", {class: "role"}, message.role), renderParts(message));
+}
+
+async function showSession(sessionId) {
+  const {session: chat} = await api("GET", `/api/sessions/${sessionId}`);
+  const {project} = await api("GET", `/api/projects/${chat.project_id}`);
+  setCrumbs(el("a", {href: "#/"}, "Projects"), el("a", {href: `#/projects/${project.id}`}, project.name), chat.title);
+  const list = el("section", {class: "messages", "aria-live": "polite", "aria-label": "Conversation"});
+  const status = el("p", {class: "status", id: "run-status"});
+  const seen = new Set();
+  const add = (message) => {
+    if (seen.has(message.id)) return;
+    seen.add(message.id);
+    list.querySelector(".live")?.remove();
+    list.append(messageNode(message));
+  };
+  const {messages} = await api("GET", `/api/sessions/${sessionId}/messages?limit=500`);
+  messages.forEach(add);
+  const nodes = [el("h1", {}, chat.title), list, status];
+  if (project.role !== "viewer") {
+    const input = el("textarea", {name: "text", "aria-label": "Message", placeholder: "Ask the agent…", required: ""});
+    const form = el("form", {class: "send"}, input, el("button", {type: "submit"}, "Send"));
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const text = input.value.trim();
+      if (!text) return;
+      input.value = "";
+      try {
+        const {message} = await api("POST", `/api/sessions/${sessionId}/messages`, {text});
+        add(message);
+      } catch (problem) { status.textContent = problem.message; }
+    });
+    nodes.push(form);
+  }
+  view.replaceChildren(...nodes);
+  follow(sessionId, chat.last_seq, {
+    "message.created": (event) => api("GET", `/api/sessions/${sessionId}/messages?after=${event.seq - 1}&limit=1`)
+      .then(({messages: found}) => found.filter((message) => message.seq === event.seq).forEach(add)),
+    "text.delta": (event) => {
+      let live = list.querySelector(".live");
+      if (!live) {
+        live = el("article", {class: "message assistant live"}, el("span", {class: "role"}, "assistant"), el("div"));
+        list.append(live);
+      }
+      live.lastChild.textContent += event.data.text;
+    },
+    "run.started": () => { status.textContent = "working…"; },
+    "run.finished": (event) => {
+      status.textContent = event.data.status === "completed" ? "" : `run ${event.data.status}` +
+        (event.data.error ? `: ${event.data.error.message}` : "");
+    },
+  });
+}
+
+// Follow a session's events from `since`, reconnecting with back-off and replaying what was missed.
+function follow(sessionId, since, handlers) {
+  closeSocket();
+  let last = since;
+  let delay = 500;
+  const open = () => {
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    const token = sessionStorage.getItem("boocode.token");
+    const protocols = token ? ["boocode.v1", `bearer.${token}`] : ["boocode.v1"];
+    socket = new WebSocket(`${scheme}://${location.host}/ws/sessions/${sessionId}?since=${last}`, protocols);
+    socket.onopen = () => { delay = 500; connection.textContent = "live"; connection.classList.remove("down"); };
+    socket.onmessage = (message) => {
+      const event = JSON.parse(message.data);
+      if (event.seq <= last) return;
+      last = event.seq;
+      const handler = handlers[event.type];
+      if (handler) handler(event);
+    };
+    socket.onclose = () => {
+      connection.textContent = "reconnecting…";
+      connection.classList.add("down");
+      socketTimer = setTimeout(open, delay);
+      delay = Math.min(delay * 2, 10000);
+    };
+  };
+  open();
+}
+
+// ------------------------------------------------------------------ routing
+
+async function route() {
+  closeSocket();
+  try {
+    const {user} = await api("GET", "/api/me");
+    who.textContent = user.display_name || user.username;
+    signout.hidden = false;
+    const [, kind, id] = location.hash.replace(/^#\/?/, "/").split("/");
+    if (kind === "projects" && id) await showProject(id);
+    else if (kind === "sessions" && id) await showSession(id);
+    else await showProjects();
+  } catch (problem) {
+    if (problem.status === 401) return showSignIn();
+    if (problem.status === 404) return view.replaceChildren(el("h1", {}, "Not found"),
+      el("p", {}, "There is nothing here, or you are not a member of its project."));
+    view.replaceChildren(el("p", {class: "error", role: "alert"}, problem.message));
+  }
+}
+
+window.addEventListener("hashchange", route);
+route();
