@@ -40,6 +40,20 @@ def site(make_stack, fake: FakeModelServer, tmp_path: Path):  # type: ignore[no-
         worker.stop()
 
 
+@pytest.fixture
+def browser() -> Any:
+    """Debian's chromium, headless, driven by Playwright (no browser is downloaded)."""
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync"])
+        yield launched
+        launched.close()
+
+
 def test_password_sign_in_uses_an_http_only_cookie_and_refuses_cross_site_requests(site: Any) -> None:
     base = site.api.url
     with httpx.Client(base_url=base) as browser:
@@ -94,63 +108,118 @@ def test_password_sign_in_uses_an_http_only_cookie_and_refuses_cross_site_reques
     assert httpx.post(f"{base}/api/auth/login", json={**login, "password": PASSWORD}).status_code == 401
 
 
-def test_sign_in_open_a_session_and_watch_the_answer_stream_in(site: Any, fake: FakeModelServer) -> None:
-    from playwright.sync_api import expect, sync_playwright
+def test_sign_in_open_a_session_and_watch_the_answer_stream_in(site: Any, fake: FakeModelServer, browser: Any) -> None:
+    from playwright.sync_api import expect
 
     release = threading.Event()
     fake.script(Reply(text="The project has one file, main.py, which prints hello.", chunk_size=4, chunk_delay=0.05,
                       hold=release, hold_after=3, usage=openai_usage(200, 20)))
     site.start_worker()
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync"])
-        try:
-            page = browser.new_page(viewport={"width": 1100, "height": 800})
-            page.goto(site.api.url + "/")
-            expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
-            page.screenshot(path=str(ARTIFACTS / "sign-in.png"))
-            page.get_by_label("User name").fill(site.alice["username"])
-            page.get_by_label("Password").fill(PASSWORD)
-            page.get_by_role("button", name="Sign in").click()
-            expect(page.get_by_role("heading", name="Projects")).to_be_visible()
-            expect(page.locator("#who")).to_have_text("Alice")
-            page.get_by_role("link", name="p", exact=True).click()
-            expect(page.get_by_role("heading", name="p", exact=True)).to_be_visible()
-            page.get_by_role("link", name="s", exact=True).click()
-            expect(page.get_by_role("heading", name="s", exact=True)).to_be_visible()
-            expect(page.locator("#connection")).to_have_text("live")
+    try:
+        page = browser.new_page(viewport={"width": 1100, "height": 800})
+        page.goto(site.api.url + "/")
+        expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+        page.screenshot(path=str(ARTIFACTS / "sign-in.png"))
+        page.get_by_label("User name").fill(site.alice["username"])
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_role("heading", name="Projects")).to_be_visible()
+        expect(page.locator("#who")).to_have_text("Alice")
+        page.get_by_role("link", name="p", exact=True).click()
+        expect(page.get_by_role("heading", name="p", exact=True)).to_be_visible()
+        page.get_by_role("link", name="s", exact=True).click()
+        expect(page.get_by_role("heading", name="s", exact=True)).to_be_visible()
+        expect(page.locator("#connection")).to_have_text("live")
 
-            page.get_by_label("Message").fill("what is in this project?")
-            page.get_by_role("button", name="Send").click()
-            expect(page.locator(".message.user")).to_contain_text("what is in this project?")
-            # the first chunks arrive while the model is still answering
-            expect(page.locator(".message.live")).to_contain_text("The proj")
-            page.screenshot(path=str(ARTIFACTS / "chat-streaming.png"))
+        page.get_by_label("Message").fill("what is in this project?")
+        page.get_by_role("button", name="Send").click()
+        expect(page.locator(".message.user")).to_contain_text("what is in this project?")
+        # the first chunks arrive while the model is still answering (how many depends on when the
+        # worker's coalesced delta events go out)
+        expect(page.locator(".message.live")).to_contain_text("The")
+        expect(page.locator(".message.assistant:not(.live)")).to_have_count(0)
+        page.screenshot(path=str(ARTIFACTS / "chat-streaming.png"))
 
-            # a reload in the middle of the run lands in the same place and the stream goes on
-            page.reload()
-            expect(page.locator(".message.user")).to_contain_text("what is in this project?")
-            expect(page.locator("#connection")).to_have_text("live")
-            release.set()
-            answer = page.locator(".message.assistant:not(.live)")
-            expect(answer).to_contain_text("The project has one file, main.py, which prints hello.")
-            expect(page.locator(".message.live")).to_have_count(0)
-            page.screenshot(path=str(ARTIFACTS / "chat-answered.png"))
+        # a reload in the middle of the run lands in the same place and the stream goes on
+        page.reload()
+        expect(page.locator(".message.user")).to_contain_text("what is in this project?")
+        expect(page.locator("#connection")).to_have_text("live")
+        release.set()
+        answer = page.locator(".message.assistant:not(.live)")
+        expect(answer).to_contain_text("The project has one file, main.py, which prints hello.")
+        expect(page.locator(".message.live")).to_have_count(0)
+        page.screenshot(path=str(ARTIFACTS / "chat-answered.png"))
 
-            # what the page shows is what the API holds
-            messages = site.api.ok("GET", f"/api/sessions/{site.chat['id']}/messages")["messages"]
-            assert [message["role"] for message in messages] == ["user", "assistant"]
-            assert page.locator(".message").count() == 2
+        # what the page shows is what the API holds
+        messages = site.api.ok("GET", f"/api/sessions/{site.chat['id']}/messages")["messages"]
+        assert [message["role"] for message in messages] == ["user", "assistant"]
+        assert page.locator(".message").count() == 2
 
-            # another project's session: "not found"
-            stranger_chat = new_session(site.api, Path(site.settings.data_dir) / f"other-{uuid.uuid4().hex[:6]}")
-            page.goto(site.api.url + f"/#/sessions/{stranger_chat['id']}")
-            expect(page.get_by_role("heading", name="Not found")).to_be_visible()
+        # another project's session: "not found"
+        stranger_chat = new_session(site.api, Path(site.settings.data_dir) / f"other-{uuid.uuid4().hex[:6]}")
+        page.goto(site.api.url + f"/#/sessions/{stranger_chat['id']}")
+        expect(page.get_by_role("heading", name="Not found")).to_be_visible()
 
-            page.get_by_role("button", name="Sign out").click()
-            expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
-        finally:
-            release.set()
-            browser.close()
+        page.get_by_role("button", name="Sign out").click()
+        expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    finally:
+        release.set()
+
+
+def test_tool_calls_diffs_approvals_and_a_viewer_without_write_controls(site: Any, fake: FakeModelServer,
+                                                                       browser: Any) -> None:
+    from playwright.sync_api import expect
+
+    root = Path(site.api.ok("GET", f"/api/projects/{site.chat['project_id']}")["project"]["root_path"])
+    (root / "notes.txt").write_text("first line\nold line\nlast line\n")
+    fake.script(Reply(tool_calls=[("edit_file", {"path": "notes.txt", "old_text": "old line", "new_text": "new line"})],
+                      usage=openai_usage(100, 10)),
+                Reply(tool_calls=[("run_command", {"argv": ["echo", "approved and ran"]})], usage=openai_usage(120, 8)),
+                Reply(text="Edited notes.txt and ran the command.", usage=openai_usage(140, 9)))
+    with site.db.transaction() as session:
+        bob = users.create_user(session, f"bob-{uuid.uuid4().hex[:6]}")
+        users.set_password(session, bob.id, PASSWORD)
+        bob_name, bob_id = bob.username, str(bob.id)
+    site.api.ok("PUT", f"/api/projects/{site.chat['project_id']}/members/{bob_id}", {"role": "viewer"})
+    site.start_worker()
+
+    def signed_in(username: str) -> Any:
+        page = browser.new_context(viewport={"width": 1100, "height": 900}).new_page()
+        page.goto(site.api.url + "/")
+        page.get_by_label("User name").fill(username)
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_role("heading", name="Projects")).to_be_visible()
+        page.goto(site.api.url + f"/#/sessions/{site.chat['id']}")
+        expect(page.locator("#connection")).to_have_text("live")
+        return page
+
+    page = signed_in(site.alice["username"])
+    page.get_by_label("Message").fill("tidy notes.txt, then run the check")
+    page.get_by_role("button", name="Send").click()
+    diff = page.get_by_label("diff of notes.txt")
+    expect(diff.locator(".removed")).to_have_text("-old line")
+    expect(diff.locator(".added")).to_have_text("+new line")
+    card = page.get_by_role("group", name="approval for run_command")
+    expect(card).to_contain_text('{"argv":["echo","approved and ran"]}')
+    expect(page.get_by_role("button", name="Stop")).to_be_visible()
+
+    viewer = signed_in(bob_name)  # a viewer sees the same, with no way to change anything
+    expect(viewer.get_by_role("group", name="approval for run_command")).to_be_visible()
+    expect(viewer.get_by_role("button", name="Approve")).to_have_count(0)
+    expect(viewer.get_by_label("Message")).to_have_count(0)
+    expect(viewer.get_by_role("button", name="Stop")).to_have_count(0)
+    viewer.screenshot(path=str(ARTIFACTS / "viewer.png"))
+
+    page.screenshot(path=str(ARTIFACTS / "approval.png"))
+    card.get_by_role("button", name="Approve").click()
+    expect(page.locator(".message.assistant").last).to_contain_text("Edited notes.txt and ran the command.")
+    expect(card).to_have_count(0)
+    result = page.locator("details.result", has_text="run_command")
+    result.locator("summary").click()
+    expect(result.locator("pre")).to_contain_text("approved and ran")
+    expect(page.get_by_role("button", name="Stop")).to_be_hidden()
+    expect(viewer.locator(".message.assistant").last).to_contain_text("Edited notes.txt")
+    expect(viewer.get_by_role("group", name="approval for run_command")).to_have_count(0)
+    page.screenshot(path=str(ARTIFACTS / "tools-and-diff.png"), full_page=True)
+    assert (root / "notes.txt").read_text() == "first line\nnew line\nlast line\n"

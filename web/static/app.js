@@ -129,17 +129,53 @@ async function showProject(projectId) {
 
 // ------------------------------------------------------------------ a session's chat, live
 
+const DIFF_LINES_SHOWN = 40;
+
+// A unified diff with added and removed lines coloured; long ones collapsed behind "show more".
+function diffNode(part) {
+  const lines = part.diff.replace(/\n$/, "").split("\n");
+  const line = (text) => el("div", {class: text.startsWith("+") && !text.startsWith("+++") ? "added"
+    : text.startsWith("-") && !text.startsWith("---") ? "removed" : text.startsWith("@@") ? "hunk" : ""}, text || " ");
+  const body = el("pre", {class: "diff", "aria-label": `diff of ${part.path}`}, lines.slice(0, DIFF_LINES_SHOWN).map(line));
+  if (lines.length <= DIFF_LINES_SHOWN) return body;
+  const more = el("button", {type: "button", class: "secondary"}, `show ${lines.length - DIFF_LINES_SHOWN} more lines`);
+  more.addEventListener("click", () => { body.append(...lines.slice(DIFF_LINES_SHOWN).map(line)); more.remove(); });
+  return el("div", {}, body, more);
+}
+
 function renderParts(message) {
   const nodes = [];
   for (const part of message.parts) {
     if (part.type === "text") nodes.push(el("div", {}, part.text));
     else if (part.type === "tool_call") nodes.push(el("div", {class: "call"}, `→ ${part.name}(${part.arguments})`));
-    else if (part.type === "tool_result") nodes.push(el("div", {class: part.is_error ? "failed" : ""},
-      `${part.name}: ${part.content}`));
-    else if (part.type === "error") nodes.push(el("div", {class: "failed"}, `error ${part.code}: ${part.message}`));
+    else if (part.type === "tool_result") {
+      const first = part.content.split("\n")[0].slice(0, 120);
+      nodes.push(el("details", {class: part.is_error ? "result failed" : "result"},
+        el("summary", {}, `${part.name}${part.is_error ? " failed" : ""}: ${first}`), el("pre", {}, part.content)));
+    } else if (part.type === "diff") nodes.push(diffNode(part));
+    else if (part.type === "error") nodes.push(el("div", {class: "failed", role: "alert"}, `error ${part.code}: ${part.message}`));
     else if (part.type === "image") nodes.push(el("div", {class: "status"}, "[image]"));
   }
   return nodes;
+}
+
+// A tool call waiting for a person: approve or deny (members), or just see it (viewers).
+function approvalNode(approval, canWrite, onDecided) {
+  const card = el("div", {class: "approval", role: "group", "aria-label": `approval for ${approval.tool}`,
+                          "data-approval": approval.id},
+    el("strong", {}, `${approval.tool} needs approval`), el("pre", {}, JSON.stringify(approval.arguments)));
+  if (canWrite) {
+    for (const decision of ["approve", "deny"]) {
+      const button = el("button", {type: "button", class: decision === "deny" ? "secondary" : ""},
+        decision === "approve" ? "Approve" : "Deny");
+      button.addEventListener("click", async () => {
+        await api("POST", `/api/approvals/${approval.id}/decision`, {decision});
+        onDecided(approval.id);
+      });
+      card.append(button);
+    }
+  }
+  return card;
 }
 
 function messageNode(message) {
@@ -162,8 +198,26 @@ async function showSession(sessionId) {
   };
   const {messages} = await api("GET", `/api/sessions/${sessionId}/messages?limit=500`);
   messages.forEach(add);
-  const nodes = [el("h1", {}, chat.title), list, status];
-  if (project.role !== "viewer") {
+  const canWrite = project.role !== "viewer";
+  const pending = el("section", {class: "approvals", "aria-label": "Approvals"});
+  const removeApproval = (id) => pending.querySelector(`[data-approval="${id}"]`)?.remove();
+  const showApproval = (approval) => {
+    if (approval.status !== "pending" || pending.querySelector(`[data-approval="${approval.id}"]`)) return;
+    pending.append(approvalNode(approval, canWrite, removeApproval));
+  };
+  const {approvals: waiting} = await api("GET", `/api/sessions/${sessionId}/approvals?status=pending`);
+  waiting.forEach(showApproval);
+  let activeRun = null;
+  const chatRuns = new Set();  // the chat's own (top-level agent) runs; only those drive Stop and the status
+  const stop = el("button", {type: "button", class: "secondary", hidden: ""}, "Stop");
+  stop.addEventListener("click", () => activeRun && api("POST", `/api/runs/${activeRun}/cancel`).catch(() => null));
+  const {runs: recent} = await api("GET", `/api/sessions/${sessionId}/runs?limit=20`);
+  const unfinished = recent.find((run) => run.kind === "agent" && !run.parent_id &&
+                                          ["queued", "running", "waiting"].includes(run.status));
+  recent.filter((run) => run.kind === "agent" && !run.parent_id).forEach((run) => chatRuns.add(run.id));
+  if (unfinished) { activeRun = unfinished.id; status.textContent = "working…"; if (canWrite) stop.hidden = false; }
+  const nodes = [el("h1", {}, chat.title), list, pending, el("div", {class: "controls"}, status, canWrite ? stop : "")];
+  if (canWrite) {
     const input = el("textarea", {name: "text", "aria-label": "Message", placeholder: "Ask the agent…", required: ""});
     const form = el("form", {class: "send"}, input, el("button", {type: "submit"}, "Send"));
     form.addEventListener("submit", async (event) => {
@@ -190,11 +244,26 @@ async function showSession(sessionId) {
       }
       live.lastChild.textContent += event.data.text;
     },
-    "run.started": () => { status.textContent = "working…"; },
+    "run.queued": (event) => {
+      if (event.data.kind === "agent" && !event.data.parent_id) chatRuns.add(event.run_id);
+    },
+    "run.started": (event) => {
+      if (!chatRuns.has(event.run_id)) return;  // a subagent or a workflow's agent: not this chat's turn
+      activeRun = event.run_id;
+      status.textContent = "working…";
+      if (canWrite) stop.hidden = false;
+    },
     "run.finished": (event) => {
+      if (event.run_id !== activeRun) return;  // a subagent or workflow agent, not the chat's own run
+      activeRun = null;
+      stop.hidden = true;
+      list.querySelector(".live")?.remove();
       status.textContent = event.data.status === "completed" ? "" : `run ${event.data.status}` +
         (event.data.error ? `: ${event.data.error.message}` : "");
     },
+    "run.waiting": () => { status.textContent = "waiting for approval"; },
+    "approval.requested": (event) => showApproval(event.data),
+    "approval.decided": (event) => removeApproval(event.data.id),
   });
 }
 
