@@ -204,6 +204,17 @@ def test_tool_calls_diffs_approvals_and_a_viewer_without_write_controls(site: An
     expect(card).to_contain_text('{"argv":["echo","approved and ran"]}')
     expect(page.get_by_role("button", name="Stop")).to_be_visible()
 
+    # the session list says this session waits for a person
+    listed = site.api.ok("GET", f"/api/projects/{site.chat['project_id']}/sessions")["sessions"]
+    assert [chat["activity"] for chat in listed] == ["waiting"]
+    overview = browser.new_context().new_page()
+    overview.goto(site.api.url + "/")
+    overview.get_by_label("User name").fill(site.alice["username"])
+    overview.get_by_label("Password").fill(PASSWORD)
+    overview.get_by_role("button", name="Sign in").click()
+    overview.goto(site.api.url + f"/#/projects/{site.chat['project_id']}")
+    expect(overview.locator(".badge.waiting")).to_have_text("waiting for approval")
+
     viewer = signed_in(bob_name)  # a viewer sees the same, with no way to change anything
     expect(viewer.get_by_role("group", name="approval for run_command")).to_be_visible()
     expect(viewer.get_by_role("button", name="Approve")).to_have_count(0)
@@ -223,3 +234,59 @@ def test_tool_calls_diffs_approvals_and_a_viewer_without_write_controls(site: An
     expect(viewer.get_by_role("group", name="approval for run_command")).to_have_count(0)
     page.screenshot(path=str(ARTIFACTS / "tools-and-diff.png"), full_page=True)
     assert (root / "notes.txt").read_text() == "first line\nnew line\nlast line\n"
+
+
+def test_background_subagents_pane_cancel_retry_and_a_toast(site: Any, fake: FakeModelServer, browser: Any) -> None:
+    from playwright.sync_api import expect
+
+    gate = threading.Event()
+    held: list[str] = []
+
+    def respond(body: dict) -> Reply:
+        tools = {tool["function"]["name"] for tool in body.get("tools") or []}
+        if "spawn_subagent" in tools:  # the chat agent
+            if body["messages"][-1]["role"] == "user":
+                return Reply(tool_calls=[("spawn_subagent", {"prompt": "slow job", "label": "slowpoke",
+                                                             "follow_up": False})], usage=openai_usage(50, 5))
+            return Reply(text="Started a background subagent.", usage=openai_usage(60, 5))
+        if not held:  # the first subagent hangs until cancelled; its retry answers at once
+            held.append("x")
+            return Reply(text="never mind", hold=gate, usage=openai_usage(10, 2))
+        return Reply(text="slow job done", usage=openai_usage(10, 3))
+
+    fake.responder = respond
+    site.start_worker()
+    try:
+        page = browser.new_page(viewport={"width": 1100, "height": 900})
+        page.goto(site.api.url + "/")
+        page.get_by_label("User name").fill(site.alice["username"])
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_role("heading", name="Projects")).to_be_visible()
+        page.goto(site.api.url + f"/#/sessions/{site.chat['id']}")
+        expect(page.locator("#connection")).to_have_text("live")
+        page.get_by_label("Message").fill("run the slow job in the background")
+        page.get_by_role("button", name="Send").click()
+        expect(page.locator(".message.assistant").last).to_contain_text("Started a background subagent.")
+        pane = page.get_by_role("complementary", name="Background subagents")
+        expect(pane.locator("h2 .badge")).to_have_text("1 running")
+        first = pane.locator("li", has_text="slowpoke").first
+        expect(first.locator(".badge")).to_have_text("running")
+        page.screenshot(path=str(ARTIFACTS / "subagents-running.png"))
+
+        first.get_by_role("button", name="Cancel").click()
+        expect(first.locator(".badge")).to_have_text("cancelled")
+        expect(pane.locator("h2 .badge")).to_be_hidden()
+        first.get_by_role("button", name="Retry").click()
+        expect(pane.locator("li")).to_have_count(2)
+        expect(page.locator(".toast", has_text="subagent slowpoke completed")).to_be_visible()
+        done = pane.locator("li", has_text="completed")
+        done.locator("summary").click()
+        expect(done.locator("pre")).to_have_text("slow job done")
+        expect(page.locator(".message.live")).to_have_count(0)  # a subagent's streamed text stays out of the chat
+        expect(page.locator(".message")).to_have_count(4)
+        page.screenshot(path=str(ARTIFACTS / "subagents-done.png"))
+    finally:
+        gate.set()
+    listed = site.api.ok("GET", f"/api/sessions/{site.chat['id']}/subagents")["subagents"]
+    assert sorted(item["status"] for item in listed) == ["cancelled", "completed"]

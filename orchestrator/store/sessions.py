@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import or_, select, tuple_
+from sqlalchemy import func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from orchestrator.domain.enums import MessageRole
@@ -97,3 +97,19 @@ def list_messages(session: Session, session_id: uuid.UUID, *, after_seq: int = 0
         children = select(Run.id).where(Run.session_id == session_id, Run.parent_id.is_not(None))
         query = query.where(or_(Message.run_id.is_(None), Message.run_id.not_in(children)))
     return list(session.scalars(query.order_by(Message.seq).limit(limit)))
+
+
+def activity(session: Session, session_ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """Each session's state for a list view, from its latest chat run: `running` (queued or running),
+    `waiting` (for an approval), `failed`, `cancelled`, or `idle` (finished well, or never ran)."""
+    if not session_ids:
+        return {}
+    ranked = (select(Run.session_id, Run.status,
+                     func.row_number().over(partition_by=Run.session_id,
+                                            order_by=(Run.created_at.desc(), Run.id.desc())).label("rank"))
+              .where(Run.session_id.in_(session_ids), Run.kind == "agent", Run.parent_id.is_(None)).subquery())
+    latest = session.execute(select(ranked.c.session_id, ranked.c.status).where(ranked.c.rank == 1)).all()
+    mapping = {"queued": "running", "running": "running", "waiting": "waiting", "failed": "failed",
+               "cancelled": "cancelled", "interrupted": "failed"}
+    found = {row.session_id: mapping.get(row.status, "idle") for row in latest}
+    return {session_id: found.get(session_id, "idle") for session_id in session_ids}

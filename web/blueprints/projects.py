@@ -73,7 +73,9 @@ def list_sessions(project_id: uuid.UUID, query):
     with state().db.transaction() as session:
         require_project(session, project_id, Role.VIEWER)
         found = chat_sessions.list_sessions(session, project_id, limit=query.get("limit", 100))
-        return {"sessions": [chat_sessions.serialize_session(chat) for chat in found]}
+        states = chat_sessions.activity(session, [chat.id for chat in found])
+        return {"sessions": [{**chat_sessions.serialize_session(chat), "activity": states[chat.id]}
+                             for chat in found]}
 
 
 @operation(bp, "POST", "/<uuid:project_id>/sessions", summary="Start a session", body=schemas.CREATE_SESSION,

@@ -111,6 +111,20 @@ async function showProjects() {
     : el("p", {}, "You are not a member of any project yet."));
 }
 
+const BADGES = {running: "running", waiting: "waiting for approval", failed: "failed", cancelled: "cancelled"};
+
+// Short notices that come and go (a subagent finished, an approval is needed).
+function toast(text) {
+  let shelf = document.getElementById("toasts");
+  if (!shelf) {
+    shelf = el("div", {id: "toasts", role: "status", "aria-live": "polite"});
+    document.body.append(shelf);
+  }
+  const note = el("div", {class: "toast"}, text);
+  shelf.append(note);
+  setTimeout(() => note.remove(), 6000);
+}
+
 async function showProject(projectId) {
   const {project} = await api("GET", `/api/projects/${projectId}`);
   setCrumbs(el("a", {href: "#/"}, "Projects"), project.name);
@@ -124,6 +138,7 @@ async function showProject(projectId) {
   view.replaceChildren(el("h1", {}, project.name), canWrite ? create : "",
     el("ul", {class: "list"}, sessions.map((chat) =>
       el("li", {}, el("a", {href: `#/sessions/${chat.id}`}, chat.title), " ",
+         chat.activity !== "idle" ? el("span", {class: `badge ${chat.activity}`}, BADGES[chat.activity]) : "", " ",
          el("span", {class: "status"}, new Date(chat.updated_at).toLocaleString())))));
 }
 
@@ -157,6 +172,46 @@ function renderParts(message) {
     else if (part.type === "image") nodes.push(el("div", {class: "status"}, "[image]"));
   }
   return nodes;
+}
+
+// Background subagents of a session: state, elapsed time, result; cancel and retry for members.
+function subagentsPane(sessionId, canWrite) {
+  const badge = el("span", {class: "badge running", hidden: ""});
+  const items = el("ul", {class: "list"});
+  const pane = el("aside", {class: "subagents", "aria-label": "Background subagents"},
+    el("h2", {}, "Background subagents ", badge), items);
+  const act = async (path) => { await api("POST", path).catch((problem) => toast(problem.message)); refresh(); };
+  const refresh = async () => {
+    const {subagents, running} = await api("GET", `/api/sessions/${sessionId}/subagents`);
+    pane.hidden = subagents.length === 0;
+    badge.hidden = running === 0;
+    badge.textContent = `${running} running`;
+    items.replaceChildren(...subagents.map((task) => {
+      const ended = ["completed", "failed", "cancelled", "interrupted"].includes(task.status);
+      const seconds = task.duration_seconds === null ? "" : ` · ${task.duration_seconds.toFixed(1)}s`;
+      const row = el("li", {"data-task": task.task_id},
+        el("strong", {}, task.label || task.task_id.slice(0, 8)), " ",
+        el("span", {class: `badge ${task.state}`}, task.state.replaceAll("_", " ")),
+        el("span", {class: "status"}, `${seconds} · ${task.tokens} tokens`));
+      if (task.result || task.error) {
+        row.append(el("details", {class: "result"}, el("summary", {}, task.result ? "result" : "error"),
+          el("pre", {}, task.result || `${task.error.code}: ${task.error.message}`)));
+      }
+      if (canWrite && !ended) {
+        const cancel = el("button", {type: "button", class: "secondary"}, "Cancel");
+        cancel.addEventListener("click", () => act(`/api/runs/${task.task_id}/cancel`));
+        row.append(" ", cancel);
+      }
+      if (canWrite && ended) {
+        const retry = el("button", {type: "button", class: "secondary"}, "Retry");
+        retry.addEventListener("click", () => act(`/api/subagents/${task.task_id}/retry`));
+        row.append(" ", retry);
+      }
+      return row;
+    }));
+  };
+  pane.hidden = true;
+  return {pane, refresh};
 }
 
 // A tool call waiting for a person: approve or deny (members), or just see it (viewers).
@@ -216,7 +271,10 @@ async function showSession(sessionId) {
                                           ["queued", "running", "waiting"].includes(run.status));
   recent.filter((run) => run.kind === "agent" && !run.parent_id).forEach((run) => chatRuns.add(run.id));
   if (unfinished) { activeRun = unfinished.id; status.textContent = "working…"; if (canWrite) stop.hidden = false; }
-  const nodes = [el("h1", {}, chat.title), list, pending, el("div", {class: "controls"}, status, canWrite ? stop : "")];
+  const tasks = subagentsPane(sessionId, canWrite);
+  await tasks.refresh();
+  const nodes = [el("h1", {}, chat.title), tasks.pane, list, pending,
+                 el("div", {class: "controls"}, status, canWrite ? stop : "")];
   if (canWrite) {
     const input = el("textarea", {name: "text", "aria-label": "Message", placeholder: "Ask the agent…", required: ""});
     const form = el("form", {class: "send"}, input, el("button", {type: "submit"}, "Send"));
@@ -237,6 +295,7 @@ async function showSession(sessionId) {
     "message.created": (event) => api("GET", `/api/sessions/${sessionId}/messages?after=${event.seq - 1}&limit=1`)
       .then(({messages: found}) => found.filter((message) => message.seq === event.seq).forEach(add)),
     "text.delta": (event) => {
+      if (!chatRuns.has(event.run_id)) return;  // a subagent's or workflow agent's text is not this chat's
       let live = list.querySelector(".live");
       if (!live) {
         live = el("article", {class: "message assistant live"}, el("span", {class: "role"}, "assistant"), el("div"));
@@ -262,7 +321,13 @@ async function showSession(sessionId) {
         (event.data.error ? `: ${event.data.error.message}` : "");
     },
     "run.waiting": () => { status.textContent = "waiting for approval"; },
-    "approval.requested": (event) => showApproval(event.data),
+    "approval.requested": (event) => { showApproval(event.data); toast(`${event.data.tool} needs approval`); },
+    "subagent.spawned": () => tasks.refresh(),
+    "subagent.admitted": () => tasks.refresh(),
+    "subagent.finished": (event) => {
+      tasks.refresh();
+      toast(`subagent ${event.data.label || event.data.task_id.slice(0, 8)} ${event.data.status}`);
+    },
     "approval.decided": (event) => removeApproval(event.data.id),
   });
 }
