@@ -25,21 +25,22 @@ def _parse_text(raw: str) -> str:
     return value
 
 
-def _parse_positive_float(raw: str) -> float:
+def _parse_float(raw: str) -> float:
     try:
-        value = float(raw)
+        return float(raw)
     except ValueError:
         raise ValueError(f"must be a number, got {raw!r}") from None
+
+
+def _parse_positive_float(raw: str) -> float:
+    value = _parse_float(raw)
     if value <= 0:
         raise ValueError(f"must be greater than 0, got {raw!r}")
     return value
 
 
 def _parse_non_negative_float(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"must be a number, got {raw!r}") from None
+    value = _parse_float(raw)
     if value < 0:
         raise ValueError(f"must be 0 or more, got {raw!r}")
     return value

@@ -65,11 +65,7 @@ class AgentConfig:
     def from_settings(cls, settings: Settings) -> "AgentConfig":
         return cls(provider=server_provider(settings), max_steps=settings.agent_max_steps, max_attempts=settings.model_max_attempts,
                    timeout_seconds=settings.model_timeout_seconds, tool_path=settings.tool_path,
-                   secret_key=settings.secret_key, subagent_limits=subagent_limits(settings))
-
-
-def subagent_limits(settings: Settings) -> subagents.Limits:
-    return subagents.Limits(server=settings.subagent_concurrency, per_user=settings.subagent_user_concurrency)
+                   secret_key=settings.secret_key, subagent_limits=subagents.Limits.from_settings(settings))
 
 
 _clients: dict[tuple[Any, ...], ModelClient] = {}
@@ -98,13 +94,7 @@ def settle_worktree(context: RunContext, outcome: RunOutcome) -> RunOutcome:
         return outcome
     with context.db.transaction() as session:
         root = Path(session.get(Project, context.run.project_id).root_path)
-    branch = f"boocode/agent-{context.run.id}"
-    path = root / worktree.FOLDER / str(context.run.id)
-    try:
-        info = worktree.finish(root, worktree.Worktree(path, branch, worktree.base_of(root, branch) or "HEAD")) \
-            if (path / ".git").is_file() else {"kept": False, "branch": branch}
-    except worktree.WorktreeError as error:
-        info = {"kept": True, "path": str(path), "branch": branch, "error": str(error)}
+    info = worktree.release(root, str(context.run.id))
     if outcome.status == RunStatus.COMPLETED and isinstance(outcome.result, dict):
         return replace(outcome, result={**outcome.result, "worktree": info})
     return replace(outcome, error={**(outcome.error or {}), "worktree": info})
@@ -314,20 +304,11 @@ def count_repeats(steps: dict[str, Any], turn: int, result: ModelResult) -> int:
 
 def stop_repeating(context: RunContext, turn: int, result: ModelResult) -> RunOutcome:
     call = result.tool_calls[0]
-    error = {"code": "model_repeating",
-             "message": f"Stopped: the model made the same call {call.name}({call.arguments}) {MAX_REPEATS + 1} times in "
-                        "a row without using its result, so it was not making progress. A larger model may manage "
-                        "this task; or send a follow-up that says what to do next."}
-
-    def record(session: Session, output: dict[str, Any]) -> None:
-        chat_sessions.add_message(session, context.run.session_id, MessageRole.ASSISTANT,
-                                  [{"type": "error", **output}], run_id=context.run.id)
-
-    context.step(f"turn/{turn:04d}/repeating", lambda: error, kind="step_cap", record=record)
-    with context.db.transaction() as session:
-        trace.close_turn(session, context, turn, "error")
-        trace.close_run(session, context, "error")
-    return RunOutcome(RunStatus.FAILED, error=error)
+    return stop_run(context, f"turn/{turn:04d}/repeating", {
+        "code": "model_repeating",
+        "message": f"Stopped: the model made the same call {call.name}({call.arguments}) {MAX_REPEATS + 1} times in "
+                   "a row without using its result, so it was not making progress. A larger model may manage this "
+                   "task; or send a follow-up that says what to do next."}, turn=turn)
 
 
 def data_url(blob: Blob) -> str:
@@ -497,16 +478,22 @@ def record_tool_message(session: Session, context: RunContext, turn: int, index:
 
 
 def stop_at_step_cap(context: RunContext, turns: int, max_steps: int) -> RunOutcome:
-    error = {"code": "step_cap_reached",
-             "message": f"Stopped after {turns} model calls: the step cap of {max_steps} (BOOCODE_AGENT_MAX_STEPS) was "
-                        "reached before a final answer. The work so far is in the messages above; send a follow-up "
-                        "to continue."}
+    return stop_run(context, "step_cap", {
+        "code": "step_cap_reached",
+        "message": f"Stopped after {turns} model calls: the step cap of {max_steps} (BOOCODE_AGENT_MAX_STEPS) was "
+                   "reached before a final answer. The work so far is in the messages above; send a follow-up "
+                   "to continue."})
 
+
+def stop_run(context: RunContext, step_key: str, error: dict[str, Any], turn: int | None = None) -> RunOutcome:
+    """End the run as failed with `error`, told to the user as the run's last message (journaled once)."""
     def record(session: Session, output: dict[str, Any]) -> None:
         chat_sessions.add_message(session, context.run.session_id, MessageRole.ASSISTANT,
                                   [{"type": "error", **output}], run_id=context.run.id)
 
-    context.step("step_cap", lambda: error, kind="step_cap", record=record)
+    context.step(step_key, lambda: error, kind="stop", record=record)
     with context.db.transaction() as session:
+        if turn is not None:
+            trace.close_turn(session, context, turn, "error")
         trace.close_run(session, context, "error")
     return RunOutcome(RunStatus.FAILED, error=error)

@@ -3,7 +3,7 @@
     ensure(root, run_id)    .boocode/worktrees/<run id> on branch boocode/agent-<run id>, made from the
                             project's HEAD; idempotent, so every turn (on any worker) and a repeat after
                             a crash finds the same one
-    finish(root, worktree)  when the agent ends: nothing changed (no edits, no new files, no commits)
+    release(root, run_id)   when the agent ends: nothing changed (no edits, no new files, no commits)
                             -> the worktree and its branch are removed; otherwise both are kept and the
                             changed paths reported
 
@@ -65,9 +65,12 @@ def repository_problem(root: Path) -> str | None:
     return None
 
 
+def _location(root: Path, run_id: str) -> tuple[Path, str]:
+    return root / FOLDER / run_id, f"boocode/agent-{run_id}"
+
+
 def ensure(root: Path, run_id: str) -> Worktree:
-    path = root / FOLDER / run_id
-    branch = f"boocode/agent-{run_id}"
+    path, branch = _location(root, run_id)
     folder = root / FOLDER
     folder.mkdir(parents=True, exist_ok=True)
     ignore = folder / ".gitignore"
@@ -75,7 +78,7 @@ def ensure(root: Path, run_id: str) -> Worktree:
         ignore.write_text("*\n")
     head = _git(root, "rev-parse", "HEAD").stdout.strip()
     if (path / ".git").is_file():  # made by an earlier turn
-        return Worktree(path, branch, base_of(root, branch) or head)
+        return Worktree(path, branch, _base_of(root, branch) or head)
     _git(root, "worktree", "prune")
     if _git(root, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}", check=False).returncode == 0:
         _git(root, "worktree", "add", str(path), branch)  # a repeat after a crash between the two steps
@@ -85,7 +88,7 @@ def ensure(root: Path, run_id: str) -> Worktree:
     return Worktree(path, branch, head)
 
 
-def base_of(root: Path, branch: str) -> str | None:
+def _base_of(root: Path, branch: str) -> str | None:
     found = _git(root, "config", "--get", f"branch.{branch}.boocodeBase", check=False)
     return found.stdout.strip() or None
 
@@ -99,12 +102,20 @@ def changes(worktree: Worktree) -> list[str]:
     return sorted(set(paths))
 
 
-def finish(root: Path, worktree: Worktree) -> dict[str, Any]:
-    """Remove an unchanged worktree (and its branch); keep a changed one. What happened, for the result."""
-    changed = changes(worktree)
-    if changed:
-        return {"kept": True, "path": str(worktree.path), "branch": worktree.branch, "base": worktree.base,
-                "changed": changed[:200]}
-    _git(root, "worktree", "remove", "--force", str(worktree.path))
-    _git(root, "branch", "-D", worktree.branch, check=False)  # also drops its boocodeBase setting
-    return {"kept": False, "branch": worktree.branch}
+def release(root: Path, run_id: str) -> dict[str, Any]:
+    """The agent ended: remove its worktree (and branch) if it changed nothing, keep it otherwise. What
+    happened, for the agent's result. A worktree already gone (removed before a crash) was not kept."""
+    path, branch = _location(root, run_id)
+    if not (path / ".git").is_file():
+        return {"kept": False, "branch": branch}
+    try:
+        worktree = Worktree(path, branch, _base_of(root, branch) or "HEAD")
+        changed = changes(worktree)
+        if changed:
+            return {"kept": True, "path": str(path), "branch": branch, "base": worktree.base,
+                    "changed": changed[:200]}
+        _git(root, "worktree", "remove", "--force", str(path))
+        _git(root, "branch", "-D", branch, check=False)  # also drops its boocodeBase setting
+    except WorktreeError as error:
+        return {"kept": True, "path": str(path), "branch": branch, "error": str(error)}
+    return {"kept": False, "branch": branch}

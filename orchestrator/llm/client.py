@@ -158,10 +158,7 @@ class ModelClient:
                      on_delta: Callable[[dict[str, Any]], None] | None,
                      should_stop: Callable[[], bool] | None, options: dict[str, Any]) -> ModelResult:
         started = time.monotonic()
-        request: dict[str, Any] = {**options, "model": self.provider.model, "messages": messages, "stream": True,
-                                   "stream_options": {"include_usage": True}}
-        if self.provider.temperature is not None:
-            request["temperature"] = self.provider.temperature
+        request = {**self._request(messages, options), "stream": True, "stream_options": {"include_usage": True}}
         if tools:
             request["tools"] = tools
         stream = self._client.chat.completions.create(**request)
@@ -210,15 +207,19 @@ class ModelClient:
                            usage=normalize_usage(usage_raw), model=model, time_to_first_token_ms=first_token_ms)
 
 
+    def _request(self, messages: list[dict[str, Any]], options: dict[str, Any]) -> dict[str, Any]:
+        """What every request carries: the caller's extra fields, the model, the messages, the temperature."""
+        request = {**options, "model": self.provider.model, "messages": messages}
+        if self.provider.temperature is not None:
+            request["temperature"] = self.provider.temperature
+        return request
+
     def _json_once(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], attempt: int,
                    on_delta: Callable[[dict[str, Any]], None] | None, should_stop: Callable[[], bool] | None,
                    options: dict[str, Any], require_tool: bool) -> ModelResult:
         """One call in json tool mode: the reply streams as JSON (not shown), then becomes a call or an answer."""
         rewritten, response_format = jsontools.prepare(messages, tools, require_tool)
-        request: dict[str, Any] = {**options, "model": self.provider.model, "messages": rewritten,
-                                   "response_format": response_format}
-        if self.provider.temperature is not None:
-            request["temperature"] = self.provider.temperature
+        request = {**self._request(rewritten, options), "response_format": response_format}
         if should_stop is not None and should_stop():
             raise StopRequested()
         started = time.monotonic()

@@ -58,8 +58,8 @@ def create_run(session: Session, *, project_id: uuid.UUID, session_id: uuid.UUID
                input: dict[str, Any], created_by: uuid.UUID | None, parent_id: uuid.UUID | None = None,
                run_id: uuid.UUID | None = None) -> Run:
     now = datetime.now(timezone.utc)
-    run = Run(id=run_id or uuid.uuid4(), project_id=project_id, session_id=session_id, kind=kind, input=input, created_by=created_by,
-              parent_id=parent_id, status=RunStatus.QUEUED.value, created_at=now, updated_at=now, enqueued_at=now,
+    run = Run(id=run_id or uuid.uuid4(), project_id=project_id, session_id=session_id, kind=kind, input=input,
+              created_by=created_by, parent_id=parent_id, status=RunStatus.QUEUED.value, created_at=now, updated_at=now, enqueued_at=now,
               lease_epoch=0, claims=0)
     session.add(run)
     session.flush()

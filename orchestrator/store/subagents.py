@@ -25,6 +25,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from orchestrator.domain.enums import MessageRole, RunStatus
+from orchestrator.settings import Settings
 from orchestrator.store import runs
 from orchestrator.store import sessions as chat_sessions
 from orchestrator.store.events import append_event
@@ -42,6 +43,10 @@ RESULT_EXCERPT = 4000
 class Limits:
     server: int
     per_user: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Limits":
+        return cls(server=settings.subagent_concurrency, per_user=settings.subagent_user_concurrency)
 
 
 def task_id_for(parent_run_id: uuid.UUID, step_key: str) -> uuid.UUID:

@@ -6,7 +6,6 @@ import uuid
 
 from flask import Blueprint
 
-from orchestrator.agent.loop import subagent_limits
 from orchestrator.domain.enums import Role, RunStatus
 from orchestrator.errors import ConflictError, NotFoundError
 from orchestrator.store import runs, subagents
@@ -63,4 +62,4 @@ def _subagent(session, task_id: uuid.UUID, needed: Role):  # type: ignore[no-unt
 
 def wake_after_cancel(session, cancelled) -> list:  # type: ignore[no-untyped-def]
     """Runs a cancel lets start: a follow-up with finished results, subagents waiting for a slot."""
-    return subagents.after_cancel(session, cancelled, subagent_limits(state().settings))
+    return subagents.after_cancel(session, cancelled, subagents.Limits.from_settings(state().settings))

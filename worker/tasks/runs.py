@@ -7,7 +7,7 @@ import uuid
 from celery import Celery
 
 from orchestrator import jobs
-from orchestrator.agent.loop import AgentConfig, make_agent_handler, subagent_limits
+from orchestrator.agent.loop import AgentConfig, make_agent_handler
 from orchestrator.lifecycle import FinishHook, Handler, execute_run
 from orchestrator.probe import run_probe
 from orchestrator.settings import Settings
@@ -30,7 +30,7 @@ def make_handlers(settings: Settings) -> dict[str, Handler]:
 
 def make_finish_hooks(settings: Settings) -> dict[str, FinishHook]:
     """Run kind -> what its end sets going (see orchestrator.store.subagents)."""
-    limits = subagent_limits(settings)
+    limits = subagents.Limits.from_settings(settings)
     return {
         "agent": subagents.after_agent_run,
         "subagent": lambda session, lease: subagents.after_subagent(session, lease, limits),
