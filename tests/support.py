@@ -170,3 +170,21 @@ def collect_frames(socket: Any, count: int, timeout: float = 30) -> list[dict[st
         if frame is not None:
             frames.append(json.loads(frame))
     return frames
+
+
+BOOCODE = str(Path(sys.executable).parent / "boocode")
+
+
+def cli_environment(url: str, token: str, home: Path) -> dict[str, str]:
+    """A clean environment for the CLI talking to `url` as `token` (nothing of the test process leaks in)."""
+    return {"PATH": "/usr/bin:/bin", "HOME": str(home), "BOOCODE_URL": url, "BOOCODE_TOKEN": token,
+            "BOOCODE_DATA_DIR": str(home / "cli-data")}
+
+
+def run_cli(*arguments: str, environment: dict[str, str], expect: int = 0, executable: str = BOOCODE,
+            timeout: float = 120, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `boocode …` as a real process; assert its exit code."""
+    result = subprocess.run([executable, *arguments], env=environment, capture_output=True, text=True,
+                            timeout=timeout, input=input)
+    assert result.returncode == expect, (arguments, result.returncode, result.stdout, result.stderr)
+    return result

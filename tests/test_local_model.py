@@ -13,7 +13,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -24,7 +23,7 @@ from orchestrator.localmodel.catalog import LICENCE_FILE, QWEN_05B, LocalModel
 from orchestrator.localmodel.fetch import Fetched, FetchError, check, fetch
 from orchestrator.localmodel.server import LocalModelServer
 from tests.conftest import new_session
-from tests.support import WorkerProcess, wait_for
+from tests.support import BOOCODE, WorkerProcess, run_cli, wait_for
 
 LOCAL = dict(model_name="local", model_tool_mode="json", model_require_tool_first=True, model_temperature=0.0,
              model_timeout_seconds=300.0, agent_max_steps=6)
@@ -120,10 +119,9 @@ def test_up_without_a_provider_serves_the_local_model_and_chats(fetched: tuple[F
     environment.update(BOOCODE_DATA_DIR=str(data_dir), BOOCODE_PORT=str(port), BOOCODE_LOCAL_MODEL="0.5b",
                        BOOCODE_LOCAL_MODEL_DIR=str(models_dir), BOOCODE_LOCAL_MODEL_PORT=str(model_port),
                        BOOCODE_AGENT_MAX_STEPS="6")
-    boocode = str(Path(sys.executable).parent / "boocode")
     log_path = tmp_path / "up.log"
     with open(log_path, "wb") as log:
-        up = subprocess.Popen([boocode, "up"], env=environment, stdout=log, stderr=subprocess.STDOUT,
+        up = subprocess.Popen([BOOCODE, "up"], env=environment, stdout=log, stderr=subprocess.STDOUT,
                               start_new_session=True)
     try:
         wait_for(lambda: "BooCode is up" in log_path.read_text(errors="replace") or up.poll() is not None,
@@ -134,10 +132,7 @@ def test_up_without_a_provider_serves_the_local_model_and_chats(fetched: tuple[F
         assert f"served locally at http://127.0.0.1:{model_port}/v1" in output
 
         def run(*arguments: str) -> str:
-            result = subprocess.run([boocode, *arguments], env=environment, capture_output=True, text=True,
-                                    timeout=300)
-            assert result.returncode == 0, (arguments, result.stdout, result.stderr)
-            return result.stdout
+            return run_cli(*arguments, environment=environment, timeout=300).stdout
 
         project_root = tmp_path / "demo"
         project_root.mkdir()

@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 
 from tests.fakes.model_server import FakeModelServer, Reply, openai_usage
-from tests.support import REPO, wait_for
+from tests.support import REPO, run_cli, wait_for
 
 
 def quick_start_commands() -> list[str]:
@@ -83,10 +83,7 @@ def test_quick_start_from_a_fresh_clone(tmp_path: Path) -> None:
         boocode = str(clone / ".venv" / "bin" / "boocode")
 
         def run(*arguments: str) -> str:
-            result = subprocess.run([boocode, *arguments], env=environment, capture_output=True, text=True,
-                                    timeout=120)
-            assert result.returncode == 0, (arguments, result.stdout, result.stderr)
-            return result.stdout
+            return run_cli(*arguments, environment=environment, executable=boocode).stdout
 
         project_root = tmp_path / "myrepo"
         project_root.mkdir()

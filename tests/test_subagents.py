@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -25,7 +24,7 @@ from orchestrator.store import subagents as store_subagents
 from orchestrator.store import users
 from tests.conftest import new_session
 from tests.fakes.model_server import FakeModelServer, Reply, openai_usage
-from tests.support import Api, WorkerProcess, wait_for
+from tests.support import Api, WorkerProcess, cli_environment, run_cli, wait_for
 
 DONE = ("completed", "failed", "cancelled")
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -375,14 +374,10 @@ def test_rest_and_cli_list_show_cancel_and_retry_subagents(env: Any, tmp_path: P
     wait_for(lambda: len(model.subagent_requests("slow")) == 1, 30, 0.05, "the slow subagent's model call")
     ids = {item["label"]: item["task_id"] for item in subagent_list(stack.api, stack.chat["id"])}
 
-    boocode = str(Path(sys.executable).parent / "boocode")
+    environment = cli_environment(stack.api.url, stack.api.token, tmp_path)
 
     def cli(*arguments: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
-        environment = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "BOOCODE_URL": stack.api.url,
-                       "BOOCODE_TOKEN": stack.api.token, "BOOCODE_DATA_DIR": str(tmp_path / "cli-data")}
-        result = subprocess.run([boocode, *arguments], capture_output=True, text=True, timeout=60, env=environment)
-        assert result.returncode == expect, result.stdout + result.stderr
-        return result
+        return run_cli(*arguments, environment=environment, expect=expect)
 
     listed = cli("subagent", "list", "--session", stack.chat["id"]).stdout
     assert "slow" in listed and "quick result" in listed and "1 running" in listed

@@ -16,7 +16,7 @@ import simple_websocket
 from orchestrator.store import users
 from tests.conftest import new_session
 from tests.fakes.model_server import FakeModelServer, Reply, openai_usage
-from tests.support import REPO, WorkerProcess
+from tests.support import REPO, WorkerProcess, cli_environment, run_cli
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts"
@@ -54,7 +54,7 @@ def browser() -> Any:
         launched.close()
 
 
-def test_password_sign_in_uses_an_http_only_cookie_and_refuses_cross_site_requests(site: Any) -> None:
+def test_password_sign_in_uses_an_http_only_cookie_and_refuses_cross_site_requests(site: Any, tmp_path: Path) -> None:
     base = site.api.url
     with httpx.Client(base_url=base) as browser:
         wrong = browser.post("/api/auth/login", json={"username": site.alice["username"], "password": "nope nope"})
@@ -95,14 +95,9 @@ def test_password_sign_in_uses_an_http_only_cookie_and_refuses_cross_site_reques
         assert httpx.get(f"{base}/api/me", cookies={"boocode_session": session_cookie}).status_code == 401
 
     # an admin sets a password from the CLI (read from stdin, never from the command line)
-    import subprocess
-    import sys
-
-    changed = subprocess.run([str(Path(sys.executable).parent / "boocode"), "user", "password", site.alice["username"]],
-                             input="a brand new secret\n", capture_output=True, text=True, timeout=60,
-                             env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "BOOCODE_URL": base,
-                                  "BOOCODE_TOKEN": site.api.token})
-    assert changed.returncode == 0 and "password set for" in changed.stdout, changed.stderr
+    changed = run_cli("user", "password", site.alice["username"], input="a brand new secret\n",
+                      environment=cli_environment(base, site.api.token, tmp_path))
+    assert "password set for" in changed.stdout
     login = {"username": site.alice["username"], "password": "a brand new secret"}
     assert httpx.post(f"{base}/api/auth/login", json=login).status_code == 200
     assert httpx.post(f"{base}/api/auth/login", json={**login, "password": PASSWORD}).status_code == 401

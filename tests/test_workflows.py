@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import pytest
 
 from tests.conftest import new_session
 from tests.fakes.model_server import FakeModelServer, Reply, openai_usage
-from tests.support import Api, WorkerProcess, wait_for
+from tests.support import Api, WorkerProcess, cli_environment, run_cli, wait_for
 
 HEADER = 'export const meta = {name: "t", description: "a test workflow", phases: ["one", "two"]};\n'
 DONE = ("completed", "completed_with_failures", "failed", "cancelled")
@@ -359,10 +358,8 @@ return {edited, read};
     request = next(entry["body"] for entry in flow.model.fake.requests
                    if entry["body"]["messages"][1]["content"] == "edit the notes")
     assert kept["path"] in request["messages"][0]["content"]
-    printed = subprocess.run([str(Path(sys.executable).parent / "boocode"), "workflow", "status", status["run"]["id"]],
-                             capture_output=True, text=True, timeout=60, check=True,
-                             env={"PATH": "/usr/bin:/bin", "HOME": str(flow.tmp), "BOOCODE_URL": flow.api.url,
-                                  "BOOCODE_TOKEN": flow.api.token}).stdout
+    printed = run_cli("workflow", "status", status["run"]["id"],
+                      environment=cli_environment(flow.api.url, flow.api.token, flow.tmp)).stdout
     assert f"worktree kept: {kept['path']} (branch {kept['branch']}, 1 changed path(s))" in printed
 
 def test_cancel_stops_dispatching_and_cancels_agents_in_flight(flow: Flow) -> None:
@@ -490,12 +487,10 @@ return out;
 
 def test_cli_run_edit_restart_everything_and_resume_serves_the_unchanged_call(flow: Flow, tmp_path: Path) -> None:
     import subprocess
-    import sys
 
     from tests.support import LiveServer
     from web.app import create_app
 
-    boocode = str(Path(sys.executable).parent / "boocode")
     worker = flow.worker()
     script = tmp_path / "three.js"
     script.write_text(HEADER + 'const a = await agent("alpha", {label: "a", phase: "one"});\n'
@@ -503,11 +498,7 @@ def test_cli_run_edit_restart_everything_and_resume_serves_the_unchanged_call(fl
                       'const c = await agent("gamma " + b, {label: "c", phase: "two"});\nlog("done");\nreturn [a, b, c];\n')
 
     def cli(url: str, *arguments: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
-        environment = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "BOOCODE_URL": url,
-                       "BOOCODE_TOKEN": flow.api.token, "BOOCODE_DATA_DIR": str(tmp_path / "cli-data")}
-        result = subprocess.run([boocode, *arguments], capture_output=True, text=True, timeout=120, env=environment)
-        assert result.returncode == expect, (arguments, result.stdout, result.stderr)
-        return result
+        return run_cli(*arguments, environment=cli_environment(url, flow.api.token, tmp_path), expect=expect)
 
     url = flow.api.url
     listed = cli(url, "workflow", "list", "--project", flow.chat["project_id"])
