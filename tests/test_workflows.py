@@ -537,3 +537,35 @@ def test_cli_run_edit_restart_everything_and_resume_serves_the_unchanged_call(fl
     assert result == ["answer to: alpha", "answer to: BETA answer to: alpha",
                       "answer to: gamma answer to: BETA answer to: alpha"]
     assert flow.model.count("^alpha$") == 1 and flow.model.count("^BETA") == 1 and flow.model.count("^beta") == 1
+
+
+def test_cli_wait_says_when_an_agent_needs_an_approval(flow: Flow, tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.support import BOOCODE
+
+    def asks(body: dict) -> Reply:
+        if body["messages"][-1]["role"] == "tool":
+            return Reply(text="ran it", usage=openai_usage(10, 2))
+        return Reply(tool_calls=[("run_command", {"argv": ["echo", "hi"]})], usage=openai_usage(10, 2))
+
+    flow.model.on("^check it$", asks)
+    flow.worker()
+    script = tmp_path / "ask.js"
+    script.write_text(HEADER + 'return await agent("check it", {label: "checker"});\n')
+    waiting = subprocess.Popen([BOOCODE, "workflow", "run", "--file", str(script), "--session", flow.chat["id"],
+                                "--wait"], env=cli_environment(flow.api.url, flow.api.token, tmp_path),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = ""
+        while "approval needed" not in line:
+            line = waiting.stdout.readline()
+            assert line, "the CLI ended without saying an approval was needed"
+        assert "run_command" in line and "boocode approval approve" in line
+        approval_id = line.split("boocode approval approve ", 1)[1].split()[0]
+        flow.api.ok("POST", f"/api/approvals/{approval_id}/decision", {"decision": "approve"})
+        rest = waiting.communicate(timeout=60)[0]
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+    assert waiting.returncode == 0 and "completed" in rest

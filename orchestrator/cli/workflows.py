@@ -45,6 +45,10 @@ def last_seq(api: ApiClient, session_id: str) -> int:
 def follow(api: ApiClient, session_id: str, run_id: str, echo: Callable[[str], None], since: int) -> dict[str, Any]:
     """Print the run's progress from event `since` on, until it finishes; then its status report."""
     for event in api.stream_events(session_id, since):
+        if event["type"] == "approval.requested":  # one of its agents waits for a person: say so, and how
+            data = event.get("data") or {}
+            echo(f"  approval needed: {data.get('tool')} {json.dumps(data.get('arguments'))} — "
+                 f"boocode approval approve {data.get('id')} (or deny)")
         if event.get("run_id") == run_id:
             line = describe_progress(event)
             if line:
