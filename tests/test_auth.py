@@ -18,7 +18,7 @@ from tests.support import Api
 PROJECT_SCOPED = re.compile(r"{(project_id|session_id|run_id|approval_id)}")
 ADMIN_ONLY = {("get", "/api/users"), ("post", "/api/users"), ("post", "/api/users/{user_id}/tokens"),
               ("post", "/api/projects")}
-OWNER_ONLY = {("put", "/api/projects/{project_id}/members/{user_id}"),
+OWNER_ONLY = {("put", "/api/projects/{project_id}/members/{user_id}"), ("post", "/api/projects/{project_id}/members"),
               ("delete", "/api/projects/{project_id}/members/{user_id}"),
               ("put", "/api/projects/{project_id}/policy"), ("put", "/api/projects/{project_id}/provider"),
               ("delete", "/api/projects/{project_id}/provider")}
@@ -37,6 +37,7 @@ def sample_body(method: str, path: str, tmp_path: Path) -> dict | None:
         ("post", "/api/tokens"): {"name": "t"},
         ("post", "/api/projects"): {"name": "p", "root_path": str(tmp_path)},
         ("put", "/api/projects/{project_id}/members/{user_id}"): {"role": "viewer"},
+        ("post", "/api/projects/{project_id}/members"): {"username": "nobody-by-that-name", "role": "viewer"},
         ("post", "/api/projects/{project_id}/sessions"): {"title": "t"},
         ("post", "/api/sessions/{session_id}/messages"): {"text": "hello"},
         ("post", "/api/sessions/{session_id}/probes"): {"steps": 1, "step_seconds": 0},

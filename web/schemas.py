@@ -27,6 +27,8 @@ SET_PASSWORD = strict({"password": {"type": "string", "minLength": 8, "maxLength
 CREATE_PROJECT = strict({"name": NAME, "root_path": {"type": "string", "minLength": 1, "maxLength": 4096}},
                         ["name", "root_path"])
 SET_MEMBER = strict({"role": ROLE}, ["role"])
+ADD_MEMBER = strict({"username": {"type": "string", "minLength": 1, "maxLength": 200}, "role": ROLE},
+                    ["username", "role"])
 CREATE_SESSION = strict({"title": {"type": "string", "minLength": 1, "maxLength": 300}})
 PART: JSON = {"type": "object", "properties": {"type": {"type": "string", "enum": ["text", "image"]}},
               "required": ["type"]}

@@ -8,7 +8,8 @@ from flask import Blueprint
 
 from orchestrator import providers
 from orchestrator.domain.enums import Role
-from orchestrator.store import projects, runs
+from orchestrator.errors import NotFoundError
+from orchestrator.store import projects, runs, users
 from orchestrator.store import sessions as chat_sessions
 from orchestrator.store.models import User
 from web import schemas
@@ -47,6 +48,18 @@ def list_members(project_id: uuid.UUID):
         require_project(session, project_id, Role.VIEWER)
         return {"members": [projects.serialize_member(member, user)
                             for member, user in projects.list_members(session, project_id)]}
+
+
+@operation(bp, "POST", "/<uuid:project_id>/members", summary="Add a member by user name, or change their role (owner)",
+           body=schemas.ADD_MEMBER)
+def add_member(project_id: uuid.UUID, body):
+    with state().db.transaction() as session:
+        require_project(session, project_id, Role.OWNER)
+        user = users.find_user_by_name(session, body["username"])
+        if user is None:
+            raise NotFoundError(f"there is no user named {body['username']!r}")
+        member = projects.set_member(session, project_id, user.id, Role(body["role"]))
+        return {"member": projects.serialize_member(member, user)}
 
 
 @operation(bp, "PUT", "/<uuid:project_id>/members/<uuid:user_id>", summary="Add a member or change a role (owner)",
