@@ -1,0 +1,368 @@
+// A session's chat: the conversation (virtualised: only a window of it is in the page), live text,
+// tool calls and diffs, approvals, the Stop button, follow-ups queued behind a busy run, image
+// attachments (picker, drag-and-drop, paste) and the background subagents pane.
+
+import {api, el, imageURL, toast, upload} from "./api.js";
+
+const DIFF_LINES_SHOWN = 40;
+const WINDOW = 120;      // messages put in the page at first
+const STEP = 80;         // messages added each time the reader scrolls to the top of what is shown
+const PAGE = 500;        // messages fetched per request
+const ENDED = ["completed", "completed_with_failures", "failed", "cancelled", "interrupted"];
+
+// A unified diff with added and removed lines coloured; long ones collapsed behind "show more".
+function diffNode(part) {
+  const lines = part.diff.replace(/\n$/, "").split("\n");
+  const line = (text) => el("div", {class: text.startsWith("+") && !text.startsWith("+++") ? "added"
+    : text.startsWith("-") && !text.startsWith("---") ? "removed" : text.startsWith("@@") ? "hunk" : ""}, text || " ");
+  const body = el("pre", {class: "diff", "aria-label": `diff of ${part.path}`}, lines.slice(0, DIFF_LINES_SHOWN).map(line));
+  if (lines.length <= DIFF_LINES_SHOWN) return body;
+  const more = el("button", {type: "button", class: "secondary"}, `show ${lines.length - DIFF_LINES_SHOWN} more lines`);
+  more.addEventListener("click", () => { body.append(...lines.slice(DIFF_LINES_SHOWN).map(line)); more.remove(); });
+  return el("div", {}, body, more);
+}
+
+// One dialog for every image: opened by a thumbnail, closed by Escape, the button or a click outside.
+function lightbox() {
+  let dialog = document.getElementById("lightbox");
+  if (!dialog) {
+    const picture = el("img", {alt: ""});
+    const close = el("button", {type: "button", class: "secondary"}, "Close");
+    dialog = el("dialog", {id: "lightbox", "aria-label": "Image"}, picture, close);
+    close.addEventListener("click", () => dialog.close());
+    dialog.addEventListener("click", (event) => { if (event.target === dialog) dialog.close(); });
+    document.body.append(dialog);
+  }
+  return dialog;
+}
+
+function thumbnail(sessionId, part) {
+  const image = el("img", {class: "thumb", alt: "attached image", loading: "lazy", width: "120", height: "90"});
+  const button = el("button", {type: "button", class: "thumb-button", "aria-label": "Open the attached image"}, image);
+  imageURL(`/api/sessions/${sessionId}/attachments/${part.blob}`)
+    .then((url) => { image.src = url; })
+    .catch(() => button.replaceChildren("[image unavailable]"));
+  button.addEventListener("click", () => {
+    const dialog = lightbox();
+    dialog.querySelector("img").src = image.src;
+    dialog.showModal();
+    dialog.querySelector("button").focus();
+  });
+  return button;
+}
+
+function renderParts(sessionId, message) {
+  const nodes = [];
+  for (const part of message.parts) {
+    if (part.type === "text") nodes.push(el("div", {}, part.text));
+    else if (part.type === "tool_call") nodes.push(el("div", {class: "call"}, `→ ${part.name}(${part.arguments})`));
+    else if (part.type === "tool_result") {
+      const first = part.content.split("\n")[0].slice(0, 120);
+      nodes.push(el("details", {class: part.is_error ? "result failed" : "result"},
+        el("summary", {}, `${part.name}${part.is_error ? " failed" : ""}: ${first}`), el("pre", {}, part.content)));
+    } else if (part.type === "diff") nodes.push(diffNode(part));
+    else if (part.type === "error") nodes.push(el("div", {class: "failed", role: "alert"}, `error ${part.code}: ${part.message}`));
+    else if (part.type === "image") nodes.push(thumbnail(sessionId, part));
+  }
+  return nodes;
+}
+
+// Background subagents of a session: state, elapsed time, result; cancel and retry for members.
+function subagentsPane(sessionId, canWrite) {
+  const badge = el("span", {class: "badge running", hidden: true});
+  const items = el("ul", {class: "list"});
+  const pane = el("aside", {class: "subagents", "aria-label": "Background subagents", hidden: true},
+    el("h2", {}, "Background subagents ", badge), items);
+  const act = async (path) => { await api("POST", path).catch((problem) => toast(problem.message)); refresh(); };
+  const refresh = async () => {
+    const {subagents, running} = await api("GET", `/api/sessions/${sessionId}/subagents`);
+    pane.hidden = subagents.length === 0;
+    badge.hidden = running === 0;
+    badge.textContent = `${running} running`;
+    items.replaceChildren(...subagents.map((task) => {
+      const ended = ENDED.includes(task.status);
+      const seconds = task.duration_seconds === null ? "" : ` · ${task.duration_seconds.toFixed(1)}s`;
+      const row = el("li", {"data-task": task.task_id},
+        el("strong", {}, task.label || task.task_id.slice(0, 8)), " ",
+        el("span", {class: `badge ${task.state}`}, task.state.replaceAll("_", " ")),
+        el("span", {class: "status"}, `${seconds} · ${task.tokens} tokens`));
+      if (task.result || task.error) {
+        row.append(el("details", {class: "result"}, el("summary", {}, task.result ? "result" : "error"),
+          el("pre", {}, task.result || `${task.error.code}: ${task.error.message}`)));
+      }
+      if (canWrite) {
+        const button = el("button", {type: "button", class: "secondary"}, ended ? "Retry" : "Cancel");
+        button.addEventListener("click", () => act(ended ? `/api/subagents/${task.task_id}/retry`
+                                                         : `/api/runs/${task.task_id}/cancel`));
+        row.append(" ", button);
+      }
+      return row;
+    }));
+  };
+  return {pane, refresh};
+}
+
+// A tool call waiting for a person: approve or deny (members), or just see it (viewers).
+function approvalNode(approval, canWrite, onDecided) {
+  const card = el("div", {class: "approval", role: "group", "aria-label": `approval for ${approval.tool}`,
+                          "data-approval": approval.id},
+    el("strong", {}, `${approval.tool} needs approval`), el("pre", {}, JSON.stringify(approval.arguments)));
+  if (canWrite) {
+    for (const decision of ["approve", "deny"]) {
+      const button = el("button", {type: "button", class: decision === "deny" ? "secondary" : ""},
+        decision === "approve" ? "Approve" : "Deny");
+      button.addEventListener("click", async () => {
+        await api("POST", `/api/approvals/${approval.id}/decision`, {decision});
+        onDecided(approval.id);
+      });
+      card.append(button);
+    }
+  }
+  return card;
+}
+
+// The composer: text plus images picked, dropped or pasted; each image is uploaded at once and
+// shown as a preview that can be taken off again before sending.
+function composer(sessionId, onSend) {
+  const input = el("textarea", {name: "text", "aria-label": "Message", placeholder: "Ask the agent… (Enter sends, Shift+Enter is a new line)"});
+  const picker = el("input", {type: "file", accept: "image/png,image/jpeg,image/gif,image/webp", multiple: true,
+                              class: "visually-hidden", id: "attach-picker", "aria-label": "Attach images"});
+  const pick = el("label", {for: "attach-picker", class: "attach"}, "Attach image");  // the input, hidden, keeps the focus
+  const previews = el("div", {class: "previews", "aria-label": "Attachments"});
+  const problem = el("p", {class: "error", role: "alert"});
+  const attached = [];
+  const add = async (file) => {
+    if (!file.type.startsWith("image/")) { problem.textContent = `${file.name || "that file"} is not an image`; return; }
+    const preview = el("figure", {class: "preview uploading"}, el("img", {src: URL.createObjectURL(file), alt: file.name || "pasted image"}));
+    previews.append(preview);
+    try {
+      const stored = await upload(`/api/sessions/${sessionId}/attachments`, file);
+      const entry = {type: "image", blob: stored.blob, media_type: stored.media_type};
+      attached.push(entry);
+      const remove = el("button", {type: "button", class: "secondary", "aria-label": `Remove ${file.name || "image"}`}, "×");
+      remove.addEventListener("click", () => { attached.splice(attached.indexOf(entry), 1); preview.remove(); });
+      preview.classList.remove("uploading");
+      preview.append(remove);
+      problem.textContent = "";
+    } catch (error) {
+      preview.remove();
+      problem.textContent = `could not attach ${file.name || "the image"}: ${error.message}`;
+    }
+  };
+  picker.addEventListener("change", () => { [...picker.files].forEach(add); picker.value = ""; });
+  const form = el("form", {class: "send"}, el("div", {class: "compose"}, input, previews, problem),
+                  el("div", {class: "compose-actions"}, picker, pick, el("button", {type: "submit"}, "Send")));
+  form.addEventListener("dragover", (event) => { event.preventDefault(); form.classList.add("dropping"); });
+  form.addEventListener("dragleave", () => form.classList.remove("dropping"));
+  form.addEventListener("drop", (event) => {
+    event.preventDefault();
+    form.classList.remove("dropping");
+    [...event.dataTransfer.files].forEach(add);
+  });
+  input.addEventListener("paste", (event) => {
+    const files = [...event.clipboardData.items].filter((item) => item.kind === "file").map((item) => item.getAsFile());
+    if (files.length) { event.preventDefault(); files.forEach(add); }
+  });
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) { event.preventDefault(); form.requestSubmit(); }
+  });
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    if (previews.querySelector(".uploading")) { problem.textContent = "an image is still uploading"; return; }
+    const text = input.value.trim();
+    if (!text && !attached.length) return;
+    const parts = [...(text ? [{type: "text", text}] : []), ...attached];
+    try {
+      await onSend(parts);
+      input.value = "";
+      attached.length = 0;
+      previews.replaceChildren();
+      problem.textContent = "";
+    } catch (error) { problem.textContent = error.message; }
+  });
+  return form;
+}
+
+export async function createChat({sessionId, canWrite}) {
+  // The whole conversation is kept in memory; only the newest WINDOW messages (and whatever the reader
+  // scrolls back to) are in the page, so a session of thousands of messages stays fast.
+  const all = [];
+  const seen = new Set();
+  for (let after = 0; ;) {
+    const {messages} = await api("GET", `/api/sessions/${sessionId}/messages?after=${after}&limit=${PAGE}`);
+    for (const message of messages) { all.push(message); seen.add(message.id); }
+    if (messages.length < PAGE) break;
+    after = messages[messages.length - 1].seq;
+  }
+  let firstShown = Math.max(0, all.length - WINDOW);
+  const sentinel = el("div", {class: "sentinel", "aria-hidden": "true"});
+  const earlier = el("p", {class: "status earlier"});
+  const list = el("section", {class: "messages", "aria-label": "Conversation", tabindex: "0"}, sentinel, earlier);
+  const runStatus = new Map();     // run id → status, for the chat's own runs
+  const chatRuns = new Set();      // the chat's own (top-level agent) runs; only those drive Stop and the status
+  let activeRun = null;
+  const status = el("p", {class: "status", id: "run-status", role: "status"});
+  const queueNote = el("span", {class: "badge queued", id: "queue-note", hidden: true});
+  const stop = el("button", {type: "button", class: "secondary", hidden: true}, "Stop");
+  stop.addEventListener("click", () => activeRun && api("POST", `/api/runs/${activeRun}/cancel`).catch(() => null));
+
+  const atBottom = () => list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+  const messageNode = (message) => {
+    const node = el("article", {class: `message ${message.role}`, "data-seq": message.seq, "data-id": message.id,
+                                "data-run": message.run_id || undefined},
+      el("span", {class: "role"}, message.role), renderParts(sessionId, message));
+    if (message.role === "user" && message.run_id && runStatus.get(message.run_id) === "queued" && message.run_id !== activeRun) {
+      node.classList.add("queued");
+      node.prepend(el("span", {class: "badge queued"}, "queued"));
+    }
+    return node;
+  };
+  const showEarlier = () => {
+    if (firstShown === 0) return false;
+    const from = Math.max(0, firstShown - STEP);
+    const keep = list.scrollHeight - list.scrollTop;
+    earlier.after(...all.slice(from, firstShown).map(messageNode));
+    firstShown = from;
+    list.scrollTop = list.scrollHeight - keep;
+    earlier.textContent = firstShown ? `${firstShown} earlier messages — scroll up to see them` : "";
+    return true;
+  };
+  earlier.textContent = firstShown ? `${firstShown} earlier messages — scroll up to see them` : "";
+  list.append(...all.slice(firstShown).map(messageNode));
+  new IntersectionObserver((entries) => { if (entries.some((entry) => entry.isIntersecting)) showEarlier(); },
+                           {root: list, rootMargin: "200px 0px 0px 0px"}).observe(sentinel);
+
+  const add = (message) => {
+    if (seen.has(message.id)) return;
+    seen.add(message.id);
+    const follow = atBottom();
+    all.push(message);
+    // the streamed text gives way to the message the model's turn wrote; a follow-up the person sends
+    // meanwhile goes underneath while the stream goes on
+    if (message.role !== "user") list.querySelector(".live")?.remove();
+    list.append(messageNode(message));
+    if (follow || message.role === "user") list.scrollTop = list.scrollHeight;
+  };
+
+  // Follow-ups: a message sent while a run is busy waits for it; it is marked until its own run starts.
+  const refreshQueue = () => {
+    const waiting = [...runStatus.entries()].filter(([id, state]) => state === "queued" && id !== activeRun).length;
+    queueNote.hidden = waiting === 0;
+    queueNote.textContent = waiting === 1 ? "1 follow-up queued" : `${waiting} follow-ups queued`;
+    for (const node of list.querySelectorAll(".message.user.queued")) {
+      if (runStatus.get(node.dataset.run) !== "queued" || node.dataset.run === activeRun) {
+        node.classList.remove("queued");
+        node.querySelector(".badge.queued")?.remove();
+      }
+    }
+  };
+
+  const {runs: recent} = await api("GET", `/api/sessions/${sessionId}/runs?limit=50`);
+  for (const run of recent.filter((run) => run.kind === "agent" && !run.parent_id)) {
+    chatRuns.add(run.id);
+    runStatus.set(run.id, run.status);
+  }
+  const busy = recent.filter((run) => chatRuns.has(run.id) && ["running", "waiting"].includes(run.status))[0]
+    || recent.filter((run) => chatRuns.has(run.id) && run.status === "queued").at(-1);
+  if (busy) { activeRun = busy.id; status.textContent = busy.status === "waiting" ? "waiting for approval" : "working…"; stop.hidden = !canWrite; }
+  for (const node of list.querySelectorAll(".message.user")) node.replaceWith(messageNode(all.find((m) => m.id === node.dataset.id)));
+  refreshQueue();
+
+  const pending = el("section", {class: "approvals", "aria-label": "Approvals"});
+  const removeApproval = (id) => pending.querySelector(`[data-approval="${id}"]`)?.remove();
+  const showApproval = (approval) => {
+    if (approval.status !== "pending" || pending.querySelector(`[data-approval="${approval.id}"]`)) return;
+    pending.append(approvalNode(approval, canWrite, removeApproval));
+  };
+  const {approvals: waiting} = await api("GET", `/api/sessions/${sessionId}/approvals?status=pending`);
+  waiting.forEach(showApproval);
+  const tasks = subagentsPane(sessionId, canWrite);
+  await tasks.refresh();
+
+  const node = el("div", {class: "chat"}, tasks.pane, list, pending,
+                  el("div", {class: "controls"}, status, queueNote, canWrite ? stop : ""));
+  if (canWrite) {
+    node.append(composer(sessionId, async (parts) => {
+      const {message, run} = await api("POST", `/api/sessions/${sessionId}/messages`, {parts});
+      chatRuns.add(run.id);
+      if (!runStatus.has(run.id)) runStatus.set(run.id, run.status);
+      add(message);
+      refreshQueue();
+    }));
+  }
+  // The newest messages in view (again a frame later, once the ones on screen have their real sizes).
+  const scrollToEnd = () => {
+    list.scrollTop = list.scrollHeight;
+    requestAnimationFrame(() => { list.scrollTop = list.scrollHeight; });
+  };
+
+  const started = (runId) => {
+    activeRun = runId;
+    runStatus.set(runId, "running");
+    status.textContent = "working…";
+    stop.hidden = !canWrite;
+    refreshQueue();
+  };
+  const handlers = {
+    "message.created": (event) => api("GET", `/api/sessions/${sessionId}/messages?after=${event.seq - 1}&limit=1`)
+      .then(({messages: found}) => found.filter((message) => message.seq === event.seq).forEach(add)),
+    "text.delta": (event) => {
+      if (!chatRuns.has(event.run_id)) return;  // a subagent's or workflow agent's text is not this chat's
+      const follow = atBottom();
+      let live = list.querySelector(".live");
+      if (!live) {
+        live = el("article", {class: "message assistant live"}, el("span", {class: "role"}, "assistant"), el("div"));
+        list.append(live);
+      }
+      live.lastChild.textContent += event.data.text;
+      if (follow) list.scrollTop = list.scrollHeight;
+    },
+    "run.queued": (event) => {
+      if (event.data.kind !== "agent" || event.data.parent_id) return;
+      chatRuns.add(event.run_id);
+      if (!runStatus.has(event.run_id) || runStatus.get(event.run_id) === "queued") runStatus.set(event.run_id, "queued");
+      refreshQueue();
+    },
+    "run.started": (event) => { if (chatRuns.has(event.run_id)) started(event.run_id); },
+    "run.resumed": (event) => { if (chatRuns.has(event.run_id)) started(event.run_id); },
+    "run.finished": (event) => {
+      if (!chatRuns.has(event.run_id)) return;  // a subagent or workflow agent, not the chat's own run
+      runStatus.set(event.run_id, event.data.status);
+      refreshQueue();
+      if (event.run_id !== activeRun) return;
+      activeRun = null;
+      stop.hidden = true;
+      list.querySelector(".live")?.remove();
+      status.textContent = event.data.status === "completed" ? "" : `run ${event.data.status}` +
+        (event.data.error ? `: ${event.data.error.message}` : "");
+      status.classList.toggle("failed", !["completed", "cancelled"].includes(event.data.status));
+    },
+    "run.waiting": (event) => { if (event.run_id === activeRun) status.textContent = "waiting for approval"; },
+    "approval.requested": (event) => { showApproval(event.data); toast(`${event.data.tool} needs approval`); },
+    "approval.decided": (event) => removeApproval(event.data.id),
+    "subagent.spawned": () => tasks.refresh(),
+    "subagent.admitted": () => tasks.refresh(),
+    "subagent.finished": (event) => {
+      tasks.refresh();
+      toast(`subagent ${event.data.label || event.data.task_id.slice(0, 8)} ${event.data.status}`);
+    },
+  };
+
+  // Scroll to a turn of one of the chat's runs (`index` counts its turns from 0): the run's assistant
+  // message of that turn (or, failing that, the message that started the run), bringing earlier
+  // messages into the page as needed.
+  const jumpTo = (runId, index) => {
+    const ofRun = all.filter((message) => message.run_id === runId);
+    const target = ofRun.filter((message) => message.role === "assistant")[index] || ofRun[0];
+    if (!target) return false;
+    while (all.indexOf(target) < firstShown && showEarlier()) { /* bring it into the page */ }
+    const found = list.querySelector(`[data-id="${target.id}"]`);
+    if (!found) return false;
+    found.scrollIntoView({block: "start"});
+    found.classList.add("highlight");
+    setTimeout(() => found.classList.remove("highlight"), 1500);
+    return true;
+  };
+
+  return {node, handle: (event) => handlers[event.type]?.(event), jumpTo, scrollToEnd};
+}

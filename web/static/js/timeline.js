@@ -1,0 +1,58 @@
+// The session timeline: one entry per turn of the chat's own runs (model, tokens, duration, tool calls),
+// kept current from span events. Choosing a turn scrolls the chat to it.
+
+import {allSpans, api, duration, el, number} from "./api.js";
+
+export async function createTimeline({sessionId, onPick}) {
+  const turns = new Map();   // "run/turn" → {run, turn, started, ended, status, model, tokens, tools:Set}
+  const chatRuns = new Set();
+  const {runs} = await api("GET", `/api/sessions/${sessionId}/runs?limit=500`);
+  runs.filter((run) => run.kind === "agent" && !run.parent_id).forEach((run) => chatRuns.add(run.id));
+  const items = el("ol", {class: "timeline-list"});
+  const node = el("nav", {class: "timeline", "aria-label": "Session timeline"}, el("h2", {}, "Timeline"), items);
+
+  const entry = (span) => {
+    const key = `${span.run_id}/${span.turn}`;
+    if (!turns.has(key)) turns.set(key, {run: span.run_id, turn: span.turn, position: span.position, tools: new Set(), tokens: 0});
+    return turns.get(key);
+  };
+  const take = (span) => {
+    if (!chatRuns.has(span.run_id) || span.turn === null) return false;
+    const turn = entry(span);
+    if (span.kind === "turn") Object.assign(turn, {started: span.started_at, ended: span.ended_at, status: span.status, duration: span.duration_ms, position: span.position});
+    else if (span.kind === "model_call") {
+      turn.model = (span.attributes && span.attributes.model) || span.name;
+      const usage = (span.attributes && span.attributes.usage) || {};
+      turn.tokens = (usage.input_total || 0) + (usage.output || 0);
+    } else if (span.kind === "tool_call") turn.tools.add(span.id);
+    return true;
+  };
+  const render = () => {
+    const list = [...turns.values()].sort((a, b) => a.position - b.position);
+    const seenInRun = new Map();
+    items.replaceChildren(...(list.length ? list.map((turn, index) => {
+      const rank = seenInRun.get(turn.run) || 0;  // the how-manieth turn of its run, counting from 0
+      seenInRun.set(turn.run, rank + 1);
+      const length = turn.ended ? turn.duration : turn.started ? Date.now() - new Date(turn.started).getTime() : null;
+      const pick = el("button", {type: "button", class: `turn ${turn.status || "running"}`, "data-run": turn.run, "data-turn": String(turn.turn)},
+        el("strong", {}, `Turn ${index + 1}`),
+        el("span", {class: "status"}, `${turn.model || "…"} · ${number(turn.tokens)} tokens · ${duration(length)} · ` +
+                                      `${turn.tools.size} tool call${turn.tools.size === 1 ? "" : "s"}`));
+      pick.addEventListener("click", () => onPick(turn.run, rank));
+      return el("li", {}, pick);
+    }) : [el("li", {class: "status"}, "No turns yet.")]));
+  };
+  for (const kind of ["turn", "model_call", "tool_call"]) {
+    for (const span of await allSpans(`/api/sessions/${sessionId}/spans?kind=${kind}`)) take(span);
+  }
+  render();
+  let timer = null;
+  const handle = (event) => {
+    if (event.type === "run.queued" && event.data.kind === "agent" && !event.data.parent_id) chatRuns.add(event.run_id);
+    if ((event.type === "span.started" || event.type === "span.finished") && take(event.data)) {
+      clearTimeout(timer);
+      timer = setTimeout(render, 150);
+    }
+  };
+  return {node, handle};
+}

@@ -1,0 +1,182 @@
+// Workflows: what a project can run (built-in, personal and project scripts, with description and
+// phases); a form to run one (JSON args checked as you type, optional caps, a dry run with the cost
+// estimate); and a live view of a run: phases as groups, each agent's label, status, model, tokens,
+// cost, duration and a "cached" mark, the log, failures, the result, Cancel and Resume.
+
+import {api, dollars, duration, el, follow, number, toast} from "./api.js";
+
+const ENDED = ["completed", "completed_with_failures", "failed", "cancelled", "interrupted"];
+
+function capsFields() {
+  const field = (name, label) => el("label", {}, label, el("input", {name, type: "number", min: "1", placeholder: "default"}));
+  return el("fieldset", {class: "caps"}, el("legend", {}, "Caps (optional)"),
+    field("concurrency", "Agents at once"), field("max_agents", "Most agents"), field("max_tokens", "Most tokens"));
+}
+
+function runForm(project, workflow, sessions) {
+  const args = el("textarea", {name: "args", "aria-label": "Arguments (JSON)", rows: "5", spellcheck: "false"}, "{}");
+  const argsProblem = el("p", {class: "error", role: "alert", id: `args-problem-${workflow.name}`});
+  const parsed = () => {
+    const text = args.value.trim();
+    if (!text) return {value: undefined};
+    try { return {value: JSON.parse(text)}; } catch (error) { return {problem: `not valid JSON: ${error.message}`}; }
+  };
+  args.addEventListener("input", () => {
+    const {problem} = parsed();
+    argsProblem.textContent = problem || "";
+    args.setAttribute("aria-invalid", String(Boolean(problem)));
+  });
+  const where = el("select", {name: "session"},
+    el("option", {value: ""}, "a new session"), sessions.map((chat) => el("option", {value: chat.id}, chat.title)));
+  const caps = capsFields();
+  const outcome = el("div", {class: "dry-run", role: "status"});
+  const check = el("button", {type: "button", class: "secondary"}, "Check (dry run)");
+  const form = el("form", {class: "run-workflow", "aria-label": `Run ${workflow.name}`},
+    el("label", {}, "Arguments (JSON)", args), argsProblem, el("label", {}, "Run in", where), caps,
+    el("div", {class: "row"}, el("button", {type: "submit"}, "Run"), check), outcome);
+  const body = (dryRun) => {
+    const {value, problem} = parsed();
+    if (problem) throw new Error(problem);
+    const limits = {};
+    for (const input of caps.querySelectorAll("input")) if (input.value) limits[input.name] = Number(input.value);
+    return {name: workflow.name, ...(value === undefined ? {} : {args: value}),
+            ...(Object.keys(limits).length ? {caps: limits} : {}), ...(dryRun ? {dry_run: true} : {})};
+  };
+  const sessionFor = async () => {
+    if (where.value) return where.value;
+    const {session} = await api("POST", `/api/projects/${project.id}/sessions`, {title: `workflow ${workflow.name}`});
+    return session.id;
+  };
+  check.addEventListener("click", async () => {
+    try {
+      const chat = where.value || (sessions[0] && sessions[0].id);
+      if (!chat) { outcome.textContent = "a dry run needs a session: start one first"; return; }
+      const {dry_run: dry} = await api("POST", `/api/sessions/${chat}/workflows`, body(true));
+      const guess = dry.estimate || {};
+      outcome.replaceChildren(el("p", {}, `Compiles. First wave: ${dry.first_wave.length} agent${dry.first_wave.length === 1 ? "" : "s"}.`),
+        el("pre", {}, JSON.stringify(guess, null, 2)));
+    } catch (error) { outcome.replaceChildren(el("p", {class: "error"}, error.message)); }
+  });
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    try {
+      const payload = body(false);
+      const chat = await sessionFor();
+      const {run} = await api("POST", `/api/sessions/${chat}/workflows`, payload);
+      location.hash = `#/runs/${run.id}`;
+    } catch (error) {
+      const details = (error.details || []).map((detail) => `${detail.path}: ${detail.message}`).join("; ");
+      outcome.replaceChildren(el("p", {class: "error"}, details ? `${error.message} (${details})` : error.message));
+    }
+  });
+  return form;
+}
+
+export async function showWorkflows(view, project) {
+  const [{workflows, problems}, {sessions}] = await Promise.all([
+    api("GET", `/api/projects/${project.id}/workflows`), api("GET", `/api/projects/${project.id}/sessions`)]);
+  const canWrite = project.role !== "viewer";
+  const {runs} = await api("GET", `/api/projects/${project.id}/runs?limit=20`);
+  const recent = runs.filter((run) => run.kind === "workflow");
+  view.replaceChildren(el("h1", {}, "Workflows"),
+    el("ul", {class: "list workflows"}, workflows.map((workflow) => {
+      const item = el("li", {"data-workflow": workflow.name},
+        el("h2", {}, workflow.name, " ", el("span", {class: "badge"}, workflow.source)),
+        el("p", {}, workflow.description || "(no description)"),
+        workflow.phases.length ? el("p", {class: "status"}, `Phases: ${workflow.phases.join(" → ")}`) : "");
+      if (canWrite) {
+        const open = el("button", {type: "button", class: "secondary", "aria-expanded": "false"}, `Run ${workflow.name}…`);
+        open.addEventListener("click", () => {
+          const shown = item.querySelector("form");
+          if (shown) { shown.remove(); open.setAttribute("aria-expanded", "false"); return; }
+          const form = runForm(project, workflow, sessions);
+          item.append(form);
+          open.setAttribute("aria-expanded", "true");
+          form.querySelector("textarea").focus();
+        });
+        item.append(open);
+      }
+      return item;
+    })),
+    problems.length ? el("section", {}, el("h2", {}, "Refused files"),
+      el("ul", {class: "list"}, problems.map((problem) => el("li", {class: "error"}, `${problem.path}: ${problem.message || problem.error}`)))) : "",
+    el("h2", {}, "Recent runs"),
+    recent.length ? el("ul", {class: "list"}, recent.map((run) => el("li", {},
+      el("a", {href: `#/runs/${run.id}`}, `${(run.input && run.input.meta && run.input.meta.name) || run.id.slice(0, 8)}`), " ",
+      el("span", {class: `badge ${run.status}`}, run.status), " ",
+      el("span", {class: "status"}, new Date(run.created_at).toLocaleString()))))
+      : el("p", {class: "status"}, "None yet."));
+}
+
+function agentRow(agent, now, pass) {
+  // a call made in an earlier pass that this pass did not reach again (its prompt changed, say)
+  const stale = agent.pass < pass && !agent.cached;
+  const elapsed = agent.duration_ms ?? (agent.started_at && !ENDED.includes(agent.status) ? now - new Date(agent.started_at).getTime() : null);
+  return el("li", {class: `agent ${agent.status}${stale ? " stale" : ""}`, "data-agent": agent.key},
+    el("strong", {}, agent.label || agent.key), " ",
+    stale ? el("span", {class: "badge", title: "made in an earlier pass and not used by this one"}, `pass ${agent.pass}`) : "", " ",
+    el("span", {class: `badge ${agent.status}`}, agent.status), " ",
+    agent.cached ? el("span", {class: "badge cached", title: "served from the journal: not run again"}, "cached") : "",
+    el("span", {class: "status"}, ` ${agent.model || ""} · ${number(agent.tokens)} tokens · ${dollars(agent.cost)} · ${duration(elapsed)}`),
+    agent.error ? el("div", {class: "failed"}, `${agent.error.code || "error"}: ${agent.error.message || ""}`) : "",
+    agent.value !== null && agent.value !== undefined ? el("details", {class: "result"}, el("summary", {}, "result"),
+      el("pre", {}, typeof agent.value === "string" ? agent.value : JSON.stringify(agent.value, null, 2))) : "");
+}
+
+export async function showWorkflowRun(view, runId, setCrumbs) {
+  let report = await api("GET", `/api/runs/${runId}/workflow`);
+  const {project} = await api("GET", `/api/projects/${report.run.project_id}`);
+  const canWrite = project.role !== "viewer";
+  setCrumbs(el("a", {href: "#/"}, "Projects"), el("a", {href: `#/projects/${project.id}`}, project.name),
+            el("a", {href: `#/projects/${project.id}/workflows`}, "Workflows"), report.meta.name || runId.slice(0, 8));
+  const heading = el("h1", {}, `Workflow ${report.meta.name || ""}`);
+  const state = el("p", {class: "status", role: "status", id: "workflow-state"});
+  const cancel = el("button", {type: "button", class: "secondary"}, "Cancel");
+  const resume = el("button", {type: "button"}, "Resume");
+  const body = el("div");
+  cancel.addEventListener("click", () => api("POST", `/api/runs/${runId}/cancel`).then(refresh).catch((error) => toast(error.message)));
+  resume.addEventListener("click", () => api("POST", `/api/runs/${runId}/resume`).then(refresh).catch((error) => toast(error.message)));
+  const draw = () => {
+    const now = Date.now();
+    const ended = ENDED.includes(report.run.status);
+    cancel.hidden = !canWrite || ended;
+    resume.hidden = !canWrite || !ended;
+    const counts = Object.entries(report.counts).map(([name, count]) => `${count} ${name}`).join(", ");
+    state.replaceChildren(el("span", {class: `badge ${report.run.status}`}, report.run.status),
+      ` pass ${report.pass} · ${report.totals.agents} agents (${counts || "none yet"}) · ${report.cached} cached · ` +
+      `${number(report.totals.tokens)} tokens · ${dollars(report.totals.cost)}`);
+    const byKey = new Map(report.agents.map((agent) => [agent.key, agent]));
+    const opened = new Set([...body.querySelectorAll("[data-agent] details[open]")].map((node) => node.closest("[data-agent]").dataset.agent));
+    body.replaceChildren(
+      el("section", {"aria-label": "Phases"}, report.phases.map((phase) => el("section", {class: "phase", "aria-label": `phase ${phase.title || "(none)"}`},
+        el("h2", {}, phase.title || "(no phase)"),
+        phase.agents.length ? el("ul", {class: "list agents"}, phase.agents.map((key) => agentRow(byKey.get(key), now, report.pass)))
+          : el("p", {class: "status"}, "no agents yet")))),
+      report.failures.length ? el("section", {"aria-label": "Failures"}, el("h2", {}, "Failures"),
+        el("ul", {class: "list"}, report.failures.map((failure) => el("li", {class: "failed"},
+          `${failure.label || failure.key || ""} ${failure.status || "failed"}: ${failure.reason || JSON.stringify(failure)}`)))) : "",
+      report.error ? el("p", {class: "failed", role: "alert"}, `${report.error.code}: ${report.error.message}`) : "",
+      report.value !== null && report.value !== undefined ? el("section", {"aria-label": "Result"}, el("h2", {}, "Result"),
+        el("pre", {class: "workflow-result"}, typeof report.value === "string" ? report.value : JSON.stringify(report.value, null, 2))) : "",
+      el("section", {"aria-label": "Log"}, el("h2", {}, "Log"),
+        el("ol", {class: "log"}, report.logs.map((entry) => el("li", {class: `log-${entry.level}`},
+          el("span", {class: "status"}, `${new Date(entry.created_at).toLocaleTimeString()} ${entry.phase ? `[${entry.phase}] ` : ""}`), entry.text)))));
+    for (const key of opened) body.querySelector(`[data-agent="${CSS.escape(key)}"] details`)?.setAttribute("open", "");
+  };
+  const refresh = async () => { report = await api("GET", `/api/runs/${runId}/workflow`); draw(); };
+  view.replaceChildren(heading, el("div", {class: "controls"}, state, cancel, resume), body);
+  draw();
+  let timer = null;
+  const mine = (event) => event.run_id === runId || (event.data && (event.data.parent_id === runId || event.data.workflow_run_id === runId));
+  const {session: chat} = await api("GET", `/api/sessions/${report.run.session_id}`);
+  follow(chat.id, chat.last_seq, new Set([(event) => {
+      if (!(event.type.startsWith("workflow.") || event.type.startsWith("run.")) && !mine(event)) return;
+      clearTimeout(timer);
+      timer = setTimeout(refresh, 250);
+    }]));
+  await refresh();  // anything that happened before the stream was opened
+  const ticker = setInterval(() => {
+    if (!heading.isConnected) { clearInterval(ticker); return; }
+    if (!ENDED.includes(report.run.status)) draw();
+  }, 1000);
+}
