@@ -28,6 +28,8 @@ from tests.support import Api, LiveServer, WorkerProcess
 
 RUN_ID = uuid.uuid4().hex[:10]
 
+pytest_plugins = ["tests.browser_support"]
+
 
 def _postgres_reachable(url: str) -> bool:
     try:

@@ -3,7 +3,6 @@ worker and the fake model. Screenshots go to test-artifacts/ for a reviewer to l
 
 from __future__ import annotations
 
-import shutil
 import threading
 import uuid
 from pathlib import Path
@@ -14,45 +13,10 @@ import pytest
 import simple_websocket
 
 from orchestrator.store import users
+from tests.browser_support import ARTIFACTS, PASSWORD
 from tests.conftest import new_session
 from tests.fakes.model_server import FakeModelServer, Reply, openai_usage
-from tests.support import REPO, WorkerProcess, cli_environment, run_cli
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = REPO / "test-artifacts"
-PASSWORD = "correct horse battery"
-
-
-@pytest.fixture
-def site(make_stack, fake: FakeModelServer, tmp_path: Path):  # type: ignore[no-untyped-def]
-    stack = make_stack(model_base_url=fake.base_url, model_name="gpt-4o-mini", model_api_key="sk-fake")
-    chat = new_session(stack.api, tmp_path / "root")
-    with stack.db.transaction() as session:
-        alice = users.create_user(session, f"alice-{uuid.uuid4().hex[:6]}", display_name="Alice")
-        users.set_password(session, alice.id, PASSWORD)
-        stack.alice = {"id": str(alice.id), "username": alice.username}
-    stack.api.ok("PUT", f"/api/projects/{chat['project_id']}/members/{stack.alice['id']}", {"role": "member"})
-    stack.chat = chat
-    workers: list[WorkerProcess] = []
-    stack.start_worker = lambda: workers.append(WorkerProcess(stack.settings, tmp_path, name="ui@localhost").start())
-    yield stack
-    for worker in workers:
-        worker.stop()
-
-
-@pytest.fixture
-def browser() -> Any:
-    """Debian's chromium, headless, driven by Playwright (no browser is downloaded)."""
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync"])
-        yield launched
-        launched.close()
-
+from tests.support import cli_environment, run_cli
 
 def test_password_sign_in_uses_an_http_only_cookie_and_refuses_cross_site_requests(site: Any, tmp_path: Path) -> None:
     base = site.api.url
