@@ -174,6 +174,12 @@ def test_trace_cache_and_timeline_show_what_the_api_holds(site: Any, fake: FakeM
     expect(first_answer).to_be_in_viewport(ratio=0.9)
     expect(first_answer).to_have_class("message assistant highlight")
     page.screenshot(path=str(ARTIFACTS / "timeline.png"))
+    # the same page in the dark theme (the page follows the system's setting)
+    page.emulate_media(color_scheme="dark")
+    assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(21, 24, 28)"
+    page.screenshot(path=str(ARTIFACTS / "chat-dark.png"))
+    page.get_by_role("tab", name="Trace").click()
+    page.screenshot(path=str(ARTIFACTS / "trace-dark.png"))
 
 
 def test_images_follow_ups_queued_and_members_managed_by_an_owner(site: Any, fake: FakeModelServer, browser: Any,
