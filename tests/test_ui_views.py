@@ -31,6 +31,17 @@ def png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
             + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
 
 
+def hand_over(page: Any, selector: str, how: str, name: str, data: bytes) -> None:
+    """Drop (`drop`) or paste (`paste`) a PNG file on an element, as the browser does for a person."""
+    page.evaluate("""([selector, how, name, data]) => {
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([Uint8Array.from(atob(data), (c) => c.charCodeAt(0))], name, {type: "image/png"}));
+        const event = how === "drop" ? new DragEvent("drop", {dataTransfer: transfer, bubbles: true, cancelable: true})
+                                     : new ClipboardEvent("paste", {clipboardData: transfer, bubbles: true, cancelable: true});
+        document.querySelector(selector).dispatchEvent(event);
+    }""", [selector, how, name, base64.b64encode(data).decode()])
+
+
 def project_root(site: Any) -> Path:
     return Path(site.api.ok("GET", f"/api/projects/{site.chat['project_id']}")["project"]["root_path"])
 
@@ -202,22 +213,12 @@ def test_images_follow_ups_queued_and_members_managed_by_an_owner(site: Any, fak
         expect(previews).to_have_count(1)
         expect(previews.locator("button")).to_have_count(1)  # uploaded: it can be removed again
         # an image dropped on the composer is attached too, and can be taken off before sending
-        page.evaluate("""(data) => {
-            const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
-            const transfer = new DataTransfer();
-            transfer.items.add(new File([bytes], "dropped.png", {type: "image/png"}));
-            document.querySelector("form.send").dispatchEvent(new DragEvent("drop", {dataTransfer: transfer, bubbles: true, cancelable: true}));
-        }""", base64.b64encode(png(8, 8, (0, 0, 255))).decode())
+        hand_over(page, "form.send", "drop", "dropped.png", png(8, 8, (0, 0, 255)))
         expect(previews).to_have_count(2)
         expect(page.get_by_role("button", name="Remove dropped.png")).to_be_visible()
         # a pasted image as well
         page.get_by_label("Message").focus()
-        page.evaluate("""(data) => {
-            const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
-            const transfer = new DataTransfer();
-            transfer.items.add(new File([bytes], "pasted.png", {type: "image/png"}));
-            document.querySelector("textarea[name=text]").dispatchEvent(new ClipboardEvent("paste", {clipboardData: transfer, bubbles: true, cancelable: true}));
-        }""", base64.b64encode(png(6, 6, (0, 200, 0))).decode())
+        hand_over(page, "textarea[name=text]", "paste", "pasted.png", png(6, 6, (0, 200, 0)))
         expect(previews).to_have_count(3)
         page.get_by_role("button", name="Remove dropped.png").click()
         page.get_by_role("button", name="Remove pasted.png").click()
