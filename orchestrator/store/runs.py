@@ -244,21 +244,29 @@ def cancel_run(session: Session, run_id: uuid.UUID, *, reason: str = "cancelled 
     if RunStatus(run.status).is_terminal:
         raise ConflictError(f"run {run_id} already finished with status {run.status}",
                             details={"status": run.status})
-    pending = [run]
-    while pending:
-        current = pending.pop()
-        if not RunStatus(current.status).is_terminal:
-            current.status = RunStatus.CANCELLED.value
-            current.error = {"code": "cancelled", "message": reason}
-            current.finished_at = datetime.now(timezone.utc)
-            current.updated_at = current.finished_at
-            current.lease_expires_at = None
-            session.flush()
-            end_open_spans(session, current.id, "cancelled")
-            append_event(session, current.session_id, "run.finished",
-                         {"status": RunStatus.CANCELLED.value, "error": current.error, "result": None},
-                         run_id=current.id)
-        pending.extend(session.scalars(select(Run).where(Run.parent_id == current.id).with_for_update()))
+    # Every row lock first, parents before children, and only then the events (which lock the session
+    # row): the order parent, child, session that finishing children and workflow ticks use. Writing
+    # the parent's event before locking a child deadlocked with a child finishing at that moment.
+    tree = [run]
+    frontier = [run.id]
+    while frontier:
+        children = list(session.scalars(select(Run).where(Run.parent_id.in_(frontier)).order_by(Run.id)
+                                        .with_for_update()))
+        tree.extend(children)
+        frontier = [child.id for child in children]
+    for current in tree:
+        if RunStatus(current.status).is_terminal:
+            continue
+        current.status = RunStatus.CANCELLED.value
+        current.error = {"code": "cancelled", "message": reason}
+        current.finished_at = datetime.now(timezone.utc)
+        current.updated_at = current.finished_at
+        current.lease_expires_at = None
+        session.flush()
+        end_open_spans(session, current.id, "cancelled")
+        append_event(session, current.session_id, "run.finished",
+                     {"status": RunStatus.CANCELLED.value, "error": current.error, "result": None},
+                     run_id=current.id)
     return run
 
 
