@@ -13,7 +13,7 @@ import pytest
 import simple_websocket
 
 from orchestrator.store import users
-from tests.browser_support import ARTIFACTS, PASSWORD
+from tests.browser_support import ARTIFACTS, PASSWORD, sign_in
 from tests.conftest import new_session
 from tests.fakes.model_server import FakeModelServer, Reply, openai_usage
 from tests.support import cli_environment, run_cli
@@ -143,13 +143,7 @@ def test_tool_calls_diffs_approvals_and_a_viewer_without_write_controls(site: An
     site.start_worker()
 
     def signed_in(username: str) -> Any:
-        page = browser.new_context(viewport={"width": 1100, "height": 900}).new_page()
-        page.goto(site.api.url + "/")
-        page.get_by_label("User name").fill(username)
-        page.get_by_label("Password").fill(PASSWORD)
-        page.get_by_role("button", name="Sign in").click()
-        expect(page.get_by_role("heading", name="Projects")).to_be_visible()
-        page.goto(site.api.url + f"/#/sessions/{site.chat['id']}")
+        page = sign_in(browser, site, username, f"#/sessions/{site.chat['id']}", viewport=(1100, 900))
         expect(page.locator("#connection")).to_have_text("live")
         return page
 
@@ -166,12 +160,7 @@ def test_tool_calls_diffs_approvals_and_a_viewer_without_write_controls(site: An
     # the session list says this session waits for a person
     listed = site.api.ok("GET", f"/api/projects/{site.chat['project_id']}/sessions")["sessions"]
     assert [chat["activity"] for chat in listed] == ["waiting"]
-    overview = browser.new_context().new_page()
-    overview.goto(site.api.url + "/")
-    overview.get_by_label("User name").fill(site.alice["username"])
-    overview.get_by_label("Password").fill(PASSWORD)
-    overview.get_by_role("button", name="Sign in").click()
-    overview.goto(site.api.url + f"/#/projects/{site.chat['project_id']}")
+    overview = sign_in(browser, site, site.alice["username"], f"#/projects/{site.chat['project_id']}")
     expect(overview.locator(".badge.waiting")).to_have_text("waiting for approval")
 
     viewer = signed_in(bob_name)  # a viewer sees the same, with no way to change anything
@@ -216,13 +205,7 @@ def test_background_subagents_pane_cancel_retry_and_a_toast(site: Any, fake: Fak
     fake.responder = respond
     site.start_worker()
     try:
-        page = browser.new_page(viewport={"width": 1100, "height": 900})
-        page.goto(site.api.url + "/")
-        page.get_by_label("User name").fill(site.alice["username"])
-        page.get_by_label("Password").fill(PASSWORD)
-        page.get_by_role("button", name="Sign in").click()
-        expect(page.get_by_role("heading", name="Projects")).to_be_visible()
-        page.goto(site.api.url + f"/#/sessions/{site.chat['id']}")
+        page = sign_in(browser, site, site.alice["username"], f"#/sessions/{site.chat['id']}", viewport=(1100, 900))
         expect(page.locator("#connection")).to_have_text("live")
         page.get_by_label("Message").fill("run the slow job in the background")
         page.get_by_role("button", name="Send").click()

@@ -9,6 +9,9 @@ const connection = document.getElementById("connection");
 let socket = null;
 let socketTimer = null;
 
+// A run in one of these states will not change again.
+export const ENDED = ["completed", "completed_with_failures", "failed", "cancelled", "interrupted"];
+
 export function cookie(name) {
   const found = document.cookie.split("; ").find((entry) => entry.startsWith(name + "="));
   return found ? decodeURIComponent(found.slice(name.length + 1)) : "";

@@ -2,13 +2,12 @@
 // tool calls and diffs, approvals, the Stop button, follow-ups queued behind a busy run, image
 // attachments (picker, drag-and-drop, paste) and the background subagents pane.
 
-import {api, el, imageURL, toast, upload} from "./api.js";
+import {ENDED, api, el, imageURL, toast, upload} from "./api.js";
 
 const DIFF_LINES_SHOWN = 40;
 const WINDOW = 120;      // messages put in the page at first
 const STEP = 80;         // messages added each time the reader scrolls to the top of what is shown
 const PAGE = 500;        // messages fetched per request
-const ENDED = ["completed", "completed_with_failures", "failed", "cancelled", "interrupted"];
 
 // A unified diff with added and removed lines coloured; long ones collapsed behind "show more".
 function diffNode(part) {
@@ -206,6 +205,15 @@ export async function createChat({sessionId, canWrite}) {
   const stop = el("button", {type: "button", class: "secondary", hidden: true}, "Stop");
   stop.addEventListener("click", () => activeRun && api("POST", `/api/runs/${activeRun}/cancel`).catch(() => null));
 
+  const {runs: recent} = await api("GET", `/api/sessions/${sessionId}/runs?limit=50`);
+  for (const run of recent.filter((run) => run.kind === "agent" && !run.parent_id)) {
+    chatRuns.add(run.id);
+    runStatus.set(run.id, run.status);
+  }
+  const busy = recent.filter((run) => chatRuns.has(run.id) && ["running", "waiting"].includes(run.status))[0]
+    || recent.filter((run) => chatRuns.has(run.id) && run.status === "queued").at(-1);
+  if (busy) { activeRun = busy.id; status.textContent = busy.status === "waiting" ? "waiting for approval" : "working…"; stop.hidden = !canWrite; }
+
   const atBottom = () => list.scrollHeight - list.scrollTop - list.clientHeight < 40;
   const messageNode = (message) => {
     const node = el("article", {class: `message ${message.role}`, "data-seq": message.seq, "data-id": message.id,
@@ -257,15 +265,6 @@ export async function createChat({sessionId, canWrite}) {
     }
   };
 
-  const {runs: recent} = await api("GET", `/api/sessions/${sessionId}/runs?limit=50`);
-  for (const run of recent.filter((run) => run.kind === "agent" && !run.parent_id)) {
-    chatRuns.add(run.id);
-    runStatus.set(run.id, run.status);
-  }
-  const busy = recent.filter((run) => chatRuns.has(run.id) && ["running", "waiting"].includes(run.status))[0]
-    || recent.filter((run) => chatRuns.has(run.id) && run.status === "queued").at(-1);
-  if (busy) { activeRun = busy.id; status.textContent = busy.status === "waiting" ? "waiting for approval" : "working…"; stop.hidden = !canWrite; }
-  for (const node of list.querySelectorAll(".message.user")) node.replaceWith(messageNode(all.find((m) => m.id === node.dataset.id)));
   refreshQueue();
 
   const pending = el("section", {class: "approvals", "aria-label": "Approvals"});

@@ -3,9 +3,8 @@
 // estimate); and a live view of a run: phases as groups, each agent's label, status, model, tokens,
 // cost, duration and a "cached" mark, the log, failures, the result, Cancel and Resume.
 
-import {api, dollars, duration, el, follow, number, toast} from "./api.js";
+import {ENDED, api, dollars, duration, el, follow, number, toast} from "./api.js";
 
-const ENDED = ["completed", "completed_with_failures", "failed", "cancelled", "interrupted"];
 
 function capsFields() {
   const field = (name, label) => el("label", {}, label, el("input", {name, type: "number", min: "1", placeholder: "default"}));
@@ -167,13 +166,13 @@ export async function showWorkflowRun(view, runId, setCrumbs) {
   view.replaceChildren(heading, el("div", {class: "controls"}, state, cancel, resume), body);
   draw();
   let timer = null;
-  const mine = (event) => event.run_id === runId || (event.data && (event.data.parent_id === runId || event.data.workflow_run_id === runId));
   const {session: chat} = await api("GET", `/api/sessions/${report.run.session_id}`);
   follow(chat.id, chat.last_seq, new Set([(event) => {
-      if (!(event.type.startsWith("workflow.") || event.type.startsWith("run.")) && !mine(event)) return;
-      clearTimeout(timer);
-      timer = setTimeout(refresh, 250);
-    }]));
+    // the run's own events and its agents' (workflow.agent.*); other runs in the session are not ours
+    if (event.run_id !== runId && !event.type.startsWith("workflow.")) return;
+    clearTimeout(timer);
+    timer = setTimeout(refresh, 250);
+  }]));
   await refresh();  // anything that happened before the stream was opened
   const ticker = setInterval(() => {
     if (!heading.isConnected) { clearInterval(ticker); return; }
