@@ -141,6 +141,7 @@ async function showMembers(projectId) {
 // ------------------------------------------------------------------ a session: chat, trace, cache, timeline
 
 const TABS = ["chat", "trace", "cache"];
+const plural = (count, noun) => `${count} ${noun}${count === 1 ? "" : "s"}`;
 
 async function showSession(sessionId, tab) {
   const {session: chat} = await api("GET", `/api/sessions/${sessionId}`);
@@ -189,7 +190,7 @@ async function showSession(sessionId, tab) {
                                           percent(summary.cache_hit_rate))),
       el("span", {}, "saved ", el("strong", {"data-field": "saved"}, dollars(summary.cost.saved))),
       el("span", {}, "cost ", el("strong", {"data-field": "cost"}, dollars(summary.cost.total))),
-      el("span", {}, `${summary.model_calls} model calls · ${summary.tool_calls} tool calls`));
+      el("span", {}, `${plural(summary.model_calls, "model call")} · ${plural(summary.tool_calls, "tool call")}`));
   };
   await refreshFooter();
   view.replaceChildren(el("div", {class: "session-page"},
