@@ -56,6 +56,16 @@ def _parse_positive_int(raw: str) -> int:
     return value
 
 
+def _parse_non_negative_int(raw: str) -> int:
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        raise ValueError(f"must be a whole number, got {raw!r}") from None
+    if value < 0:
+        raise ValueError(f"must be 0 or more, got {raw!r}")
+    return value
+
+
 def _parse_port(raw: str) -> int:
     try:
         value = int(str(raw).strip())
@@ -133,9 +143,21 @@ class Settings:
     visibility_timeout_seconds: int = 3600
     max_request_bytes: int = 1024 * 1024
     max_image_bytes: int = 20 * 1024 * 1024
+    # The web edge: proxies trusted for X-Forwarded-* (web/proxies.py), sign-in throttling
+    # (web/throttle.py) and browser sessions, which end on the server (web/blueprints/browser.py).
+    trusted_proxies: int = 0
+    login_failures_per_user: int = 5
+    login_failures_per_address: int = 20
+    login_window_seconds: float = 60.0
+    browser_session_seconds: float = 12 * 3600.0
+    browser_session_idle_seconds: float = 2 * 3600.0
     worker_concurrency: int = 2
     web_threads: int = 32
     ws_poll_seconds: float = 2.0
+    # Session WebSockets (web/access.py): caps, and how often an open one re-checks its access.
+    ws_max_per_user: int = 8
+    ws_max_per_process: int | None = None  # default: web_threads minus 4 kept for REST and /health
+    ws_access_check_seconds: float = 1.0
     log_level: str = "info"
     log_format: str = "text"
     # The server's default model provider (any OpenAI-compatible endpoint).
@@ -165,6 +187,14 @@ class Settings:
     subagent_concurrency: int = 8
     subagent_user_concurrency: int = 4
     tool_path: str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    # The sandbox of every process an agent starts (orchestrator/sandbox.py, docs/security.md).
+    sandbox: str = "bwrap"  # "off": unsandboxed, for machines without user namespaces (logged loudly)
+    sandbox_allow_network: bool = False  # lets a project's policy ask for the network in its commands
+    sandbox_max_processes: int = 256
+    sandbox_max_memory_mb: int = 4096
+    sandbox_max_cpu_seconds: int = 900
+    sandbox_max_file_mb: int = 1024
+    config_file: Path | None = None  # BOOCODE_CONFIG, kept so the sandbox can hide it
 
     @property
     def models_dir(self) -> Path:
@@ -211,9 +241,18 @@ FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "visibility_timeout_seconds": ("BOOCODE_VISIBILITY_TIMEOUT_SECONDS", _parse_positive_int),
     "max_request_bytes": ("BOOCODE_MAX_REQUEST_BYTES", _parse_positive_int),
     "max_image_bytes": ("BOOCODE_MAX_IMAGE_BYTES", _parse_positive_int),
+    "trusted_proxies": ("BOOCODE_TRUSTED_PROXIES", _parse_non_negative_int),
+    "login_failures_per_user": ("BOOCODE_LOGIN_FAILURES_PER_USER", _parse_positive_int),
+    "login_failures_per_address": ("BOOCODE_LOGIN_FAILURES_PER_ADDRESS", _parse_positive_int),
+    "login_window_seconds": ("BOOCODE_LOGIN_WINDOW_SECONDS", _parse_positive_float),
+    "browser_session_seconds": ("BOOCODE_BROWSER_SESSION_SECONDS", _parse_positive_float),
+    "browser_session_idle_seconds": ("BOOCODE_BROWSER_SESSION_IDLE_SECONDS", _parse_positive_float),
     "worker_concurrency": ("BOOCODE_WORKER_CONCURRENCY", _parse_positive_int),
     "web_threads": ("BOOCODE_WEB_THREADS", _parse_positive_int),
     "ws_poll_seconds": ("BOOCODE_WS_POLL_SECONDS", _parse_positive_float),
+    "ws_max_per_user": ("BOOCODE_WS_MAX_PER_USER", _parse_positive_int),
+    "ws_max_per_process": ("BOOCODE_WS_MAX_PER_PROCESS", _parse_positive_int),
+    "ws_access_check_seconds": ("BOOCODE_WS_ACCESS_CHECK_SECONDS", _parse_positive_float),
     "log_level": ("BOOCODE_LOG_LEVEL", _parse_choice("debug", "info", "warning", "error")),
     "log_format": ("BOOCODE_LOG_FORMAT", _parse_choice("text", "json")),
     "model_base_url": ("BOOCODE_MODEL_BASE_URL", _parse_http_url),
@@ -233,6 +272,12 @@ FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "local_model_dir": ("BOOCODE_LOCAL_MODEL_DIR", _parse_path),
     "agent_max_steps": ("BOOCODE_AGENT_MAX_STEPS", _parse_positive_int),
     "tool_path": ("BOOCODE_TOOL_PATH", _parse_text),
+    "sandbox": ("BOOCODE_SANDBOX", _parse_choice("bwrap", "off")),
+    "sandbox_allow_network": ("BOOCODE_SANDBOX_ALLOW_NETWORK", _parse_bool),
+    "sandbox_max_processes": ("BOOCODE_SANDBOX_MAX_PROCESSES", _parse_positive_int),
+    "sandbox_max_memory_mb": ("BOOCODE_SANDBOX_MAX_MEMORY_MB", _parse_positive_int),
+    "sandbox_max_cpu_seconds": ("BOOCODE_SANDBOX_MAX_CPU_SECONDS", _parse_positive_int),
+    "sandbox_max_file_mb": ("BOOCODE_SANDBOX_MAX_FILE_MB", _parse_positive_int),
     "workflow_concurrency": ("BOOCODE_WORKFLOW_CONCURRENCY", _parse_positive_int),
     "workflow_max_agents": ("BOOCODE_WORKFLOW_MAX_AGENTS", _parse_positive_int),
     "workflow_script_timeout_seconds": ("BOOCODE_WORKFLOW_SCRIPT_TIMEOUT_SECONDS", _parse_positive_float),
@@ -243,6 +288,14 @@ FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
 
 # Values that must never be logged, traced or passed to tools.
 SECRET_FIELDS = frozenset({"model_api_key", "database_url", "redis_url", "api_token", "secret_key"})
+
+
+def scrub_environment(environ: dict[str, str] | None = None) -> None:
+    """Remove the secret variables from this process' environment once settings are loaded, so no
+    child started later (git, a model server, a command in `BOOCODE_SANDBOX=off` mode) inherits them."""
+    environ = os.environ if environ is None else environ  # type: ignore[assignment]
+    for name in SECRET_FIELDS:
+        environ.pop(FIELDS[name][0], None)
 
 
 def _missing_services(database_url: str | None, redis_url: str | None) -> list[str]:
@@ -295,6 +348,8 @@ def load_settings(environ: Mapping[str, str] | None = None, *, services_required
         except ValueError as error:
             problems.append(f"{origin} {error}; set {variable} to fix it")
 
+    if config_path and "config_file" not in overrides:
+        values["config_file"] = Path(config_path).expanduser()
     values.update(overrides)
     if services_required:
         problems += _missing_services(values.get("database_url"), values.get("redis_url"))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -94,22 +93,23 @@ def test_create_and_delete(context: ToolContext, project: Path) -> None:
 def test_run_command_sees_none_of_the_servers_environment(context: ToolContext, project: Path) -> None:
     os.environ["BOOCODE_TEST_SECRET"] = "sk-live-do-not-leak"  # the test process stands in for the server
     try:
-        result = call(context, "run_command", argv=[sys.executable, "-c",
+        result = call(context, "run_command", argv=["python3", "-c",
                                                     "import os, json; print(json.dumps(dict(os.environ)))"])
     finally:
         del os.environ["BOOCODE_TEST_SECRET"]
     seen = json.loads(result.content.split("--- stdout ---\n", 1)[1].split("\n--- stderr ---", 1)[0])
     assert "sk-live-do-not-leak" not in result.content
-    assert set(seen) <= {"PATH", "HOME", "LANG", "LC_ALL", "TERM", "PYTHONDONTWRITEBYTECODE", "PWD", "LC_CTYPE"}
+    assert set(seen) <= {"PATH", "HOME", "LANG", "LC_ALL", "TERM", "PYTHONDONTWRITEBYTECODE", "PWD", "LC_CTYPE",
+                         "TMPDIR"}
     assert seen["HOME"] == str(project.resolve())
 
 
 def test_run_command_exit_codes_caps_and_timeouts(context: ToolContext) -> None:
-    failing = call(context, "run_command", argv=[sys.executable, "-c", "import sys; sys.exit(3)"])
+    failing = call(context, "run_command", argv=["python3", "-c", "import sys; sys.exit(3)"])
     assert failing.is_error and failing.data["exit_code"] == 3 and "exit code 3" in failing.content
     ok = call(context, "run_command", argv=["ls"], cwd="src")
     assert not ok.is_error and "app.py" in ok.content and ok.data["exit_code"] == 0
-    noisy = call(context, "run_command", argv=[sys.executable, "-c", "print('x' * 50000)"])
+    noisy = call(context, "run_command", argv=["python3", "-c", "print('x' * 50000)"])
     assert "[output truncated:" in noisy.content and len(noisy.content) < 3000
     slow = call(context, "run_command", argv=["sleep", "30"], timeout_seconds=1)
     assert slow.is_error and slow.data["timed_out"] and "timed out after 1s" in slow.content

@@ -10,12 +10,14 @@ from __future__ import annotations
 import sys
 
 from celery import Celery
+from celery.signals import worker_init
 from kombu import Exchange, Queue
 
 from orchestrator import jobs
 from orchestrator.errors import ConfigurationError
 from orchestrator.logs import configure_logging
-from orchestrator.settings import Settings, load_settings
+from orchestrator.sandbox import Sandbox
+from orchestrator.settings import Settings, load_settings, scrub_environment
 from worker.runtime import WorkerRuntime
 from worker.tasks import maintenance, runs
 
@@ -32,12 +34,22 @@ def make_celery(settings: Settings) -> Celery:
     app.boocode_runtime = runtime  # type: ignore[attr-defined]
     runs.register(app, runtime)
     maintenance.register(app, runtime)
+
+    @worker_init.connect(weak=False)
+    def check_sandbox(**_: object) -> None:
+        try:
+            Sandbox.from_settings(settings).check()
+        except ConfigurationError as error:
+            print(error, file=sys.stderr)  # before consuming anything: say what to install or set
+            raise SystemExit(2) from None
+
     return app
 
 
 def _load_app() -> Celery:
     try:
         settings = load_settings(services_required=True)
+        scrub_environment()
     except ConfigurationError as error:
         # Started by `celery --app worker.celery_app`: say what to set, without a traceback.
         print(error, file=sys.stderr)

@@ -39,13 +39,14 @@ from orchestrator.errors import ConfigurationError
 from orchestrator.lifecycle import Handler, RunContext, RunOutcome
 from orchestrator.llm.client import ModelClient, ModelResult, Provider, ToolCallRequest
 from orchestrator.providers import resolve_provider, server_provider
+from orchestrator.sandbox import Sandbox
 from orchestrator.settings import Settings
 from orchestrator.store import approvals, blobs, journal, runs, subagents
 from orchestrator.store import sessions as chat_sessions
 from orchestrator.store.events import append_event
 from orchestrator.store.models import Blob, Project
 from orchestrator.tools.base import ToolContext, ToolInputError, ToolResult
-from orchestrator.tools.policy import decide
+from orchestrator.tools.policy import decide, wants_network
 from orchestrator.tools.registry import CORE_TOOLS, TOOLS, parse_arguments, run_tool, tool_schemas
 
 MODEL_STEP = re.compile(r"^turn/(\d+)/model$")
@@ -57,14 +58,14 @@ class AgentConfig:
     max_steps: int = 25
     max_attempts: int = 4
     timeout_seconds: float = 120.0
-    tool_path: str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    sandbox: Sandbox = Sandbox()
     secret_key: str | None = field(default=None, repr=False)
     subagent_limits: subagents.Limits = subagents.Limits(server=8, per_user=4)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "AgentConfig":
         return cls(provider=server_provider(settings), max_steps=settings.agent_max_steps, max_attempts=settings.model_max_attempts,
-                   timeout_seconds=settings.model_timeout_seconds, tool_path=settings.tool_path,
+                   timeout_seconds=settings.model_timeout_seconds, sandbox=Sandbox.from_settings(settings),
                    secret_key=settings.secret_key, subagent_limits=subagents.Limits.from_settings(settings))
 
 
@@ -81,12 +82,12 @@ def model_client(config: AgentConfig, provider: Provider) -> ModelClient:
 
 def make_agent_handler(config: AgentConfig) -> Handler:
     def handle(context: RunContext) -> RunOutcome:
-        return settle_worktree(context, run_turn(context, config))
+        return settle_worktree(context, run_turn(context, config), config.sandbox)
 
     return handle
 
 
-def settle_worktree(context: RunContext, outcome: RunOutcome) -> RunOutcome:
+def settle_worktree(context: RunContext, outcome: RunOutcome, sandbox: Sandbox) -> RunOutcome:
     """An agent with its own worktree ended: drop the worktree if it changed nothing, else keep it, and
     say which in the result (or the error)."""
     spec = (context.run.input or {}).get("spec") or {}
@@ -94,7 +95,7 @@ def settle_worktree(context: RunContext, outcome: RunOutcome) -> RunOutcome:
         return outcome
     with context.db.transaction() as session:
         root = Path(session.get(Project, context.run.project_id).root_path)
-    info = worktree.release(root, str(context.run.id))
+    info = worktree.release(root, str(context.run.id), sandbox)
     if outcome.status == RunStatus.COMPLETED and isinstance(outcome.result, dict):
         return replace(outcome, result={**outcome.result, "worktree": info})
     return replace(outcome, error={**(outcome.error or {}), "worktree": info})
@@ -215,12 +216,12 @@ def run_turn(context: RunContext, config: AgentConfig) -> RunOutcome:
     work_root = Path(project.root_path)
     if profile.spec.get("isolation") == "worktree":  # a workflow agent with its own checkout
         try:
-            work_root = worktree.ensure(work_root, str(context.run.id)).path
+            work_root = worktree.ensure(work_root, str(context.run.id), config.sandbox).path
         except worktree.WorktreeError as error:
             return RunOutcome(RunStatus.FAILED, error={"code": "worktree_failed", "message": str(error)})
     host = SubagentHost(context, work_root, config.subagent_limits) \
         if "spawn_subagent" in profile.tools else None
-    tool_context = ToolContext(root=work_root, tool_path=config.tool_path,
+    tool_context = ToolContext(root=work_root, sandbox=config.sandbox, network=wants_network(project.approval_policy),
                                should_stop=lambda: context.keeper.lost is not None, host=host)
     timeout = profile.spec.get("timeoutSeconds")
     if timeout and context.run.started_at is not None and \
@@ -402,7 +403,7 @@ def run_tool_calls(context: RunContext, turn: int, calls: list[ToolCallRequest],
                 content=f"error: {call.name} is not available to this agent; its tools are {', '.join(allowed)}",
                 is_error=True)
         else:
-            gate = gate_call(context, tool_key(turn, index), call, policy)
+            gate = gate_call(context, tool_key(turn, index), call, policy, tool_context.root)
         if gate == "wait":
             return True
         context.step(
@@ -417,7 +418,7 @@ def run_tool_calls(context: RunContext, turn: int, calls: list[ToolCallRequest],
 
 
 def gate_call(context: RunContext, key: str, call: ToolCallRequest,
-              policy: dict[str, Any] | None) -> ToolResult | str | None:
+              policy: dict[str, Any] | None, root: Path) -> ToolResult | str | None:
     """None: run the call. A ToolResult: record it instead (denied). "wait": a person must decide first."""
     with context.db.transaction() as session:
         recorded = journal.load_step(session, context.run.id, key)
@@ -427,7 +428,7 @@ def gate_call(context: RunContext, key: str, call: ToolCallRequest,
         arguments = parse_arguments(call.name, call.arguments)
     except ToolInputError:
         return None  # the tool step itself reports what is wrong with the call
-    decision, rule = decide(policy, call.name, arguments)
+    decision, rule = decide(policy, call.name, arguments, root=root)
     if decision == "allow":
         return None
     if decision == "deny":

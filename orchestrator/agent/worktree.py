@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator.sandbox import Sandbox
+
 FOLDER = Path(".boocode") / "worktrees"
 GIT_TIMEOUT = 60
 
@@ -35,16 +37,28 @@ class Worktree:
     base: str
 
 
-def _git(cwd: Path, *arguments: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/"),
-                   "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+# Git reads the project's own .git/config, which an agent can write: hooks, fsmonitor and filters
+# there are commands. The worker's git therefore runs in the sandbox with hooks and fsmonitor off.
+HARDENED = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-c", "protocol.allow=never")
+
+
+def _git(cwd: Path, *arguments: str, check: bool = True, sandbox: Sandbox | None = None,
+         root: Path | None = None) -> subprocess.CompletedProcess[str]:
+    command = ["git", *HARDENED, *arguments]
     try:
-        result = subprocess.run(["git", *arguments], cwd=cwd, capture_output=True, text=True, timeout=GIT_TIMEOUT,
-                                env=environment)
+        if sandbox is not None:
+            result = sandbox.run(command, root or cwd, cwd, timeout=GIT_TIMEOUT)
+        else:  # read-only questions (rev-parse) where no sandbox is at hand, e.g. a launch check
+            environment = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/nonexistent", "GIT_TERMINAL_PROMPT": "0",
+                           "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C"}
+            result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=GIT_TIMEOUT,
+                                    env=environment)
     except FileNotFoundError:
         raise WorktreeError("git is not installed on this worker") from None
     except subprocess.TimeoutExpired:
         raise WorktreeError(f"git {arguments[0]} took longer than {GIT_TIMEOUT}s") from None
+    if sandbox is not None and result.returncode != 0 and result.stderr.startswith("bwrap: execvp"):
+        raise WorktreeError("git is not installed on this worker (or not on BOOCODE_TOOL_PATH)")
     if check and result.returncode != 0:
         raise WorktreeError(f"git {' '.join(arguments[:2])} failed: {(result.stderr or result.stdout).strip()}")
     return result
@@ -69,53 +83,54 @@ def _location(root: Path, run_id: str) -> tuple[Path, str]:
     return root / FOLDER / run_id, f"boocode/agent-{run_id}"
 
 
-def ensure(root: Path, run_id: str) -> Worktree:
+def ensure(root: Path, run_id: str, sandbox: Sandbox) -> Worktree:
     path, branch = _location(root, run_id)
     folder = root / FOLDER
     folder.mkdir(parents=True, exist_ok=True)
     ignore = folder / ".gitignore"
     if not ignore.exists():
         ignore.write_text("*\n")
-    head = _git(root, "rev-parse", "HEAD").stdout.strip()
+    head = _git(root, "rev-parse", "HEAD", sandbox=sandbox).stdout.strip()
     if (path / ".git").is_file():  # made by an earlier turn
-        return Worktree(path, branch, _base_of(root, branch) or head)
-    _git(root, "worktree", "prune")
-    if _git(root, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}", check=False).returncode == 0:
-        _git(root, "worktree", "add", str(path), branch)  # a repeat after a crash between the two steps
+        return Worktree(path, branch, _base_of(root, branch, sandbox) or head)
+    _git(root, "worktree", "prune", sandbox=sandbox)
+    if _git(root, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}", check=False, sandbox=sandbox).returncode == 0:
+        _git(root, "worktree", "add", str(path), branch, sandbox=sandbox)  # a repeat after a crash between the two steps
     else:
-        _git(root, "worktree", "add", "-b", branch, str(path), head)
-    _git(root, "config", f"branch.{branch}.boocodeBase", head)
+        _git(root, "worktree", "add", "-b", branch, str(path), head, sandbox=sandbox)
+    _git(root, "config", f"branch.{branch}.boocodeBase", head, sandbox=sandbox)
     return Worktree(path, branch, head)
 
 
-def _base_of(root: Path, branch: str) -> str | None:
-    found = _git(root, "config", "--get", f"branch.{branch}.boocodeBase", check=False)
+def _base_of(root: Path, branch: str, sandbox: Sandbox) -> str | None:
+    found = _git(root, "config", "--get", f"branch.{branch}.boocodeBase", check=False, sandbox=sandbox)
     return found.stdout.strip() or None
 
 
-def changes(worktree: Worktree) -> list[str]:
+def changes(worktree: Worktree, sandbox: Sandbox, root: Path) -> list[str]:
     """Paths the agent changed: edits and new files not yet committed, and files in its own commits."""
-    status = _git(worktree.path, "status", "--porcelain", "--untracked-files=all").stdout
+    status = _git(worktree.path, "status", "--porcelain", "--untracked-files=all", sandbox=sandbox, root=root).stdout
     paths = [line[3:] for line in status.splitlines() if line.strip()]
-    committed = _git(worktree.path, "diff", "--name-only", f"{worktree.base}..HEAD", check=False).stdout
+    committed = _git(worktree.path, "diff", "--name-only", f"{worktree.base}..HEAD", check=False, sandbox=sandbox,
+                     root=root).stdout
     paths += [line for line in committed.splitlines() if line.strip()]
     return sorted(set(paths))
 
 
-def release(root: Path, run_id: str) -> dict[str, Any]:
+def release(root: Path, run_id: str, sandbox: Sandbox) -> dict[str, Any]:
     """The agent ended: remove its worktree (and branch) if it changed nothing, keep it otherwise. What
     happened, for the agent's result. A worktree already gone (removed before a crash) was not kept."""
     path, branch = _location(root, run_id)
     if not (path / ".git").is_file():
         return {"kept": False, "branch": branch}
     try:
-        worktree = Worktree(path, branch, _base_of(root, branch) or "HEAD")
-        changed = changes(worktree)
+        worktree = Worktree(path, branch, _base_of(root, branch, sandbox) or "HEAD")
+        changed = changes(worktree, sandbox, root)
         if changed:
             return {"kept": True, "path": str(path), "branch": branch, "base": worktree.base,
                     "changed": changed[:200]}
-        _git(root, "worktree", "remove", "--force", str(path))
-        _git(root, "branch", "-D", branch, check=False)  # also drops its boocodeBase setting
+        _git(root, "worktree", "remove", "--force", str(path), sandbox=sandbox)
+        _git(root, "branch", "-D", branch, check=False, sandbox=sandbox)  # also drops its boocodeBase setting
     except WorktreeError as error:
         return {"kept": True, "path": str(path), "branch": branch, "error": str(error)}
     return {"kept": False, "branch": branch}

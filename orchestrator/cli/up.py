@@ -15,6 +15,7 @@ Children get the service URLs through their environment; nothing is written into
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -26,14 +27,15 @@ import click
 import httpx
 
 from orchestrator import migrate
-from orchestrator.cli import EXIT_OK, EXIT_SERVER
+from orchestrator.cli import EXIT_OK, EXIT_SERVER, EXIT_USAGE
 from orchestrator.cli.client import credentials_path, load_credentials, save_credentials
 from orchestrator.embedded import EmbeddedPostgres, EmbeddedRedis, ensure_private_directory
 from orchestrator.localmodel.catalog import MODELS
 from orchestrator.localmodel.fetch import FetchError, fetch
 from orchestrator.localmodel.server import LocalModelError, LocalModelServer
+from orchestrator.sandbox import Sandbox, SandboxUnavailableError
 from orchestrator.secrets import generate_key
-from orchestrator.settings import Settings
+from orchestrator.settings import FIELDS, SECRET_FIELDS, Settings
 from orchestrator.store import users
 from orchestrator.store.database import Database
 
@@ -54,7 +56,24 @@ def worker_command(settings: Settings) -> list[str]:
 
 
 def child_environment(settings: Settings) -> dict[str, str]:
-    return {**os.environ, **settings.to_environment()}
+    """The worker's and web's environment: the settings, but the secrets (database and Redis URLs, keys,
+    tokens) only in a file readable by this user alone, named by BOOCODE_CONFIG, so that no process
+    listing or /proc/<pid>/environ shows them and no grandchild inherits them."""
+    secret_variables = {FIELDS[name][0] for name in SECRET_FIELDS}
+    every_variable = {variable for variable, _ in FIELDS.values()} | {"BOOCODE_CONFIG"}
+    inherited = {name: value for name, value in os.environ.items() if name not in every_variable}
+    settings_environment = settings.to_environment()
+    public = {name: value for name, value in settings_environment.items() if name not in secret_variables}
+    secrets_file = settings.data_dir / "run" / "secrets.toml"
+    ensure_private_directory(secrets_file.parent)
+    descriptor = os.open(secrets_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)
+    with os.fdopen(descriptor, "w") as stream:
+        for name in sorted(SECRET_FIELDS):
+            value = getattr(settings, name)
+            if value is not None:
+                stream.write(f"{name} = {json.dumps(str(value))}\n")
+    return {**inherited, **public, "BOOCODE_CONFIG": str(secrets_file)}
 
 
 def ensure_admin(settings: Settings) -> tuple[str, Path]:
@@ -201,6 +220,11 @@ def ensure_secret_key(settings: Settings) -> Settings:
 def run_up(settings: Settings) -> int:
     ensure_private_directory(settings.data_dir)
     settings = ensure_secret_key(settings)
+    try:
+        Sandbox.from_settings(settings).check()  # agent commands need it; say so before starting anything
+    except SandboxUnavailableError as error:
+        click.echo(f"error: {error}", err=True)
+        return EXIT_USAGE
     supervisor = Supervisor(settings)
 
     def request_stop(signum: int, frame: object) -> None:

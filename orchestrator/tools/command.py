@@ -1,28 +1,26 @@
-"""run_command: a program with arguments, no shell, inside the project, with a clean environment.
+"""run_command: a program with arguments, no shell, inside the project, in the sandbox.
 
-The child's environment is built from scratch (PATH from settings, HOME set to the project root,
-a UTF-8 locale): nothing of the server's environment is inherited, so database URLs, API keys and
-tokens cannot reach a command. The command runs in its own process group, which is killed whole
-on timeout. Output beyond the cap is cut with a marker saying how much was dropped.
+The process runs in `orchestrator.sandbox`: its own PID, IPC, UTS and network namespaces, the system
+read-only, the run's root the only writable place, a private /tmp, an environment built from
+scratch, resource limits; nothing of it outlives the command. The working directory is opened
+beneath the root first (`tools.paths`), so `cwd` cannot name a place outside. On timeout or cancel
+the sandbox is killed whole. Output beyond the cap is cut with a marker saying how much was dropped.
 """
 
 from __future__ import annotations
 
 import os
-import signal
+import stat
 import subprocess
 import tempfile
 import time
 from typing import Any
 
-from orchestrator.tools.base import Tool, ToolContext, ToolInputError, ToolResult, relative, resolve_path
+from orchestrator.tools.base import Tool, ToolContext, ToolInputError, ToolResult
+from orchestrator.tools.paths import Root, opened
 
 MAX_TIMEOUT_SECONDS = 600
-
-
-def tool_environment(context: ToolContext) -> dict[str, str]:
-    return {"PATH": context.tool_path, "HOME": str(context.root.resolve()), "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
-            "TERM": "dumb", "PYTHONDONTWRITEBYTECODE": "1"}
+MISSING_PROGRAM = b"bwrap: execvp "  # what bubblewrap says when it cannot start the program
 
 
 def _capped(data: bytes, cap: int) -> str:
@@ -33,42 +31,52 @@ def _capped(data: bytes, cap: int) -> str:
 
 def run_command(arguments: dict[str, Any], context: ToolContext) -> ToolResult:
     argv = arguments["argv"]
-    cwd = resolve_path(context, arguments.get("cwd", "."))
-    if not cwd.is_dir():
-        raise ToolInputError(f"cwd {arguments.get('cwd')!r} is not a directory")
+    if any("\x00" in part for part in argv):
+        raise ToolInputError("argv must not contain NUL bytes")
+    with Root(context.root) as root:
+        with opened(root, arguments.get("cwd", "."), os.O_RDONLY | os.O_DIRECTORY) as (_, info, relative):
+            if not stat.S_ISDIR(info.st_mode):
+                raise ToolInputError(f"cwd {arguments.get('cwd')!r} is not a directory")
+        root_path, cwd = root.path, root.path if relative == "." else root.path / relative
     timeout = arguments.get("timeout_seconds", 60)
     with tempfile.TemporaryFile() as output, tempfile.TemporaryFile() as errors:
         try:
-            process = subprocess.Popen(argv, cwd=cwd, env=tool_environment(context), stdin=subprocess.DEVNULL,
-                                       stdout=output, stderr=errors, start_new_session=True)
+            process = context.sandbox.start(argv, root_path, cwd, stdout=output, stderr=errors,
+                                            network=context.network)
         except FileNotFoundError:
             raise ToolInputError(f"program {argv[0]!r} was not found on PATH") from None
         except PermissionError:
             raise ToolInputError(f"program {argv[0]!r} is not executable") from None
         timed_out = stopped = False
         deadline = time.monotonic() + timeout
-        while True:
-            try:
-                exit_code = process.wait(min(0.25, max(deadline - time.monotonic(), 0.01)))
-                break
-            except subprocess.TimeoutExpired:
-                timed_out = time.monotonic() >= deadline
-                stopped = context.should_stop is not None and context.should_stop()
-                if timed_out or stopped:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    exit_code = process.wait()
+        try:
+            while True:
+                try:
+                    exit_code = process.popen.wait(min(0.25, max(deadline - time.monotonic(), 0.01)))
                     break
+                except subprocess.TimeoutExpired:
+                    timed_out = time.monotonic() >= deadline
+                    stopped = context.should_stop is not None and context.should_stop()
+                    if timed_out or stopped:
+                        break
+        finally:
+            process.kill()  # the namespace, the process group and the cgroup: nothing outlives the command
+        exit_code = process.popen.returncode
         half = context.max_output_bytes // 2
         output.seek(0)
         errors.seek(0)
-        stdout, stderr = _capped(output.read(), half), _capped(errors.read(), half)
+        raw_stderr = errors.read()
+        stdout, stderr = _capped(output.read(), half), _capped(raw_stderr, half)
+    if not (timed_out or stopped) and exit_code != 0 and raw_stderr.startswith(MISSING_PROGRAM):
+        raise ToolInputError(f"program {argv[0]!r} was not found on PATH ({context.sandbox.tool_path}) or is not "
+                             "executable; the administrator sets the PATH with BOOCODE_TOOL_PATH")
     if stopped:
         status = "stopped: the run was cancelled (killed)"
     elif timed_out:
         status = f"timed out after {timeout}s (killed)"
     else:
         status = f"exit code {exit_code}"
-    content = f"$ {' '.join(argv)}  (in {relative(context, cwd)})\n{status}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
+    content = f"$ {' '.join(argv)}  (in {relative})\n{status}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
     return ToolResult(content=content, is_error=timed_out or stopped or exit_code != 0,
                       data={"exit_code": None if timed_out or stopped else exit_code, "timed_out": timed_out,
                             "stopped": stopped})
@@ -76,7 +84,7 @@ def run_command(arguments: dict[str, Any], context: ToolContext) -> ToolResult:
 
 TOOLS = [
     Tool("run_command", "Run a program with arguments (no shell: pipes and globs are not expanded) inside the "
-                        "project. Reports the exit code, stdout and stderr.",
+                        "project, in a sandbox. Reports the exit code, stdout and stderr.",
          {"type": "object", "properties": {
              "argv": {"type": "array", "items": {"type": "string"}, "minItems": 1,
                       "description": "Program and arguments, e.g. [\"pytest\", \"-q\"]"},

@@ -8,17 +8,29 @@ The first rule whose `tool` (a name or "*") and `match` (a glob over the call's 
 line of run_command, the path of file tools; omitted = anything) fit decides: `allow`, `ask` (the run
 waits for a person to approve or deny) or `deny`. After the project's rules come the defaults:
 run_command and delete_file ask; everything else is allowed.
+
+A path is matched the way the tool will use it, not as the model spelled it: relative to the root,
+normalised (`./secrets/x`, `sub/../secrets/x` and `/abs/root/secrets/x` are all `secrets/x`), and
+also as the file it resolves to through symlinks. When the spellings decide differently, the
+strictest decision wins (deny over ask over allow).
+
+`"network": true` asks for the network in the project's commands; it takes effect only where the
+server allows it (BOOCODE_SANDBOX_ALLOW_NETWORK), since a shared network reaches the server's own
+loopback services.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import os
 import shlex
+from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import ValidationError
 
 DECISIONS = ("allow", "ask", "deny")
+STRICTNESS = {"allow": 0, "ask": 1, "deny": 2}
 DEFAULT_RULES: list[dict[str, Any]] = [
     {"tool": "run_command", "decision": "ask", "default": True},
     {"tool": "delete_file", "decision": "ask", "default": True},
@@ -26,8 +38,12 @@ DEFAULT_RULES: list[dict[str, Any]] = [
 
 
 def validate_policy(policy: Any, tool_names: list[str]) -> dict[str, Any]:
-    if not isinstance(policy, dict) or set(policy) - {"rules"} or not isinstance(policy.get("rules", []), list):
-        raise ValidationError('a policy is {"rules": [...]}')
+    if not isinstance(policy, dict) or set(policy) - {"rules", "network"} or \
+            not isinstance(policy.get("rules", []), list):
+        raise ValidationError('a policy is {"rules": [...]} with an optional "network": true')
+    if not isinstance(policy.get("network", False), bool):
+        raise ValidationError("the policy's network must be true or false",
+                              details=[{"path": "network", "message": "not a boolean"}])
     problems = []
     rules = []
     for index, rule in enumerate(policy.get("rules", [])):
@@ -43,21 +59,41 @@ def validate_policy(policy: Any, tool_names: list[str]) -> dict[str, Any]:
         rules.append({key: rule[key] for key in ("tool", "match", "decision") if key in rule})
     if problems:
         raise ValidationError("the policy has invalid rules", details=problems)
-    return {"rules": rules}
+    return {"rules": rules, **({"network": True} if policy.get("network") else {})}
 
 
-def subject_of(tool_name: str, arguments: dict[str, Any]) -> str:
+def subjects_of(tool_name: str, arguments: dict[str, Any], root: Path | None) -> list[str]:
+    """Every spelling of what the call acts on that a rule must see (see the module docstring)."""
     if tool_name == "run_command":
-        return shlex.join(arguments.get("argv", []))
-    return str(arguments.get("path", ""))
+        return [shlex.join(arguments.get("argv", []))]
+    raw = str(arguments.get("path", ""))
+    if root is None:
+        return [raw]
+    root = Path(os.path.realpath(root))
+    joined = Path(raw) if raw.startswith("/") else root / raw
+    found = []
+    for candidate in (Path(os.path.normpath(joined)), Path(os.path.realpath(joined))):
+        if candidate == root or root in candidate.parents:
+            found.append("." if candidate == root else str(candidate.relative_to(root)))
+    return found or [raw]
 
 
-def decide(policy: dict[str, Any] | None, tool_name: str, arguments: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
-    subject = subject_of(tool_name, arguments)
-    for rule in [*(policy or {}).get("rules", []), *DEFAULT_RULES]:
+def _decide_one(rules: list[dict[str, Any]], tool_name: str, subject: str) -> tuple[str, dict[str, Any] | None]:
+    for rule in rules:
         if rule["tool"] not in ("*", tool_name):
             continue
         if "match" in rule and not fnmatch.fnmatchcase(subject, rule["match"]):
             continue
         return rule["decision"], rule
     return "allow", None
+
+
+def decide(policy: dict[str, Any] | None, tool_name: str, arguments: dict[str, Any],
+           root: Path | None = None) -> tuple[str, dict[str, Any] | None]:
+    rules = [*(policy or {}).get("rules", []), *DEFAULT_RULES]
+    decisions = [_decide_one(rules, tool_name, subject) for subject in subjects_of(tool_name, arguments, root)]
+    return max(decisions, key=lambda pair: STRICTNESS[pair[0]])
+
+
+def wants_network(policy: dict[str, Any] | None) -> bool:
+    return bool((policy or {}).get("network"))
