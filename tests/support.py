@@ -188,3 +188,58 @@ def run_cli(*arguments: str, environment: dict[str, str], expect: int = 0, execu
                             timeout=timeout, input=input)
     assert result.returncode == expect, (arguments, result.returncode, result.stdout, result.stderr)
     return result
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class WebProcess:
+    """`boocode web` as a real process: gunicorn's gthread worker with BOOCODE_WEB_THREADS threads, as
+    production runs it (the in-thread LiveServer starts a thread per connection, so it has no thread
+    limit to exhaust)."""
+
+    def __init__(self, settings: Settings, log_dir: Path) -> None:
+        self.settings = settings.replace(host="127.0.0.1", port=free_port())
+        self.url = self.settings.base_url
+        self.log_path = log_dir / f"web-{self.settings.port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60) -> "WebProcess":
+        environment = {**os.environ, **self.settings.to_environment()}
+        self._log = open(self.log_path, "ab")
+        self.process = subprocess.Popen([BOOCODE, "web"], env=environment, cwd=REPO, stdout=self._log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(lambda: self._answers() or self.process.poll() is not None, timeout, 0.1,  # type: ignore[union-attr]
+                 f"`boocode web` to answer on {self.url}")
+        if self.process.poll() is not None:
+            raise AssertionError(f"`boocode web` exited at start:\n{self.log()}")
+        return self
+
+    def _answers(self) -> bool:
+        try:
+            httpx.get(f"{self.url}/health", timeout=2)
+            return True
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+# A real 1 x 1 GIF: uploads are decoded before they are accepted, so a bare "GIF89a" header is refused.
+TINY_GIF = (b"GIF89a\x01\x00\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")

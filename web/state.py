@@ -1,14 +1,16 @@
-"""What a request handler may use: settings, the database, Redis and the enqueue helper."""
+"""What a request handler may use: settings, the database, Redis, the enqueue helper, and this
+process's count of open WebSockets (web/access.py)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis
 from flask import current_app
 
 from orchestrator.settings import Settings
 from orchestrator.store.database import Database
+from web.access import SocketSlots
 from web.queue import TaskQueue
 
 
@@ -18,6 +20,7 @@ class WebState:
     db: Database
     redis: redis.Redis
     queue: TaskQueue
+    sockets: SocketSlots = field(default_factory=SocketSlots)  # one per app, so one per process
 
 
 def state() -> WebState:

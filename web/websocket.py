@@ -1,12 +1,20 @@
-"""`/ws/sessions/<id>?since=<seq>`: replay from Postgres, then live events from Redis, by `seq`.
+"""`/ws/sessions/<id>?since=<seq>`: replay from Postgres, then live events from Redis, by `seq`,
+for as long as the caller keeps access.
 
+    before the handshake (plain HTTP errors, no socket):
+        authenticated (web/auth.py) and a viewer of the session's project, else 401/404
+        since is a whole number, else 422
+        a slot under the per-user and per-process caps (web/access.py), else 429
     subscribe to the session's Redis channel              (first, so nothing published later is missed)
     send every event with seq > since from Postgres       (the replay)
-    for each live event:
-        seq <= last sent      -> drop (already sent during replay: the hand-over duplicate)
-        seq >  last sent + 1  -> send the gap from Postgres first (a lost pub/sub message)
-        send it
-    when Redis is quiet for ws_poll_seconds, look in Postgres anyway (a lost last message)
+    loop:
+        every ws_access_check_seconds: access ended  -> close with 4401 / 4403 / 4404 and stop
+        live event:
+            seq <= last sent      -> drop (already sent during replay: the hand-over duplicate)
+            seq >  last sent + 1  -> send the gap from Postgres first (a lost pub/sub message)
+            send it
+        when Redis is quiet for ws_poll_seconds, look in Postgres anyway (a lost last message)
+    the request ends however it ends (client gone, close, error) -> the slot is released
 
 Commit order equals seq order (see orchestrator/store/events.py), so Postgres always holds every
 seq below one that was published; the client receives each event exactly once, in order.
@@ -15,73 +23,122 @@ seq below one that was published; the client receives each event exactly once, i
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from typing import Any
 
-from flask import Blueprint, request
+from flask import Blueprint, g, request
 from flask_sock import Sock
+from simple_websocket import ConnectionClosed
 
 from orchestrator.domain.enums import Role
 from orchestrator.store import events
 from orchestrator.tracing.publisher import encode_event, session_channel
-from web.auth import load_visible_session
+from web.access import Credential, Denied, Grant, check_access
+from web.auth import SESSION_COOKIE, current_user, load_visible_session, presented_token
 from web.errors import HttpError
 from web.state import state
 
+logger = logging.getLogger(__name__)
 bp = Blueprint("websocket", __name__)
 sock = Sock()
 REPLAY_PAGE = 500
+SEQ_MAX = 2 ** 63 - 1  # events.seq is a bigint
+SERVER_ERROR = 1011
 
 
 @bp.before_request
-def authorize_session() -> None:
-    """Checked before the handshake, so a refused client gets a plain HTTP 401/404 and no socket."""
+def admit_socket() -> None:
+    """Checked before the handshake, so a refused client gets a plain HTTP 401/404/422/429 and no socket."""
     session_id = (request.view_args or {}).get("session_id")
     if session_id is None:
         return
     with state().db.transaction() as session:
         load_visible_session(session, session_id, Role.VIEWER)
     parse_since()
+    token, via = presented_credential()
+    g.socket_grant = Grant(user_id=current_user().id, session_id=session_id, via=via, token=token)
+    g.socket_slot = state().sockets.acquire(current_user().id, state().settings)  # last: nothing after it can fail
+
+
+@bp.teardown_request
+def release_socket_slot(_error: BaseException | None) -> None:
+    """Runs after every request of this blueprint, whichever way the socket ended."""
+    slot = g.pop("socket_slot", None)
+    if slot is not None:
+        slot.release()
+
+
+def presented_credential() -> tuple[str, Credential]:
+    """The token the handshake authenticated with, chosen as web/auth.py's `authenticate` chooses it."""
+    token = presented_token()
+    if token is not None:
+        return token, "bearer"
+    return request.cookies[SESSION_COOKIE], "cookie"
 
 
 def parse_since() -> int:
     raw = request.args.get("since", "0")
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > len(str(SEQ_MAX)) or int(raw) > SEQ_MAX:
         raise HttpError(422, "validation_failed", "since must be a whole number (the last seq you received)",
-                        [{"path": "since", "message": "not a non-negative integer"}])
+                        [{"path": "since", "message": f"not an integer between 0 and {SEQ_MAX}"}])
     return int(raw)
 
 
 @sock.route("/ws/sessions/<uuid:session_id>", bp=bp)
 def session_events(ws: Any, session_id: uuid.UUID) -> None:
-    stream = EventStream(ws, session_id)
-    stream.run(parse_since())
+    try:
+        EventStream(ws, g.socket_grant).run(parse_since())
+    except ConnectionClosed:
+        raise
+    except Exception:
+        # Without this the client would see the connection drop with no close code.
+        logger.exception("session socket failed", extra={"session_id": str(session_id)})
+        ws.close(SERVER_ERROR, "server error; reconnect with since=<the last seq you received>")
 
 
 class EventStream:
-    def __init__(self, ws: Any, session_id: uuid.UUID) -> None:
+    def __init__(self, ws: Any, grant: Grant) -> None:
         self.ws = ws
-        self.session_id = session_id
+        self.grant = grant
+        self.session_id = grant.session_id
         self.state = state()
 
     def run(self, since: int) -> None:
+        settings = self.state.settings
         pubsub = self.state.redis.pubsub(ignore_subscribe_messages=True)
-        pubsub.subscribe(session_channel(self.state.settings.redis_prefix, self.session_id))
+        pubsub.subscribe(session_channel(settings.redis_prefix, self.session_id))
         try:
             last = self.replay(since)
             quiet_since = time.monotonic()
+            next_check = quiet_since + settings.ws_access_check_seconds  # the handshake just checked
             while True:
+                if time.monotonic() >= next_check:
+                    if self.access_ended():
+                        return
+                    next_check = time.monotonic() + settings.ws_access_check_seconds
                 message = pubsub.get_message(timeout=0.25)
                 if message is not None and message.get("type") == "message":
                     quiet_since = time.monotonic()
                     last = self.forward(json.loads(message["data"]), last)
-                elif time.monotonic() - quiet_since >= self.state.settings.ws_poll_seconds:
+                elif time.monotonic() - quiet_since >= settings.ws_poll_seconds:
                     quiet_since = time.monotonic()
                     last = self.replay(last)
                 self.ws.receive(timeout=0)  # raises ConnectionClosed once the client has gone
         finally:
             pubsub.close()
+
+    def access_ended(self) -> bool:
+        """Re-check the token, the role and the session; on a denial close with its code."""
+        verdict = check_access(self.state.db, self.grant)
+        if not isinstance(verdict, Denied):
+            return False
+        logger.info("closing session socket: %s", verdict.reason,
+                    extra={"session_id": str(self.session_id), "user_id": str(self.grant.user_id),
+                           "close_code": int(verdict.code)})
+        self.ws.close(int(verdict.code), verdict.reason)
+        return True
 
     def forward(self, event: dict[str, Any], last: int) -> int:
         seq = event["seq"]
