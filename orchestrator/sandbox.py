@@ -9,7 +9,8 @@ hostile input, so it runs in a bubblewrap (`bwrap`) sandbox built like this:
         bwrap --unshare-user --unshare-pid --unshare-ipc --unshare-uts --unshare-cgroup
               --unshare-net (unless the server allows the network and the project asks for it)
               --die-with-parent --new-session --cap-drop ALL --clearenv --setenv <from scratch>
-              --ro-bind  /usr /bin /lib* and an allow-list of /etc      (the system, read-only)
+              --ro-bind  /usr /bin /lib* /etc                           (the system, read-only)
+              --tmpfs / --ro-bind /dev/null over what in /etc only its owner may read (shadow, ssl/private…)
               --ro-bind  existing directories of the tool PATH
               --bind     <run root> <run root>                          (the only writable place)
               --tmpfs /tmp  --proc /proc  --dev /dev                     (private, own namespace)
@@ -30,10 +31,13 @@ only). It is for machines without user namespaces and is logged as a warning at 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
+import select
 import shutil
 import signal
+import stat
 import subprocess
 import uuid
 from dataclasses import dataclass, field
@@ -46,14 +50,6 @@ from orchestrator.settings import Settings
 logger = logging.getLogger(__name__)
 
 SYSTEM_DIRECTORIES = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
-# What programs need of /etc; the rest (shadow, sudoers, ssh host keys, ssl/private…) stays out.
-ETC_ALLOWED = ("passwd", "group", "hosts", "hostname", "resolv.conf", "nsswitch.conf", "host.conf", "gai.conf",
-               "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "timezone", "zoneinfo", "ssl/certs",
-               "ca-certificates", "ca-certificates.conf", "alternatives", "mime.types", "protocols", "services",
-               "os-release", "debian_version", "lsb-release", "gitconfig", "bash.bashrc", "profile", "inputrc",
-               "terminfo", "magic", "magic.mime", "locale.alias", "locale.gen", "default/locale", "environment",
-               "shells", "login.defs", "python3", "python3.11", "pip.conf", "xdg", "npmrc", "subversion",
-               "java-17-openjdk", "perl", "vim", "nanorc", "manpath.config", "fonts", "machine-id")
 SANDBOX_UID = 1000
 SANDBOX_GID = 1000
 
@@ -127,8 +123,9 @@ class Sandbox:
             elif path.is_dir():
                 wrapped += ["--ro-bind", directory, directory]
                 bound.append(path)
-        for name in ETC_ALLOWED:
-            wrapped += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+        wrapped += ["--ro-bind", "/etc", "/etc"]
+        for private in private_entries("/etc"):  # shadow, ssl/private, service configs: not for every user
+            wrapped += ["--tmpfs", private] if os.path.isdir(private) else ["--ro-bind", "/dev/null", private]
         for entry in self.tool_path.split(":"):
             path = Path(entry)
             if path.is_absolute() and path.is_dir() and not any(_inside(path, system) for system in bound):
@@ -213,6 +210,26 @@ class SandboxedProcess:
     def pid(self) -> int:
         return self.popen.pid
 
+    def wait(self, timeout: float) -> int | None:
+        """The exit code, or None if still running after `timeout` seconds. Woken by the kernel the moment
+        the process exits (a pidfd), not by polling with back-off as Popen.wait(timeout) does."""
+        if self.popen.poll() is None:
+            try:
+                descriptor = os.pidfd_open(self.popen.pid)
+            except (AttributeError, OSError):  # no pidfd here: Popen's polling
+                try:
+                    return self.popen.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    return None
+            try:
+                poller = select.poll()
+                poller.register(descriptor, select.POLLIN)
+                if not poller.poll(max(timeout, 0) * 1000):
+                    return None
+            finally:
+                os.close(descriptor)
+        return self.popen.wait()
+
     def kill(self) -> None:
         try:
             os.killpg(self.popen.pid, signal.SIGKILL)
@@ -223,6 +240,27 @@ class SandboxedProcess:
         self.popen.wait()
         kill_cgroup(self.cgroup)
         remove_cgroup(self.cgroup)
+
+
+@functools.lru_cache(maxsize=4)
+def private_entries(top: str) -> tuple[str, ...]:
+    """What under `top` an ordinary user of this machine may not read (files without the world-read
+    bit, directories without world read+search): the sandbox masks these, and shows the rest, which
+    any local account can read anyway. Looked up once per process."""
+    found = []
+    for directory, directories, files in os.walk(top):
+        for name in list(directories):
+            path = os.path.join(directory, name)
+            mode = os.lstat(path).st_mode
+            if not stat.S_ISLNK(mode) and mode & 0o005 != 0o005:
+                found.append(path)
+                directories.remove(name)
+        for name in files:
+            path = os.path.join(directory, name)
+            mode = os.lstat(path).st_mode
+            if stat.S_ISREG(mode) and not mode & 0o004:
+                found.append(path)
+    return tuple(sorted(found))
 
 
 def bubblewrap() -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
 import tempfile
 import time
 from typing import Any
@@ -50,15 +49,11 @@ def run_command(arguments: dict[str, Any], context: ToolContext) -> ToolResult:
         timed_out = stopped = False
         deadline = time.monotonic() + timeout
         try:
-            while True:
-                try:
-                    exit_code = process.popen.wait(min(0.25, max(deadline - time.monotonic(), 0.01)))
+            while process.wait(min(0.25, max(deadline - time.monotonic(), 0.01))) is None:
+                timed_out = time.monotonic() >= deadline
+                stopped = context.should_stop is not None and context.should_stop()
+                if timed_out or stopped:
                     break
-                except subprocess.TimeoutExpired:
-                    timed_out = time.monotonic() >= deadline
-                    stopped = context.should_stop is not None and context.should_stop()
-                    if timed_out or stopped:
-                        break
         finally:
             process.kill()  # the namespace, the process group and the cgroup: nothing outlives the command
         exit_code = process.popen.returncode
