@@ -2,6 +2,7 @@
 
     execute_run(run_id):
         claim the lease (one conditional UPDATE; lose the race -> return)
+        taken over from dead holders max_crashes times in a row without progress -> fail `worker_crashed`
         start a keeper thread that renews the lease every lease_seconds / 3
         call the kind's handler with a RunContext
             ctx.step(key, body): journal hit -> recorded output; else started -> body -> finished
@@ -30,7 +31,7 @@ from sqlalchemy.orm import Session
 from orchestrator.domain.enums import RunStatus, StepStatus
 from orchestrator.errors import LeaseError, RunCancelledError, StaleLeaseError
 from orchestrator.jobs import task_for_kind
-from orchestrator.store import journal, runs
+from orchestrator.store import journal, runs, spans
 from orchestrator.store.database import Database
 from orchestrator.store.models import Run
 
@@ -110,13 +111,16 @@ class RunContext:
 
     def step(self, step_key: str, body: Callable[[], Any], *, kind: str = "step", input: Any = None,
              record: Callable[[Session, Any], None] | None = None,
-             interrupted: Callable[[], Any] | None = None) -> Any:
+             interrupted: Callable[[], Any] | None = None,
+             begin: Callable[[Session], None] | None = None) -> Any:
         """Run `body` once per journal entry: a recorded result is returned without running it again.
 
         `record(session, output)` runs in the transaction that journals the result, so what it writes
         (a message, say) exists exactly when the result does. `interrupted`, given for steps with side
         effects, supplies the output to record instead of running the body again when a previous
-        attempt started but never finished (a crash in the middle).
+        attempt started but never finished (a crash in the middle). `begin(session)` runs in the
+        transaction that journals `started` (a tool's span opens there), so nothing can fail between
+        that commit and the body: a step is `started` only when its body is about to run.
         """
         self.check()
         input_hash = hash_input(input) if input is not None else None
@@ -132,6 +136,8 @@ class RunContext:
         with self.db.transaction() as session:
             journal.begin_step(session, self.lease, step_key, kind=kind, input_hash=input_hash,
                                detail=input if isinstance(input, dict) else None)
+            if begin is not None:
+                begin(session)
         try:
             output = body()
         except Exception as error:
@@ -162,9 +168,20 @@ def hash_input(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def crash_failure(session: Session, lease: runs.Lease) -> dict[str, Any]:
+    """The poison-run guard's error: the run's executions keep killing (or hanging) their workers."""
+    last = journal.latest_step(session, lease.run_id)
+    step = {"step_key": last.step_key, "status": last.status, "attempt": last.attempt} if last else None
+    return {"code": "worker_crashed",
+            "message": f"the worker running this run died {lease.crashes} times in a row without the run making "
+                       f"progress{f' (each time in step {last.step_key})' if last else ''}; it was stopped so it "
+                       "cannot take workers down forever (BOOCODE_MAX_WORKER_CRASHES)",
+            "details": {"crashes": lease.crashes, "holders": list(lease.crash_log), "last_step": step}}
+
+
 def execute_run(db: Database, run_id: uuid.UUID, *, owner: str, lease_seconds: float,
                 handlers: dict[str, Handler], enqueue: Enqueue,
-                on_finish: dict[str, FinishHook] | None = None) -> str:
+                on_finish: dict[str, FinishHook] | None = None, max_crashes: int = 3) -> str:
     """Claim and run one run. Returns what happened: claimed-and-finished, skipped, or lost."""
     with db.transaction() as session:
         lease = runs.claim_run(session, run_id, owner, lease_seconds)
@@ -177,7 +194,12 @@ def execute_run(db: Database, run_id: uuid.UUID, *, owner: str, lease_seconds: f
         context = RunContext(db=db, lease=lease, run=run, keeper=keeper, enqueue=enqueue)
         handler = handlers.get(lease.kind)
         try:
-            if handler is None:
+            if lease.crashes >= max_crashes:
+                with db.transaction() as session:
+                    outcome = RunOutcome(RunStatus.FAILED, error=crash_failure(session, lease))
+                    spans.end_open_spans(session, run_id, "error")
+                logger.error("run failed: it crashed its worker too often", extra={**log_extra, "crashes": lease.crashes})
+            elif handler is None:
                 outcome = RunOutcome(RunStatus.FAILED, error={
                     "code": "unsupported_run_kind",
                     "message": f"this server has no executor for runs of kind {lease.kind!r}; "
@@ -204,7 +226,7 @@ def execute_run(db: Database, run_id: uuid.UUID, *, owner: str, lease_seconds: f
                 if outcome.wait:
                     handed_back = runs.park_run(session, lease)  # True: decided meanwhile, go on at once
                 elif outcome.continue_run or outcome.defer:
-                    handed_back = runs.requeue_run(session, lease)
+                    handed_back = runs.requeue_run(session, lease, deferred=outcome.defer)
                     if handed_back and outcome.defer and outcome.wake is not None and outcome.wake(session):
                         outcome = RunOutcome(continue_run=True)
                 else:

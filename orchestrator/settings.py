@@ -141,6 +141,11 @@ class Settings:
     recovery_interval_seconds: float = 5.0
     requeue_after_seconds: float = 300.0
     visibility_timeout_seconds: int = 3600
+    # The poison-run guard: takeovers in a row without progress before a run fails `worker_crashed`.
+    max_worker_crashes: int = 3
+    # Fault-injection seam for tests and drills: a worker waits this long after a task arrives before it
+    # claims the run, which makes the window "received but not claimed" wide enough to kill a worker in.
+    claim_delay_seconds: float = 0.0
     max_request_bytes: int = 1024 * 1024
     max_image_bytes: int = 20 * 1024 * 1024
     # The web edge: proxies trusted for X-Forwarded-* (web/proxies.py), sign-in throttling
@@ -183,6 +188,7 @@ class Settings:
     workflow_max_agents: int = 1000
     workflow_script_timeout_seconds: float = 2.0
     workflow_memory_mb: int = 128
+    workflow_sandbox_processes: int = 2  # sandbox processes per web/worker process (scripts run there)
     # Background subagents: how many may work at once on this server, and for one user.
     subagent_concurrency: int = 8
     subagent_user_concurrency: int = 4
@@ -239,6 +245,8 @@ FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "recovery_interval_seconds": ("BOOCODE_RECOVERY_INTERVAL_SECONDS", _parse_positive_float),
     "requeue_after_seconds": ("BOOCODE_REQUEUE_AFTER_SECONDS", _parse_positive_float),
     "visibility_timeout_seconds": ("BOOCODE_VISIBILITY_TIMEOUT_SECONDS", _parse_positive_int),
+    "max_worker_crashes": ("BOOCODE_MAX_WORKER_CRASHES", _parse_positive_int),
+    "claim_delay_seconds": ("BOOCODE_CLAIM_DELAY_SECONDS", _parse_non_negative_float),
     "max_request_bytes": ("BOOCODE_MAX_REQUEST_BYTES", _parse_positive_int),
     "max_image_bytes": ("BOOCODE_MAX_IMAGE_BYTES", _parse_positive_int),
     "trusted_proxies": ("BOOCODE_TRUSTED_PROXIES", _parse_non_negative_int),
@@ -282,6 +290,7 @@ FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "workflow_max_agents": ("BOOCODE_WORKFLOW_MAX_AGENTS", _parse_positive_int),
     "workflow_script_timeout_seconds": ("BOOCODE_WORKFLOW_SCRIPT_TIMEOUT_SECONDS", _parse_positive_float),
     "workflow_memory_mb": ("BOOCODE_WORKFLOW_MEMORY_MB", _parse_positive_int),
+    "workflow_sandbox_processes": ("BOOCODE_WORKFLOW_SANDBOX_PROCESSES", _parse_positive_int),
     "subagent_concurrency": ("BOOCODE_SUBAGENT_CONCURRENCY", _parse_positive_int),
     "subagent_user_concurrency": ("BOOCODE_SUBAGENT_USER_CONCURRENCY", _parse_positive_int),
 }

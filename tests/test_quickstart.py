@@ -99,6 +99,20 @@ def test_quick_start_from_a_fresh_clone(tmp_path: Path) -> None:
         shown = json.loads(run("run", "show", sent["run"]["id"], "--json"))
         assert shown["run"]["result"]["text"] == "The project is empty."
         assert "model_call" in run("trace", sent["run"]["id"]) and len(model.requests) == 2
+
+        # The worker holds no secret in its environment (they come in a 0600 file), and if it dies
+        # `up` starts it again and runs go on.
+        workers = [process for process in processes_mentioning(str(clone)) if "celery" in process.cmdline()
+                   and "celery" not in process.parent().cmdline()]  # the main process, not its pool
+        assert len(workers) == 1, workers
+        environ = Path(f"/proc/{workers[0].pid}/environ").read_bytes()
+        assert b"BOOCODE_SECRET_KEY" not in environ and b"DATABASE_URL=" not in environ and b"REDIS_URL=" not in environ
+        assert b"BOOCODE_CONFIG=" in environ and (data_dir / "run" / "secrets.toml").stat().st_mode & 0o077 == 0
+        os.killpg(workers[0].pid, signal.SIGKILL)
+        wait_for(lambda: "starting it again" in log_path.read_text(errors="replace"), 30, 0.2,
+                 message="`up` to restart the worker")
+        again = json.loads(run("run", "probe", chat["id"], "--steps", "2", "--wait", "--json"))
+        assert again["status"] == "completed"
     finally:
         model.stop()
         if up.poll() is None:

@@ -14,6 +14,8 @@ for as long as the caller keeps access.
             seq >  last sent + 1  -> send the gap from Postgres first (a lost pub/sub message)
             send it
         when Redis is quiet for ws_poll_seconds, look in Postgres anyway (a lost last message)
+        Redis down (at the start or later): poll Postgres every ws_poll_seconds, resubscribe every
+        2 s, and replay the gap once it is back (LiveFeed); Postgres alone is enough to lose nothing
     the request ends however it ends (client gone, close, error) -> the slot is released
 
 Commit order equals seq order (see orchestrator/store/events.py), so Postgres always holds every
@@ -30,6 +32,7 @@ from typing import Any
 
 from flask import Blueprint, g, request
 from flask_sock import Sock
+from redis.exceptions import RedisError
 from simple_websocket import ConnectionClosed
 
 from orchestrator.domain.enums import Role
@@ -44,6 +47,7 @@ logger = logging.getLogger(__name__)
 bp = Blueprint("websocket", __name__)
 sock = Sock()
 REPLAY_PAGE = 500
+RESUBSCRIBE_SECONDS = 2.0
 SEQ_MAX = 2 ** 63 - 1  # events.seq is a bigint
 SERVER_ERROR = 1011
 
@@ -98,6 +102,55 @@ def session_events(ws: Any, session_id: uuid.UUID) -> None:
         ws.close(SERVER_ERROR, "server error; reconnect with since=<the last seq you received>")
 
 
+class LiveFeed:
+    """The session's Redis channel, kept optional: Postgres holds every event, so while Redis is away
+    the stream carries on by polling Postgres (every ws_poll_seconds) and subscribes again every
+    RESUBSCRIBE_SECONDS; `gap` asks for a replay whenever the feed was (re)connected or lost."""
+
+    def __init__(self, client: Any, channel: str) -> None:
+        self.client, self.channel = client, channel
+        self.pubsub: Any = None
+        self.retry_at = 0.0
+        self.gap = False
+
+    def subscribe(self) -> None:
+        try:
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            pubsub.subscribe(self.channel)
+        except RedisError:
+            logger.warning("Redis unreachable: the session socket polls Postgres", extra={"channel": self.channel})
+            self.retry_at = time.monotonic() + RESUBSCRIBE_SECONDS
+            return
+        self.pubsub = pubsub
+        self.gap = True
+
+    def next_message(self, timeout: float) -> dict[str, Any] | None:
+        if self.pubsub is None:
+            if time.monotonic() >= self.retry_at:
+                self.subscribe()
+            else:
+                time.sleep(timeout)
+            return None
+        try:
+            message = self.pubsub.get_message(timeout=timeout)
+        except (RedisError, OSError):
+            self.close()
+            self.retry_at = time.monotonic() + RESUBSCRIBE_SECONDS
+            self.gap = True
+            return None
+        if message is not None and message.get("type") == "message":
+            return json.loads(message["data"])
+        return None
+
+    def close(self) -> None:
+        if self.pubsub is not None:
+            try:
+                self.pubsub.close()
+            except (RedisError, OSError):
+                pass
+            self.pubsub = None
+
+
 class EventStream:
     def __init__(self, ws: Any, grant: Grant) -> None:
         self.ws = ws
@@ -107,8 +160,8 @@ class EventStream:
 
     def run(self, since: int) -> None:
         settings = self.state.settings
-        pubsub = self.state.redis.pubsub(ignore_subscribe_messages=True)
-        pubsub.subscribe(session_channel(settings.redis_prefix, self.session_id))
+        feed = LiveFeed(self.state.redis, session_channel(settings.redis_prefix, self.session_id))
+        feed.subscribe()  # before the replay, so nothing published meanwhile is missed
         try:
             last = self.replay(since)
             quiet_since = time.monotonic()
@@ -118,16 +171,17 @@ class EventStream:
                     if self.access_ended():
                         return
                     next_check = time.monotonic() + settings.ws_access_check_seconds
-                message = pubsub.get_message(timeout=0.25)
-                if message is not None and message.get("type") == "message":
+                message = feed.next_message(0.25)
+                if message is not None:
                     quiet_since = time.monotonic()
-                    last = self.forward(json.loads(message["data"]), last)
-                elif time.monotonic() - quiet_since >= settings.ws_poll_seconds:
+                    last = self.forward(message, last)
+                elif feed.gap or time.monotonic() - quiet_since >= settings.ws_poll_seconds:
+                    feed.gap = False  # Redis came back (or went): what it carried meanwhile is in Postgres
                     quiet_since = time.monotonic()
                     last = self.replay(last)
                 self.ws.receive(timeout=0)  # raises ConnectionClosed once the client has gone
         finally:
-            pubsub.close()
+            feed.close()
 
     def access_ended(self) -> bool:
         """Re-check the token, the role and the session; on a denial close with its code."""

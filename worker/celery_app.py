@@ -18,6 +18,7 @@ from orchestrator.errors import ConfigurationError
 from orchestrator.logs import configure_logging
 from orchestrator.sandbox import Sandbox
 from orchestrator.settings import Settings, load_settings, scrub_environment
+from worker.broker import worker_broker_url
 from worker.runtime import WorkerRuntime
 from worker.tasks import maintenance, runs
 
@@ -30,6 +31,7 @@ def make_celery(settings: Settings) -> Celery:
     # would be bound to the same key and a message would be copied into all of them.
     app.conf.task_queues = [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in jobs.QUEUES]
     app.conf.worker_concurrency = settings.worker_concurrency
+    app.conf.broker_url = worker_broker_url(app.conf.broker_url)  # kombu's Redis transport, one fault worked around
     runtime = WorkerRuntime(settings)
     app.boocode_runtime = runtime  # type: ignore[attr-defined]
     runs.register(app, runtime)

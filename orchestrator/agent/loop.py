@@ -194,8 +194,9 @@ def run_turn(context: RunContext, config: AgentConfig) -> RunOutcome:
             return RunOutcome(defer=True, wake=lambda session: subagents.slot_free_for(
                 session, context.run.id, config.subagent_limits))
     with context.db.transaction() as session:
-        if runs.earlier_unfinished_run(session, context.run) is not None:
-            return RunOutcome(defer=True)
+        if runs.earlier_unfinished_run(session, context.run) is not None:  # a follow-up: its turn comes next
+            return RunOutcome(defer=True, wake=lambda session: runs.earlier_unfinished_run(
+                session, context.run, lock=True) is None)
         project = session.get(Project, context.run.project_id)
         steps = {step.step_key: step for step in journal.list_steps(session, context.run.id)}
     try:
@@ -407,8 +408,9 @@ def run_tool_calls(context: RunContext, turn: int, calls: list[ToolCallRequest],
         if gate == "wait":
             return True
         context.step(
-            tool_key(turn, index), _tool_body(context, turn, index, call, tool_context, gate), kind="tool_call",
+            tool_key(turn, index), _tool_body(call, tool_context, gate, tool_key(turn, index)), kind="tool_call",
             input={"tool_call_id": call.id, "name": call.name, "arguments": call.arguments},
+            begin=lambda session, call=call, index=index: trace.start_tool_span(session, context, turn, index, call),
             record=lambda session, output, call=call, index=index: record_tool_message(
                 session, context, turn, index, call, output),
             interrupted=(lambda call=call: interrupted_result(call).to_dict()) if mutating else None)
@@ -447,15 +449,13 @@ def gate_call(context: RunContext, key: str, call: ToolCallRequest,
     return None
 
 
-def _tool_body(context: RunContext, turn: int, index: int, call: ToolCallRequest, tool_context: ToolContext,
-               preset: ToolResult | None) -> Callable[[], dict[str, Any]]:
+def _tool_body(call: ToolCallRequest, tool_context: ToolContext, preset: ToolResult | None,
+               key: str) -> Callable[[], dict[str, Any]]:
+    """The tool itself; its span was opened with the journal's `started` (RunContext.step's `begin`)."""
     def body() -> dict[str, Any]:
-        with context.db.transaction() as session:
-            runs.check_fence(session, context.lease)
-            trace.start_tool_span(session, context, turn, index, call)
         if preset is not None:
             return preset.to_dict()
-        return run_tool(call.name, call.arguments, replace(tool_context, call_key=tool_key(turn, index))).to_dict()
+        return run_tool(call.name, call.arguments, replace(tool_context, call_key=key)).to_dict()
 
     return body
 

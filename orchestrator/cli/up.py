@@ -7,7 +7,8 @@
     apply migrations; on first start create user `admin` and save its token for the CLI
     start a worker (celery) and the web front end (gunicorn), each in its own process group
     wait until /health reports Postgres, Redis and a worker; print where everything is
-    supervise: a child that dies stops everything (exit 1); SIGINT/SIGTERM stops everything (exit 0)
+    supervise: a worker that exits is started again (5 times in 5 minutes at most); any other child that
+               dies stops everything (exit 1); SIGINT/SIGTERM stops everything (exit 0)
     stop order: web, worker (warm shutdown, then kill), the local model, Redis, PostgreSQL
 
 Children get the service URLs through their environment; nothing is written into the project.
@@ -41,6 +42,8 @@ from orchestrator.store.database import Database
 
 STOP_TIMEOUT_SECONDS = 15.0
 READY_TIMEOUT_SECONDS = 90.0
+WORKER_RESTARTS = 5
+WORKER_RESTART_WINDOW = 300.0
 
 
 def web_command(settings: Settings) -> list[str]:
@@ -100,6 +103,7 @@ class Supervisor:
         self.redis: EmbeddedRedis | None = None
         self.model: LocalModelServer | None = None
         self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.worker_restarts: list[float] = []
         self.stopping = False
 
     def start_services(self) -> Settings:
@@ -179,6 +183,22 @@ class Supervisor:
             time.sleep(0.3)
         return False
 
+    def restart_worker(self) -> bool:
+        """A worker that exits is started again (at most WORKER_RESTARTS times in WORKER_RESTART_WINDOW
+        seconds; past that something is persistently wrong and everything stops)."""
+        now = time.monotonic()
+        self.worker_restarts = [at for at in self.worker_restarts if now - at < WORKER_RESTART_WINDOW]
+        if len(self.worker_restarts) >= WORKER_RESTARTS:
+            return False
+        self.worker_restarts.append(now)
+        code = self.children["worker"].returncode
+        click.echo(f"the worker exited with code {code}; starting it again "
+                   f"({len(self.worker_restarts)} of {WORKER_RESTARTS} restarts allowed per "
+                   f"{WORKER_RESTART_WINDOW:.0f}s)", err=True)
+        self.children["worker"] = subprocess.Popen(worker_command(self.settings),
+                                                   env=child_environment(self.settings), start_new_session=True)
+        return True
+
     def dead_child(self) -> str | None:
         for name, process in self.children.items():
             if process.poll() is not None:
@@ -248,6 +268,8 @@ def run_up(settings: Settings) -> int:
         click.echo(f"BooCode is up at {settings.base_url}  (Ctrl-C stops everything)", err=False)
         while not supervisor.stopping:
             dead = supervisor.dead_child()
+            if dead == "worker" and supervisor.restart_worker():
+                continue  # its runs resume from their journal once their leases expire
             if dead:
                 click.echo(f"error: the {dead} process exited with code {supervisor.children[dead].returncode}; "
                            "stopping everything", err=True)

@@ -79,6 +79,7 @@ def decide_approval(session: Session, approval_id: uuid.UUID, approve: bool, use
     if run.status == RunStatus.WAITING.value and pending_count(session, run.id) == 0:
         run.status = RunStatus.QUEUED.value
         run.enqueued_at = datetime.now(timezone.utc)
+        run.dispatches = 0
         session.flush()
         append_event(session, run.session_id, "run.queued", {"kind": run.kind, "reason": "approval decided"},
                      run_id=run.id)

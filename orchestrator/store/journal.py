@@ -33,6 +33,12 @@ def load_step(session: Session, run_id: uuid.UUID, step_key: str) -> Step | None
     return session.scalar(select(Step).where(Step.run_id == run_id, Step.step_key == step_key))
 
 
+def latest_step(session: Session, run_id: uuid.UUID) -> Step | None:
+    """The step begun last (what a crashed holder was doing)."""
+    return session.scalar(select(Step).where(Step.run_id == run_id).order_by(Step.started_at.desc(), Step.id.desc())
+                          .limit(1))
+
+
 def list_steps(session: Session, run_id: uuid.UUID) -> list[Step]:
     return list(session.scalars(select(Step).where(Step.run_id == run_id).order_by(Step.id)))
 

@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import func, or_, select, tuple_, update
+from sqlalchemy import case, func, or_, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
-from orchestrator.domain.enums import TERMINAL_STATUSES, RunStatus
+from orchestrator.domain.enums import TERMINAL_STATUSES, RunStatus, StepStatus
 from orchestrator.errors import ConflictError, NotFoundError, RunCancelledError, StaleLeaseError
 from orchestrator.store.events import append_event
-from orchestrator.store.models import Run
+from orchestrator.store.models import Run, Step
 from orchestrator.store.spans import end_open_spans
 
 CLAIMABLE = (RunStatus.QUEUED.value, RunStatus.RUNNING.value)
@@ -39,6 +39,10 @@ class Lease:
     owner: str
     epoch: int
     claims: int
+    # Takeovers of an expired lease in a row with no step finished in between (the poison-run guard),
+    # and who held the lease each time.
+    crashes: int = 0
+    crash_log: tuple[dict[str, Any], ...] = ()
 
 
 def serialize_run(run: Run) -> dict[str, Any]:
@@ -94,6 +98,13 @@ def claim_run(session: Session, run_id: uuid.UUID, owner: str, lease_seconds: fl
     expired lease from a worker that died); a continuation (the next turn) emits nothing here.
     """
     prior = select(Run.id, Run.status).where(Run.id == run_id).with_for_update().subquery()
+    # Taking over an expired lease means its holder died or hung: count it, unless a step finished since
+    # the last takeover (progress). The count of finished steps is read only on a takeover.
+    takeover = prior.c.status == RunStatus.RUNNING.value
+    finished = (select(func.count()).select_from(Step)
+                .where(Step.run_id == run_id, Step.status != StepStatus.STARTED.value).scalar_subquery())
+    evidence = func.jsonb_build_array(func.jsonb_build_object("owner", Run.lease_owner,
+                                                              "lease_expired_at", Run.lease_expires_at))
     row = session.execute(
         update(Run)
         .where(Run.id == prior.c.id, Run.status.in_(CLAIMABLE),
@@ -101,14 +112,20 @@ def claim_run(session: Session, run_id: uuid.UUID, owner: str, lease_seconds: fl
         .values(status=RunStatus.RUNNING.value, lease_owner=owner, lease_epoch=Run.lease_epoch + 1,
                 lease_expires_at=func.now() + timedelta(seconds=lease_seconds),
                 started_at=func.coalesce(Run.started_at, func.now()), claims=Run.claims + 1,
-                updated_at=func.now())
-        .returning(Run.session_id, Run.project_id, Run.kind, Run.lease_epoch, Run.claims,
-                   prior.c.status.label("prior_status"))
+                updated_at=func.now(),
+                crashes=case((takeover, case((Run.progress_mark == finished, Run.crashes + 1), else_=1)), else_=0),
+                progress_mark=case((takeover, finished), else_=None),
+                crash_log=case((takeover, case((Run.progress_mark == finished,
+                                                func.coalesce(Run.crash_log, text("'[]'::jsonb")).op("||")(evidence)),
+                                               else_=evidence)),
+                               else_=None))
+        .returning(Run.session_id, Run.project_id, Run.kind, Run.lease_epoch, Run.claims, Run.crashes,
+                   Run.crash_log, prior.c.status.label("prior_status"))
     ).one_or_none()
     if row is None:
         return None
     lease = Lease(run_id=run_id, session_id=row.session_id, project_id=row.project_id, kind=row.kind, owner=owner,
-                  epoch=row.lease_epoch, claims=row.claims)
+                  epoch=row.lease_epoch, claims=row.claims, crashes=row.crashes, crash_log=tuple(row.crash_log or ()))
     if lease.claims == 1:
         append_event(session, lease.session_id, "run.started", {"epoch": lease.epoch, "owner": owner}, run_id=run_id)
     elif row.prior_status == RunStatus.RUNNING.value:
@@ -137,10 +154,13 @@ def _release_unless_cancelled(session: Session, lease: Lease, **values: Any) -> 
     return True
 
 
-def requeue_run(session: Session, lease: Lease) -> bool:
+def requeue_run(session: Session, lease: Lease, *, deferred: bool = False) -> bool:
     """Give the lease back with the run still to do (its next turn, or waiting behind another run).
-    True when the caller should enqueue it; False when it was cancelled meanwhile."""
-    return _release_unless_cancelled(session, lease, status=RunStatus.QUEUED.value, enqueued_at=func.now())
+    True when the caller should enqueue it; False when it was cancelled meanwhile. A deferred run
+    (someone else wakes it) keeps its sweep back-off, so the sweep looks at it less and less often."""
+    back_off = {} if deferred else {"dispatches": 0}
+    return _release_unless_cancelled(session, lease, status=RunStatus.QUEUED.value, enqueued_at=func.now(),
+                                     **back_off)
 
 
 def park_run(session: Session, lease: Lease) -> bool:
@@ -153,7 +173,7 @@ def park_run(session: Session, lease: Lease) -> bool:
         return False
     if pending_count(session, lease.run_id) == 0:
         session.execute(update(Run).where(Run.id == lease.run_id)
-                        .values(status=RunStatus.QUEUED.value, enqueued_at=func.now()))
+                        .values(status=RunStatus.QUEUED.value, enqueued_at=func.now(), dispatches=0))
         return True
     append_event(session, lease.session_id, "run.waiting", {"reason": "approval"}, run_id=lease.run_id)
     return False
@@ -194,18 +214,22 @@ def next_queued_run(session: Session, session_id: uuid.UUID, kind: str) -> Run |
                           .order_by(Run.created_at, Run.id).limit(1))
 
 
-def earlier_unfinished_run(session: Session, run: Run) -> Run | None:
+def earlier_unfinished_run(session: Session, run: Run, *, lock: bool = False) -> Run | None:
     """An unfinished run of the same kind created before `run` in its session (top-level runs there go one
-    at a time; child runs never wait for one another)."""
+    at a time; child runs never wait for one another).
+
+    With `lock` (the wake check of a run deferred behind it) the row is locked, so this waits for a
+    transaction finishing that run and then sees it finished: the finishing transaction's look for the
+    next queued run and this look cannot both miss each other (the lost wake-up of a follow-up)."""
     if run.parent_id is not None:
         return None
     # (created_at, id) is a total order: runs created in the same instant still go one after the other
-    return session.scalar(select(Run).where(Run.session_id == run.session_id, Run.kind == run.kind,
-                                            Run.parent_id.is_(None),
-                                            tuple_(Run.created_at, Run.id) < tuple_(run.created_at, run.id),
-                                            Run.status.in_([RunStatus.QUEUED.value, RunStatus.RUNNING.value,
-                                                            RunStatus.WAITING.value]))
-                          .order_by(Run.created_at, Run.id).limit(1))
+    query = (select(Run).where(Run.session_id == run.session_id, Run.kind == run.kind, Run.parent_id.is_(None),
+                               tuple_(Run.created_at, Run.id) < tuple_(run.created_at, run.id),
+                               Run.status.in_([RunStatus.QUEUED.value, RunStatus.RUNNING.value,
+                                               RunStatus.WAITING.value]))
+             .order_by(Run.created_at, Run.id).limit(1))
+    return session.scalar(query.with_for_update() if lock else query)
 
 
 def renew_lease(session: Session, lease: Lease, lease_seconds: float) -> None:

@@ -16,18 +16,20 @@ from celery import Celery, bootsteps
 from orchestrator import jobs, services
 from orchestrator.recovery import sweep
 from worker.runtime import WorkerRuntime
+from worker.tasks.runs import send_with_retries
 
 logger = logging.getLogger(__name__)
 
 
 def register(app: Celery, runtime: WorkerRuntime) -> None:
     def enqueue(task_name: str, run_id: str) -> None:
-        app.send_task(task_name, args=[run_id])
+        send_with_retries(app, task_name, run_id, attempts=3)  # the next sweep tries again
 
     @app.task(name=jobs.RECOVER_TASK, acks_late=True, ignore_result=True)
     def recover() -> int:
         """Sweep now (the loop does this on its own every recovery interval)."""
-        return sweep(runtime.db, enqueue, requeue_after_seconds=runtime.settings.requeue_after_seconds)
+        return sweep(runtime.db, enqueue, requeue_after_seconds=runtime.settings.requeue_after_seconds,
+                     lease_seconds=runtime.settings.lease_seconds)
 
     class RecoveryLoop(bootsteps.StartStopStep):
         requires = {"celery.worker.components:Pool"}
@@ -55,7 +57,8 @@ def register(app: Celery, runtime: WorkerRuntime) -> None:
             while True:
                 try:
                     services.announce_worker(runtime.redis, runtime.settings, self._name)
-                    found = sweep(runtime.db, enqueue, requeue_after_seconds=runtime.settings.requeue_after_seconds)
+                    found = sweep(runtime.db, enqueue, requeue_after_seconds=runtime.settings.requeue_after_seconds,
+                     lease_seconds=runtime.settings.lease_seconds)
                     if found:
                         logger.info("recovery sweep re-enqueued runs", extra={"count": found})
                 except Exception:
