@@ -2,9 +2,9 @@
 
     tick(workflow run):
         settle calls whose child run has finished (value, tokens, cost onto the call row)
-        new isolate; start the script; replay: serve every settled call in the order the script made
-            them (an unchanged call from an earlier pass is "cached"); refuse what breaks a rule
-            (unknown agentType, invalid schema, agent cap) so that call throws
+        new isolate (in a pooled sandbox process); start the script; replay: serve every settled call
+            in the order the script made them (an unchanged call from an earlier pass is "cached");
+            refuse what breaks a rule (unknown agentType, invalid schema, agent cap) so that call throws
         dispatch new calls as child agent runs, up to the run's concurrency
         the script returned or threw                -> finish: completed / completed_with_failures / failed
         agents are in flight                        -> defer; a finishing child enqueues the next tick
@@ -12,7 +12,9 @@
 
 No tick waits for an agent: a worker slot is held only for the replay. A child that finishes
 enqueues the parent's next tick; one that finishes while a tick runs is noticed when that tick hands
-the lease back (`wake`), so no completion is slept through.
+the lease back (`wake`), so no completion is slept through. A script that crashes its sandbox
+process (a V8 fatal error, a segfault) fails the run with `script_crashed` and the signal; this
+worker process is untouched and its pool starts another sandbox process.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class WorkflowConfig:
     max_agents: int = 1000
     script_timeout_seconds: float = 2.0
     memory_bytes: int = 128 * 1024 * 1024
+    sandbox_processes: int = 2
     personal_dir: Path | None = None
 
     @classmethod
@@ -60,6 +63,7 @@ class WorkflowConfig:
         return cls(concurrency=settings.workflow_concurrency, max_agents=settings.workflow_max_agents,
                    script_timeout_seconds=settings.workflow_script_timeout_seconds,
                    memory_bytes=settings.workflow_memory_mb * 1024 * 1024,
+                   sandbox_processes=settings.workflow_sandbox_processes,
                    personal_dir=settings.data_dir / "workflows")
 
 
@@ -139,14 +143,17 @@ def tick(context: RunContext, config: WorkflowConfig) -> RunOutcome:
 
     try:
         with Sandbox(script, spec.get("args"), timeout_seconds=config.script_timeout_seconds,
-                     memory_bytes=config.memory_bytes) as sandbox:
+                     memory_bytes=config.memory_bytes, pool_size=config.sandbox_processes) as sandbox:
             sandbox.set_budget(caps.get("max_tokens"), 0)
             sandbox.start()
             replay(sandbox, settle)
             state = sandbox.state()
     except SandboxError as error:
         _record(context, run, plan, [], [], pass_number)
-        return _fail(context, {"code": error.code, "message": error.message, "line": error.line})
+        failure = {"code": error.code, "message": error.message, "line": error.line}
+        if error.signal is not None:
+            failure["signal"] = error.signal
+        return _fail(context, failure)
 
     slots = max(concurrency - in_flight, 0)
     dispatch = plan.fresh[:slots]
@@ -274,12 +281,17 @@ def _conclude(context: RunContext, run: Run, state: dict[str, Any], plan: _Plan,
     with context.db.transaction() as session:
         _fence(session, context)
         calls = workflows.load_calls(session, run.id)
-        # agents the script started but never awaited: stop them, the run is over
+        # agents the script started but never awaited: stop them, the run is over, and record how each
+        # ended on its call (cancelled, or what it finished with meanwhile), so no report says `running`
         for call in calls.values():
             if call.status == "running" and call.child_run_id is not None:
                 child = session.get(Run, call.child_run_id)
-                if child is not None and not RunStatus(child.status).is_terminal:
-                    runs.cancel_run(session, child.id, reason="the workflow finished without waiting for this agent")
+                if child is None:
+                    continue
+                if not RunStatus(child.status).is_terminal:
+                    child = runs.cancel_run(session, child.id,
+                                            reason="the workflow finished without waiting for this agent")
+                workflows.settle_from_child(session, run, call, child)
         touched = set(plan.touched)
         failures = [{"kind": "agent", "key": call.call_key, "label": call.label, "phase": call.phase,
                      "status": call.status, "child_run_id": str(call.child_run_id) if call.child_run_id else None,
@@ -293,7 +305,8 @@ def _conclude(context: RunContext, run: Run, state: dict[str, Any], plan: _Plan,
         summary["pass"] = pass_number
     if state["error"] is not None:
         error = state["error"]
-        return _fail(context, {"code": "script_error", "name": error["name"], "message": error["message"],
+        return _fail(context, {"code": error.get("code") or "script_error", "name": error["name"],
+                               "message": error["message"],
                                "line": error["line"], "failures": failures, "summary": summary})
     status = RunStatus.COMPLETED_WITH_FAILURES if failures else RunStatus.COMPLETED
     return RunOutcome(status, result={"value": state["result"], "failures": failures, "summary": summary})

@@ -52,7 +52,9 @@ def resolve_script(project: Project, personal_dir: Path | None, *, name: str | N
 
 def check_compiles(script: WorkflowScript, args: Any, timeout_seconds: float = 2.0) -> dict[str, Any]:
     """Compile and start the script with no agent answering: syntax errors (with the line) are refused,
-    and the agents it asks for before its first await are counted (the first wave)."""
+    and the agents it asks for before its first await are counted (the first wave). It runs in a
+    sandbox process of this process's pool, never here: a script whose top level crashes V8 is
+    refused with `script_crashed`, one that runs past the time limit with `script_timeout`."""
     try:
         with Sandbox(script, args, timeout_seconds=timeout_seconds) as sandbox:
             sandbox.start()
@@ -61,12 +63,14 @@ def check_compiles(script: WorkflowScript, args: Any, timeout_seconds: float = 2
     except SandboxError as error:
         where = f"line {error.line}: " if error.line else ""
         raise ValidationError(f"the workflow script is refused: {where}{error.message}",
-                              details={"line": error.line, "message": error.message, "code": error.code}) from None
+                              details={"line": error.line, "message": error.message, "code": error.code,
+                                       "signal": error.signal}) from None
     if state["done"] and state["error"] is not None:
         error = state["error"]
         where = f"line {error['line']}: " if error.get("line") else ""
         raise ValidationError(f"the workflow script fails at once: {where}{error['name']}: {error['message']}",
-                              details={"line": error["line"], "message": error["message"]})
+                              details={"line": error["line"], "message": error["message"],
+                                       "code": error.get("code") or "script_error"})
     return {"first_wave": [{"kind": call.get("kind"), "label": (call.get("options") or {}).get("label"),
                             "phase": (call.get("options") or {}).get("phase"), "prompt": call.get("prompt", "")[:200]}
                            for call in first_wave]}

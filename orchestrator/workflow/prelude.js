@@ -1,16 +1,26 @@
-// Installed in every workflow isolate before the script. Returns the host object Python drives;
-// nothing here is reachable from the script except the frozen globals it defines.
+// Installed in every workflow isolate before the script: `(prelude)(config)` returns the host
+// function Python drives. The host function and the prelude exist only as handles held by Python;
+// neither is stored anywhere the script can reach (not on the global object, not on any global's
+// properties or prototypes), so the script sees only the frozen globals defined here.
+// config (JSON text): {nested: bool, chain: string} — a nested workflow runs in an isolate of its own whose
+// `workflow()` always refuses, so the nesting depth belongs to the realm, not to timing.
 //
 // Keys. Every agent() call gets a key from the chain it runs in and its identity. A chain is the
 // key of the last agent() call whose result the code is continuing from: Python resolves one call
 // at a time and lets the isolate drain before the next, so whatever runs in that drain continues
 // that call. parallel() slots and pipeline() items start chains of their own; what follows them
 // continues from all of their chains. So keys depend on structure, never on completion timing.
-(function () {
+(function (configText) {
   'use strict';
+  const config = JSON.parse(configText);
+  const NESTED = config.nested === true;
   const RealDate = Date;
   const realFreeze = Object.freeze;
   const stringify = JSON.stringify;
+  const parse = JSON.parse;
+  const isArray = Array.isArray;
+  const ownKeys = Object.keys;
+  const identifier = /^[A-Za-z_$][A-Za-z0-9_$]*$/;
 
   class DeterminismError extends Error {}
   Object.defineProperty(DeterminismError.prototype, 'name', { value: 'DeterminismError' });
@@ -47,9 +57,18 @@
     if (date === undefined) throw new DeterminismError('formatToParts() without a date' + advice);
     return realFormatToParts.call(this, date);
   };
-  for (const name of ['WebAssembly', 'SharedArrayBuffer', 'Atomics', 'Temporal', 'setInterval', 'clearInterval']) {
+  // No shared memory, no compiled code from bytes, no view of garbage collection (WeakRef and
+  // FinalizationRegistry would let a replay take another path), no wall clock (Temporal).
+  for (const name of ['WebAssembly', 'SharedArrayBuffer', 'Atomics', 'Temporal', 'setInterval', 'clearInterval',
+                      'WeakRef', 'FinalizationRegistry']) {
     delete globalThis[name];
   }
+  // V8's hooks into stack traces: a script setting Error.prepareStackTrace would run its code
+  // whenever the host reads an error's stack; lock them all.
+  Object.defineProperty(Error, 'prepareStackTrace', { value: undefined, writable: false, configurable: false });
+  Object.defineProperty(Error, 'stackTraceLimit', { value: 10, writable: false, configurable: false });
+  Object.defineProperty(Error, 'captureStackTrace', { value: realFreeze(Error.captureStackTrace), writable: false,
+                                                      configurable: false });
 
   // ---- host state (closure only)
   const calls = [];            // agent() calls not yet taken by Python
@@ -58,11 +77,11 @@
   const logOccurrences = new Map();
   const logs = [];
   const failures = [];
-  let chain = 'root';
+  let chain = typeof config.chain === 'string' ? config.chain : 'root';
   let currentPhase = null;
   let spent = 0;
   let total = null;
-  let outcome = { done: false, result: null, error: null };
+  let outcome = { done: false, result: null, error: null, chain: null };
 
   function fnv(text, seed) {
     let hash = seed;
@@ -95,13 +114,88 @@
   function pushLog(level, line) {
     logs.push({ key: logKey(level + ':' + line), level, text: line, phase: currentPhase });
   }
-  function describe(error) {
-    if (error && typeof error === 'object') {
-      const line = /workflow\.js:(\d+)/.exec(String(error.stack || ''));
-      return { name: String(error.name || 'Error'), message: String(error.message), line: line ? Number(line[1]) : null };
+  // Reads a value the script made without letting its getters, proxies or toString break the host.
+  function readable(read, fallback) {
+    try {
+      const value = read();
+      if (typeof value === 'string') return value;
+      return value === undefined || value === null ? fallback : String(value);
+    } catch (error) {
+      return fallback;
     }
-    return { name: 'Error', message: String(error), line: null };
   }
+  function describe(error) {
+    if (error !== null && (typeof error === 'object' || typeof error === 'function')) {
+      const stack = readable(() => error.stack, '');
+      const line = /workflow[\w.-]*\.js:(\d+)/.exec(stack);
+      return { name: readable(() => error.name, 'Error') || 'Error', message: readable(() => error.message, ''),
+               line: line ? Number(line[1]) : null };
+    }
+    return { name: 'Error', message: readable(() => error, 'a value that cannot be shown'), line: null };
+  }
+  class NotSerialisableError extends TypeError {}
+  Object.defineProperty(NotSerialisableError.prototype, 'name', { value: 'TypeError' });
+  function member(path, key) {
+    return typeof key === 'number' ? path + '[' + key + ']'
+      : identifier.test(key) ? path + '.' + key : path + '[' + stringify(key) + ']';
+  }
+  // What JSON.stringify would produce, as a fresh plain value, or a NotSerialisableError naming the
+  // path of the first value JSON cannot hold (a cycle, a BigInt; a getter or toJSON that throws).
+  // undefined, functions and symbols are dropped in objects and become null in arrays, as in JSON.
+  function plain(value, path, ancestors) {
+    try {
+      if (value !== null && (typeof value === 'object' || typeof value === 'bigint') && typeof value.toJSON === 'function') {
+        value = value.toJSON();
+      }
+    } catch (error) {
+      throw new NotSerialisableError(path + ': its toJSON() threw: ' + describe(error).message);
+    }
+    switch (typeof value) {
+      case 'string': case 'boolean': return value;
+      case 'number': return Number.isFinite(value) ? value : null;
+      case 'bigint': throw new NotSerialisableError(path + ': a BigInt is not JSON (convert it with String() or Number())');
+      case 'undefined': case 'function': case 'symbol': return undefined;
+      default: break;
+    }
+    if (value === null) return null;
+    if (ancestors.includes(value)) throw new NotSerialisableError(path + ': a cycle (the value contains itself)');
+    if (ancestors.length >= 256) throw new NotSerialisableError(path + ': nested deeper than 256 levels');
+    ancestors.push(value);
+    try {
+      if (value instanceof Number || value instanceof String || value instanceof Boolean) return value.valueOf();
+      if (isArray(value)) {
+        const length = value.length;
+        if (length > 1e6) throw new NotSerialisableError(path + ': an array of ' + length + ' items');
+        const out = [];
+        for (let index = 0; index < length; index++) {
+          const item = plain(read(value, index, path), member(path, index), ancestors);
+          out.push(item === undefined ? null : item);
+        }
+        return out;
+      }
+      const out = {};
+      for (const key of ownKeys(value)) {
+        const item = plain(read(value, key, path), member(path, key), ancestors);
+        if (item !== undefined) {
+          Object.defineProperty(out, key, { value: item, enumerable: true, writable: true, configurable: true });
+        }
+      }
+      return out;
+    } catch (error) {
+      if (error instanceof NotSerialisableError) throw error;
+      throw new NotSerialisableError(path + ': cannot be read as JSON (' + describe(error).name + ': ' + describe(error).message + ')');
+    } finally {
+      ancestors.pop();
+    }
+  }
+  function read(holder, key, path) {
+    try {
+      return holder[key];
+    } catch (error) {
+      throw new NotSerialisableError(member(path, key) + ': reading it threw: ' + describe(error).message);
+    }
+  }
+  function toPlain(value, path) { return plain(value, path, []); }
   function text(values) {
     return values.map((value) => (typeof value === 'string' ? value : stringify(value))).join(' ');
   }
@@ -110,8 +204,11 @@
   const AGENT_OPTIONS = ['label', 'phase', 'schema', 'model', 'effort', 'isolation', 'agentType', 'timeoutSeconds'];
   function agent(prompt, options) {
     if (typeof prompt !== 'string' || !prompt) throw new TypeError('agent(prompt, options): prompt must be a non-empty string');
-    options = options === undefined ? {} : options;
-    if (!options || typeof options !== 'object' || Array.isArray(options)) throw new TypeError('agent(): options must be an object');
+    if (options !== undefined && (!options || typeof options !== 'object' || isArray(options))) {
+      throw new TypeError('agent(): options must be an object');
+    }
+    // One snapshot, read once: what is checked is what is sent (a getter cannot change it afterwards).
+    options = options === undefined ? {} : toPlain(options, 'agent(): options');
     for (const name of Object.keys(options)) {
       if (!AGENT_OPTIONS.includes(name)) throw new TypeError('agent(): unknown option ' + stringify(name) + '; known: ' + AGENT_OPTIONS.join(', '));
     }
@@ -122,26 +219,27 @@
     const identity = { prompt, schema: options.schema ?? null, model: options.model ?? null, effort: options.effort ?? null,
                        agentType: options.agentType ?? null, isolation: options.isolation ?? null };
     const key = nextKey(chain, 'agent:' + stable(identity));
-    const call = JSON.parse(stringify({ key, kind: 'agent', prompt, options: { ...options, phase: options.phase ?? currentPhase } }));
+    const call = { key, kind: 'agent', prompt, options: { ...options, phase: options.phase ?? currentPhase } };
     calls.push(call);
     return new Promise((resolve, reject) => { pending.set(key, { resolve, reject }); });
   }
 
-  // workflow(name | {scriptPath}, args): the host loads the script and starts it inside this isolate
-  // (startNested), with its own `args` and no further nesting; its agents share caps and budget.
-  let nestedDepth = 0;
+  // workflow(name | {scriptPath}, args): the host loads the script and runs it in an isolate of its
+  // own (config.nested), with its own `args`; its agents share the caps and the budget. In that
+  // isolate this function always refuses, however many awaits in.
   function workflow(target, nestedArgs) {
-    if (nestedDepth > 0) throw new Error('workflow(): workflows nest one level only');
+    if (NESTED) throw new Error('workflow(): workflows nest one level only');
     let spec;
     if (typeof target === 'string' && target) spec = { name: target };
     else if (target && typeof target === 'object' && typeof target.scriptPath === 'string') spec = { scriptPath: target.scriptPath };
     else throw new TypeError("workflow(name | {scriptPath}, args): pass a workflow name or {scriptPath: '...'}");
-    const argsText = stringify(nestedArgs === undefined ? null : nestedArgs);
-    const key = nextKey(chain, 'workflow:' + stable(spec) + '|' + argsText);
-    calls.push({ key, kind: 'workflow', spec, args: JSON.parse(argsText) });
+    const given = nestedArgs === undefined ? undefined : toPlain(nestedArgs, 'workflow(): args');
+    const key = nextKey(chain, 'workflow:' + stable(spec) + '|' + stringify(given === undefined ? null : given));
+    const call = { key, kind: 'workflow', spec };
+    if (given !== undefined) call.args = given;
+    calls.push(call);
     return new Promise((resolve, reject) => { pending.set(key, { resolve, reject }); });
   }
-  function noNesting() { throw new Error('workflow(): workflows nest one level only'); }
 
   function settleAll(parent, kind, starters) {
     const label = nextKey(parent, kind);
@@ -231,63 +329,81 @@
     }
   }
   for (const prototype of [Object.getPrototypeOf(function () {}), Object.getPrototypeOf(async function () {}),
-                           Object.getPrototypeOf(function* () {}), Object.getPrototypeOf([][Symbol.iterator]())]) {
+                           Object.getPrototypeOf(function* () {}), Object.getPrototypeOf(async function* () {}),
+                           Object.getPrototypeOf([][Symbol.iterator]())]) {
     realFreeze(prototype);
   }
+  // ...and cannot rebind the names the host's code looks up at call time (`Promise`, `Object`,
+  // `BigInt`, `Error`…): every global binding is made read-only and permanent.
+  for (const name of Object.getOwnPropertyNames(globalThis)) {
+    const descriptor = Object.getOwnPropertyDescriptor(globalThis, name);
+    if (descriptor.configurable || descriptor.writable) {
+      Object.defineProperty(globalThis, name, { value: globalThis[name], writable: false, configurable: false,
+                                                enumerable: descriptor.enumerable });
+    }
+  }
 
-  return realFreeze({
-    start(run, args) {
-      Object.defineProperty(globalThis, 'args', { value: realFreeze(JSON.parse(args)), writable: false,
-                                                  configurable: false, enumerable: false });
+  function finish(value) {
+    try {
+      outcome = { done: true, result: toPlain(value, 'result') ?? null, error: null, chain };
+    } catch (error) {
+      const { message } = describe(error);
+      outcome = { done: true, result: null, chain,
+                  error: { name: 'TypeError', message: 'the result is not JSON: ' + message, line: null,
+                           code: 'result_not_serialisable' } };
+    }
+  }
+  function fail(error) { outcome = { done: true, result: null, error: describe(error), chain }; }
+  function rejection(payload) {
+    const reason = parse(payload);
+    const error = reason.name === 'WorkflowBudgetExceededError' ? new WorkflowBudgetExceededError(reason.message)
+      : new Error(reason.message);
+    if (reason.name && reason.name !== 'Error' && reason.name !== 'WorkflowBudgetExceededError') {
+      Object.defineProperty(error, 'name', { value: String(reason.name) });
+    }
+    return error;
+  }
+
+  const methods = {
+    // run: the compiled body; args: JSON text, or null when none were given (then `args` is undefined)
+    start(run, argsText) {
+      if (outcome.done || typeof run !== 'function') throw new Error('start() takes the compiled body once');
+      const value = argsText === null ? undefined : realFreeze(parse(argsText));
+      Object.defineProperty(globalThis, 'args', { value, writable: false, configurable: false, enumerable: false });
       let started;
       try {
         started = run();
       } catch (error) {
-        outcome = { done: true, result: null, error: describe(error) };
-        return;
+        fail(error);
+        return stringify([]);
       }
-      Promise.resolve(started).then(
-        (value) => { outcome = { done: true, result: value === undefined ? null : value, error: null }; },
-        (error) => { outcome = { done: true, result: null, error: describe(error) }; });
+      Promise.resolve(started).then(finish, fail);
+      return stringify([]);
     },
     takeCalls() { return stringify(calls.splice(0, calls.length)); },
-    // One eval per journaled result: hand over the calls made while the isolate drained after the
-    // previous step, then settle `key` (ok: resolve with the JSON value; else reject with the message).
-    step(newSpent, key, ok, payload) {
+    // One call per journaled result: hand over the calls made while the isolate drained after the
+    // previous step, then settle `key` (ok: resolve with the JSON value; else reject with the
+    // message, or with {name, message} JSON when `structured`). `after` is the chain to continue
+    // from when it is not the key itself (a nested workflow continues from where it ended).
+    step(newSpent, key, ok, payload, structured, after) {
       const taken = calls.splice(0, calls.length);
       spent = newSpent;
       const waiting = pending.get(key);
       if (waiting) {
         pending.delete(key);
-        chain = key;
-        if (ok) waiting.resolve(JSON.parse(payload)); else waiting.reject(new Error(payload));
+        chain = typeof after === 'string' ? after : key;
+        if (ok) waiting.resolve(parse(payload));
+        else waiting.reject(structured ? rejection(payload) : new Error(payload));
       }
       return stringify(taken);
     },
-    startNested(key, run, nestedArgs) {
-      const waiting = pending.get(key);
-      if (!waiting) return false;
-      pending.delete(key);
-      chain = key;
-      const frozenArgs = realFreeze(JSON.parse(nestedArgs));
-      nestedDepth += 1;
-      let started;
-      try {
-        started = Promise.resolve(run(frozenArgs, noNesting));
-      } catch (error) {
-        started = Promise.reject(error);
-      } finally {
-        nestedDepth -= 1;
-      }
-      started.then((value) => waiting.resolve(value === undefined ? null : value), (error) => waiting.reject(error));
-      return true;
-    },
-    setBudget(newTotal, newSpent) { total = newTotal; spent = newSpent; },
+    setBudget(newTotal, newSpent) { total = newTotal; spent = newSpent; return stringify([]); },
     state() {
-      let result = null;
-      try { result = stringify(outcome.result) ?? 'null'; } catch (error) { result = stringify({ unserializable: String(error) }); }
-      return stringify({ done: outcome.done, error: outcome.error, result: JSON.parse(result), logs: logs.splice(0, logs.length),
-                         failures: failures.splice(0, failures.length), waiting: pending.size });
+      return stringify({ done: outcome.done, error: outcome.error, result: outcome.result, chain: outcome.chain,
+                         logs: logs.splice(0, logs.length), failures: failures.splice(0, failures.length),
+                         waiting: pending.size });
     },
-  });
-})()
+  };
+  realFreeze(methods);
+  return function host(method, ...values) { return methods[method](...values); };
+})

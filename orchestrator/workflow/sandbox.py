@@ -1,59 +1,56 @@
-"""A workflow script in its own V8 isolate (mini-racer), driven one step at a time.
+"""A workflow script in its own V8 isolate, in a sandbox process, driven one step at a time.
 
-    sandbox = Sandbox(script, args)          # new isolate: prelude (guards, primitives), memory limit
+    sandbox = Sandbox(script, args)          # a pooled sandbox process opens an isolate (prelude, limits)
     sandbox.start()                          # compile and start the body; run until it waits
     sandbox.take_calls()                     # agent() calls made so far: [{key, prompt, options}]
     sandbox.step(spent, key, ok, payload)    # one result in (the calls made before it come back);
                                              # the isolate drains before this returns
     sandbox.state()                          # done / result / error (message and line) / logs / failures
+    sandbox.close()                          # the process goes back to its pool
 
-Code after an `await` runs on mini-racer's loop after an eval has returned, outside that eval's
-timeout. So every step is followed by a barrier: a trivial eval that can only run once the isolate
-is idle, with the sync-execution timeout. If it times out (an endless loop, before or after an
-await) or memory runs out, the isolate is closed, which stops it, and the run fails with
-`SandboxError`; the worker process carries on. One isolate per tick, never shared.
+The isolate lives in a sandbox process (`sandbox_process`, `isolate_process`), never in the caller:
+a V8 fatal error, a segfault or an out-of-memory kill ends that process only, and the call raises
+`SandboxError("script_crashed")`. Time is bounded twice: V8's own timeout on every host call and
+the barrier after it (`isolate`), and the caller's deadline on every request, which kills the
+process. One isolate per tick, never shared; the process is reused. After any error the sandbox
+is closed and later calls raise `sandbox_closed`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
-import secrets
 from collections import deque
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any, Callable
 
-from py_mini_racer import JSEvalException, JSOOMException, JSTimeoutException, MiniRacer
-
 from orchestrator.workflow.script import WorkflowScript
+from orchestrator.workflow.sandbox_process import NOT_REUSED, SandboxError, SandboxProcess, pool_for
 
 logger = logging.getLogger(__name__)
-PRELUDE = resources.files("orchestrator.workflow").joinpath("prelude.js").read_text()
+OPEN_SECONDS = 30.0
 
-
-class SandboxError(Exception):
-    """The script broke a limit (time, memory) or could not be compiled; `line` when known."""
-
-    def __init__(self, code: str, message: str, line: int | None = None) -> None:
-        super().__init__(message)
-        self.code, self.message, self.line = code, message, line
+__all__ = ["Nested", "Sandbox", "SandboxError", "Settled", "replay", "run_to_completion"]
 
 
 class Sandbox:
     def __init__(self, script: WorkflowScript, args: Any = None, *, timeout_seconds: float = 2.0,
-                 memory_bytes: int = 128 * 1024 * 1024) -> None:
+                 memory_bytes: int = 128 * 1024 * 1024, pool_size: int | None = None) -> None:
         self.script = script
         self.args = args
         self.timeout_seconds = timeout_seconds
-        # Every host interaction is a timed eval (calls through JS function handles cannot be timed
-        # out), so the host object needs a global name; a random one the script has no reason to use.
-        self._host = f"__boocode_host_{secrets.token_hex(8)}"
-        self._context: MiniRacer | None = MiniRacer()
-        self._context.set_hard_memory_limit(memory_bytes)
-        self._eval(f"Object.defineProperty(globalThis, {json.dumps(self._host)}, {{value: {PRELUDE}\n, "
-                   "writable: false, configurable: false, enumerable: false});\n//# sourceURL=boocode-prelude.js")
+        # A request may run a host call, its barrier, and a nested workflow's end settling the root:
+        # V8 stops each within timeout_seconds; the deadline only catches what V8 misses.
+        self._deadline_seconds = 4 * timeout_seconds + 5
+        self._pool = pool_for(memory_bytes, pool_size)
+        self._process: SandboxProcess | None = self._pool.acquire()
+        self._request({"op": "open", "body": script.body, "args_text": None if args is None else json.dumps(args),
+                       "timeout": timeout_seconds, "memory": memory_bytes}, OPEN_SECONDS)
+
+    @property
+    def process_id(self) -> int | None:
+        """The sandbox process's pid while this sandbox holds it (for operators and tests)."""
+        return self._process.pid if self._process is not None else None
 
     def __enter__(self) -> "Sandbox":
         return self
@@ -62,79 +59,55 @@ class Sandbox:
         self.close()
 
     def close(self) -> None:
-        if self._context is not None:
-            self._context.close()
-            self._context = None
+        process, self._process = self._process, None
+        if process is None:
+            return
+        reusable = True
+        try:
+            process.request({"op": "close"}, self._deadline_seconds)
+        except SandboxError:
+            reusable = False
+        self._pool.release(process, reusable)
 
-    def _eval(self, code: str) -> Any:
-        if self._context is None:
+    def _request(self, message: dict[str, Any], seconds: float | None = None) -> Any:
+        process = self._process
+        if process is None:
             raise SandboxError("sandbox_closed", "the sandbox was closed after an earlier error")
         try:
-            result = self._context.eval(code, timeout_sec=self.timeout_seconds)
-            self._context.eval("0", timeout_sec=self.timeout_seconds)  # barrier: the isolate is idle again
-            return result
-        except JSTimeoutException:
-            self.close()
-            raise SandboxError("script_timeout", f"the script ran for more than {self.timeout_seconds}s without "
-                               "waiting (an endless loop?); synchronous work between awaits is limited") from None
-        except (JSOOMException, JSEvalException) as error:
-            out_of_memory = isinstance(error, JSOOMException) or self._context.was_hard_memory_limit_reached()
-            if not out_of_memory:
-                raise
-            self.close()
-            raise SandboxError("script_memory", "the script used more memory than its sandbox allows") from None
-
-    def _call(self, method: str, *arguments: Any) -> Any:
-        return self._eval(f"{self._host}.{method}({', '.join(json.dumps(argument) for argument in arguments)})")
+            return process.request(message, seconds or self._deadline_seconds)
+        except SandboxError as error:
+            # the child dropped its isolates; a process that broke a limit is not reused
+            self._process = None
+            self._pool.release(process, error.code not in NOT_REUSED)
+            raise
 
     def start(self) -> None:
-        """Compile and start the body in one eval: a syntax error is reported before anything runs."""
-        code = (f"{self._host}.start(async function () {{{self.script.body}\n}}, {json.dumps(json.dumps(self.args))});"
-                "\n//# sourceURL=workflow.js")
-        try:
-            self._eval(code)
-        except JSEvalException as error:
-            self.close()
-            message, line = _syntax_error(str(error))
-            raise SandboxError("script_syntax", message, line) from None
+        """Compile and start the body: a syntax error is reported before anything runs."""
+        self._request({"op": "start"})
 
     def take_calls(self) -> list[dict[str, Any]]:
-        return json.loads(self._call("takeCalls"))
+        return self._request({"op": "take_calls"})
 
     def step(self, spent: float, key: str, ok: bool, payload: str) -> list[dict[str, Any]]:
         """Settle one call (see prelude `step`); returns the calls made before it, during the last drain."""
-        return json.loads(self._call("step", spent, key, ok, payload))
+        return self._request({"op": "step", "spent": spent, "key": key, "ok": ok, "payload": payload})
+
+    def steps(self, results: list[tuple[float, str, bool, str]]) -> list[dict[str, Any]]:
+        """`step` for each result in order, in one round trip; the calls each returned, concatenated."""
+        if not results:
+            return []
+        return self._request({"op": "steps", "results": results})
 
     def start_nested(self, key: str, script: WorkflowScript, args: Any) -> None:
-        code = (f"{self._host}.startNested({json.dumps(key)}, async function (args, workflow) {{{script.body}\n}}, "
-                f"{json.dumps(json.dumps(args))});\n//# sourceURL=workflow-{_safe_name(script.name)}.js")
-        try:
-            self._eval(code)
-        except JSEvalException as error:
-            message, line = _syntax_error(str(error))
-            raise SandboxError("script_syntax", f"{script.name}: {message}", line) from None
+        """Run a workflow() call's script in an isolate of its own; it settles the call when it ends."""
+        self._request({"op": "start_nested", "key": key, "body": script.body, "name": script.name,
+                       "args": args, "has_args": args is not None})
 
     def set_budget(self, total: float | None, spent: float) -> None:
-        self._call("setBudget", total, spent)
+        self._request({"op": "set_budget", "total": total, "spent": spent})
 
     def state(self) -> dict[str, Any]:
-        return json.loads(self._call("state"))
-
-
-def _safe_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:80]
-
-
-def _syntax_error(text: str) -> tuple[str, int | None]:
-    """V8's report as (message without the location prefix, line)."""
-    line = re.search(r"(?:workflow[\w.-]*\.js|<anonymous>):(\d+)", text)
-    first = text.strip().splitlines()[-1] if text.strip() else "syntax error"
-    for candidate in text.splitlines():
-        if "Error" in candidate:
-            first = candidate.strip()
-            break
-    first = re.sub(r"^(?:workflow[\w.-]*\.js|<anonymous>):\d+:\s*", "", first)
-    return first, int(line.group(1)) if line else None
+        return self._request({"op": "state"})
 
 
 @dataclass(frozen=True)
@@ -171,21 +144,24 @@ def replay(sandbox: "Sandbox", settle: Callable[[dict[str, Any]], Settled | Nest
             queue.extend(sandbox.take_calls())
             if not queue:
                 return unsettled
-        call = queue.popleft()
-        outcome = settle(call)
-        if outcome is None:
-            unsettled.append(call)
-        elif isinstance(outcome, Nested):
-            try:
+        # What a step returns goes to the back of the queue, so the steps for the calls queued now can
+        # go in one round trip to the sandbox process, in order: the same order as one at a time.
+        batch: list[tuple[float, str, bool, str]] = []
+        answered: list[dict[str, Any]] = []
+        while queue:
+            call = queue.popleft()
+            outcome = settle(call)
+            if outcome is None:
+                unsettled.append(call)
+            elif isinstance(outcome, Nested):
+                answered += sandbox.steps(batch)
+                batch = []
                 sandbox.start_nested(call["key"], outcome.script, call.get("args"))
-            except SandboxError as error:
-                if error.code != "script_syntax":
-                    raise
-                queue.extend(sandbox.step(spent, call["key"], False, f"workflow(): {error.message}"))
-        else:
-            spent += outcome.tokens
-            queue.extend(sandbox.step(spent, call["key"], outcome.ok,
-                                      json.dumps(outcome.value) if outcome.ok else outcome.message))
+            else:
+                spent += outcome.tokens
+                batch.append((spent, call["key"], outcome.ok,
+                              json.dumps(outcome.value) if outcome.ok else outcome.message))
+        queue.extend(answered + sandbox.steps(batch))
 
 
 def run_to_completion(script: WorkflowScript, args: Any, answer: Callable[[dict[str, Any]], Any], *,

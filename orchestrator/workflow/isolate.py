@@ -1,0 +1,243 @@
+"""V8 isolates for one workflow script, inside the sandbox process (never in a web or worker process).
+
+    session = ScriptSession(body, args, timeout_seconds, memory_bytes)   # the root isolate
+    session.start()                          # compile the body and run it until it waits
+    session.take_calls()                     # calls made so far: [{key, kind, prompt, options} | {key, kind, spec, args?}]
+    session.step(spent, key, ok, payload)    # one result in; returns the calls made before it
+    session.steps([(spent, key, ok, payload), ...])   # several, in order, in one request
+    session.start_nested(key, body, name, args)   # a workflow() call: its script in an isolate of its own
+    session.state()                          # done / result / error / logs / failures
+
+Each isolate gets the prelude, which returns the host function; Python keeps it as a handle and
+never puts it on the global object, so nothing of the host is in the script's reach. Every host
+call is timed, and followed by a barrier: code after an `await` runs once the call has returned,
+so a trivial eval that can only run when the isolate is idle again bounds that code by the same
+sync-execution timeout. A timeout or a memory overrun closes the session's isolates and raises
+`IsolateError`; a fatal V8 error takes the whole sandbox process down, which is why this runs there.
+
+Nested workflows run in isolates of their own whose `workflow()` always refuses: the nesting depth
+belongs to the realm, so no await or alias reaches a grandchild. The session routes each result to
+the isolate that made the call, and when a nested script ends it settles the root's `workflow()`
+call with its result, continuing the root's chain from where the nested one ended.
+
+This module imports only the standard library and mini-racer: the sandbox process holds no
+settings, database or secrets.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from importlib import resources
+from typing import Any
+
+from py_mini_racer import JSEvalException, JSOOMException, JSTimeoutException, MiniRacer
+from py_mini_racer._mini_racer import _make_context
+
+PRELUDE = resources.files("orchestrator.workflow").joinpath("prelude.js").read_text()
+
+
+class IsolateError(Exception):
+    """A limit broken (time, memory), or a script that does not compile; `line` when known."""
+
+    def __init__(self, code: str, message: str, line: int | None = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.line = code, message, line
+
+
+class _BareRacer(MiniRacer):
+    """A MiniRacer without mini-racer's own timer globals (`__timer_manager`, `setTimeout` built on
+    Atomics): the prelude installs deterministic timers, and the global object holds nothing else."""
+
+    def __init__(self) -> None:  # noqa: D107 - deliberately skips MiniRacer.__init__'s INSTALL_SET_TIMEOUT
+        self._own_context_maker = _make_context()
+        self._ctx = self._own_context_maker.__enter__()
+
+
+class Isolate:
+    """One V8 isolate with the prelude installed; `call(method, ...)` drives its host function."""
+
+    def __init__(self, timeout_seconds: float, memory_bytes: int, *, nested: bool, chain: str) -> None:
+        self.timeout_seconds = timeout_seconds
+        self._context: MiniRacer | None = _BareRacer()
+        self._context.set_hard_memory_limit(memory_bytes)
+        prelude = self._eval(PRELUDE + "\n//# sourceURL=boocode-prelude.js")
+        config = json.dumps({"nested": nested, "chain": chain})
+        self._host = self._timed(lambda: prelude(config, timeout_sec=timeout_seconds))
+        self._barrier()
+
+    def close(self) -> None:
+        if self._context is not None:
+            self._context.close()
+            self._context = None
+            self._host = None
+
+    def _timed(self, action: Any) -> Any:
+        if self._context is None:
+            raise IsolateError("sandbox_closed", "the sandbox was closed after an earlier error")
+        try:
+            return action()
+        except JSTimeoutException:
+            self.close()
+            raise IsolateError("script_timeout", f"the script ran for more than {self.timeout_seconds}s without "
+                               "waiting (an endless loop?); synchronous work between awaits is limited") from None
+        except (JSOOMException, JSEvalException) as error:
+            out_of_memory = isinstance(error, JSOOMException) or (
+                self._context is not None and self._context.was_hard_memory_limit_reached())
+            if not out_of_memory:
+                raise
+            self.close()
+            raise IsolateError("script_memory", "the script used more memory than its sandbox allows") from None
+
+    def _barrier(self) -> None:
+        self._timed(lambda: self._context.eval("0", timeout_sec=self.timeout_seconds))  # type: ignore[union-attr]
+
+    def _eval(self, code: str) -> Any:
+        context = self._context
+        result = self._timed(lambda: context.eval(code, timeout_sec=self.timeout_seconds))  # type: ignore[union-attr]
+        self._barrier()
+        return result
+
+    def call(self, method: str, *arguments: Any) -> Any:
+        host = self._host
+        result = self._timed(lambda: host(method, *arguments, timeout_sec=self.timeout_seconds))
+        self._barrier()
+        return json.loads(result)
+
+    def start(self, body: str, args_text: str | None, source_name: str) -> None:
+        """Compile the body (a syntax error is reported before anything runs), then start it."""
+        try:
+            run = self._eval(f"(async function () {{{body}\n}})\n//# sourceURL={source_name}")
+        except JSEvalException as error:
+            self.close()
+            message, line = _syntax_error(str(error))
+            raise IsolateError("script_syntax", message, line) from None
+        self.call("start", run, args_text)
+
+
+class ScriptSession:
+    """The root isolate of one script and the isolates of the workflows it nests."""
+
+    def __init__(self, body: str, args_text: str | None, timeout_seconds: float, memory_bytes: int) -> None:
+        self.body, self.args_text = body, args_text
+        self.timeout_seconds, self.memory_bytes = timeout_seconds, memory_bytes
+        self.root = Isolate(timeout_seconds, memory_bytes, nested=False, chain="root")
+        self.nested: dict[str, Isolate] = {}   # workflow() call key -> its isolate
+        self.owner: dict[str, str] = {}        # call key -> the nested workflow's key ("" = root)
+        self.buffer: list[dict[str, Any]] = []  # calls collected but not handed out yet
+        self.logs: list[dict[str, Any]] = []
+        self.failures: list[dict[str, Any]] = []
+        self.total: float | None = None
+        self.spent = 0.0
+
+    def close(self) -> None:
+        for isolate in [self.root, *self.nested.values()]:
+            isolate.close()
+        self.nested.clear()
+
+    def _isolate(self, owner: str) -> Isolate:
+        return self.nested[owner] if owner else self.root
+
+    def _adopt(self, owner: str, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for call in calls:
+            self.owner[call["key"]] = owner
+        return calls
+
+    def _collect(self, owner: str) -> None:
+        """With nested isolates about, calls are collected after every drain, so each keeps its owner."""
+        self.buffer += self._adopt(owner, self._isolate(owner).call("takeCalls"))
+
+    def _hand_out(self, taken: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out, self.buffer = self.buffer + taken, []
+        return out
+
+    def start(self) -> None:
+        self.root.start(self.body, self.args_text, "workflow.js")
+
+    def set_budget(self, total: float | None, spent: float) -> None:
+        self.total, self.spent = total, spent
+        for isolate in [self.root, *self.nested.values()]:
+            isolate.call("setBudget", total, spent)
+
+    def take_calls(self) -> list[dict[str, Any]]:
+        return self._hand_out(self._adopt("", self.root.call("takeCalls")))
+
+    def step(self, spent: float, key: str, ok: bool, payload: str) -> list[dict[str, Any]]:
+        self.spent = spent
+        owner = self.owner.get(key, "")
+        if not self.nested:  # the common case: one isolate, one host call per result
+            return self._hand_out(self._adopt("", self.root.call("step", spent, key, ok, payload, False, None)))
+        answered = self._isolate(owner).call("step", spent, key, ok, payload, False, None)
+        taken = self._hand_out(self._adopt(owner, answered))
+        self._collect(owner)
+        if owner:
+            self._finish_nested(owner)
+        return taken
+
+    def steps(self, results: list[tuple[float, str, bool, str]]) -> list[dict[str, Any]]:
+        calls: list[dict[str, Any]] = []
+        for spent, key, ok, payload in results:
+            calls += self.step(spent, key, ok, payload)
+        return calls
+
+    def start_nested(self, key: str, body: str, name: str, args: Any, has_args: bool) -> None:
+        if self.owner.get(key, "") != "" or key in self.nested:
+            raise IsolateError("sandbox_protocol", f"workflow() call {key} is not the root script's")
+        if not self.nested:
+            self._collect("")  # from now on every isolate's calls are collected as they are made
+        isolate = Isolate(self.timeout_seconds, self.memory_bytes, nested=True, chain=key)
+        self.nested[key] = isolate
+        isolate.call("setBudget", self.total, self.spent)
+        try:
+            isolate.start(body, json.dumps(args) if has_args else None, f"workflow-{_safe_name(name)}.js")
+        except IsolateError as error:
+            del self.nested[key]
+            if error.code != "script_syntax":
+                raise
+            self._settle_root(key, False, {"name": "SyntaxError", "message": f"workflow(): {name}: {error.message}"},
+                              None)
+            return
+        self._collect(key)
+        self._finish_nested(key)
+
+    def _finish_nested(self, key: str) -> None:
+        state = self.nested[key].call("state")
+        self.logs += state["logs"]
+        self.failures += state["failures"]
+        if not state["done"]:
+            return
+        self.nested.pop(key).close()
+        if state["error"] is None:
+            self._settle_root(key, True, state["result"], state["chain"])
+        else:
+            error = state["error"]
+            self._settle_root(key, False, {"name": error["name"], "message": error["message"]}, state["chain"])
+
+    def _settle_root(self, key: str, ok: bool, value: Any, chain: str | None) -> None:
+        self.buffer += self._adopt("", self.root.call("step", self.spent, key, ok, json.dumps(value), not ok, chain))
+        self._collect("")
+
+    def state(self) -> dict[str, Any]:
+        for key in list(self.nested):
+            self._finish_nested(key)
+        state = self.root.call("state")
+        state["logs"] = self.logs + state["logs"]
+        state["failures"] = self.failures + state["failures"]
+        self.logs, self.failures = [], []
+        return state
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:80]
+
+
+def _syntax_error(text: str) -> tuple[str, int | None]:
+    """V8's report as (message without the location prefix, line)."""
+    line = re.search(r"(?:workflow[\w.-]*\.js|<anonymous>):(\d+)", text)
+    first = text.strip().splitlines()[-1] if text.strip() else "syntax error"
+    for candidate in text.splitlines():
+        if "Error" in candidate:
+            first = candidate.strip()
+            break
+    first = re.sub(r"^(?:workflow[\w.-]*\.js|<anonymous>):\d+:\s*", "", first)
+    return first, int(line.group(1)) if line else None
