@@ -230,3 +230,193 @@ def test_keys_do_not_depend_on_completion_order() -> None:
   async () => { const b = await agent("b1"); return agent("b2 after " + b); }]);
 return await agent("end " + x + " " + y);'''
     assert keys_of(body) == keys_of(body, order="last-first")
+
+
+# ---- nothing of the host in the script's reach
+
+BUILTINS = ["Object", "Function", "Array", "Number", "parseFloat", "parseInt", "Infinity", "NaN", "undefined",
+            "Boolean", "String", "Symbol", "Date", "Promise", "RegExp", "Error", "AggregateError", "EvalError",
+            "RangeError", "ReferenceError", "SyntaxError", "TypeError", "URIError", "globalThis", "JSON", "Math",
+            "Intl", "ArrayBuffer", "Uint8Array", "Int8Array", "Uint16Array", "Int16Array", "Uint32Array",
+            "Int32Array", "BigUint64Array", "BigInt64Array", "Uint8ClampedArray", "Float32Array", "Float64Array",
+            "DataView", "Map", "BigInt", "Set", "Iterator", "WeakMap", "WeakSet", "Proxy", "Reflect", "decodeURI",
+            "decodeURIComponent", "encodeURI", "encodeURIComponent", "escape", "unescape", "eval", "isFinite",
+            "isNaN", "SuppressedError", "DisposableStack", "AsyncDisposableStack", "Float16Array"]
+DOCUMENTED = ["agent", "parallel", "pipeline", "phase", "log", "workflow", "args", "budget", "console", "setTimeout",
+              "clearTimeout", "DeterminismError", "WorkflowBudgetExceededError"]
+
+
+def test_the_global_object_holds_exactly_the_builtins_and_the_documented_globals() -> None:
+    state = run("return [Object.getOwnPropertyNames(globalThis), Object.getOwnPropertySymbols(globalThis).length];")
+    names, symbols = state["result"]
+    assert sorted(names) == sorted(BUILTINS + DOCUMENTED) and len(names) == len(set(names))
+    assert symbols == 0
+
+
+SEARCH_EVERYTHING = '''
+const seen = new Set(), found = [];
+function visit(value, path, depth) {
+  if (value === null || (typeof value !== "object" && typeof value !== "function") || seen.has(value) || depth > 6) return;
+  seen.add(value);
+  for (const key of Reflect.ownKeys(value)) {
+    const label = path + "." + String(key);
+    if (/host|boocode|setBudget|^state$|takeCalls|step/i.test(String(key))) found.push(label);
+    let inner;
+    try { const d = Reflect.getOwnPropertyDescriptor(value, key); inner = "value" in d ? d.value : (d.get && d.get.call(value)); }
+    catch (e) { continue; }
+    visit(inner, label, depth + 1);
+  }
+  try { visit(Object.getPrototypeOf(value), path + ".__proto__", depth + 1); } catch (e) {}
+}
+visit(globalThis, "globalThis", 0);
+for (const name of Object.getOwnPropertyNames(globalThis)) {
+  const value = globalThis[name];
+  if (typeof value === "function") {
+    for (const probe of [() => value.caller, () => value.arguments, () => value("setBudget", null, 0)]) {
+      try { const got = probe(); if (typeof got === "function") found.push(name + " leaks a function"); } catch (e) {}
+    }
+  }
+}
+return found;'''
+
+
+def test_a_script_searching_everything_finds_no_way_to_the_host() -> None:
+    state = run(SEARCH_EVERYTHING)
+    assert state["error"] is None, state["error"]
+    assert state["result"] == []
+
+
+def test_budget_and_failures_cannot_be_changed_from_the_script() -> None:
+    state = run('''
+const attempts = [];
+for (const attack of [() => { budget.total = 1e12; }, () => { budget.spent = () => 0; },
+                      () => Object.defineProperty(budget, "total", {get: () => null}),
+                      () => Object.setPrototypeOf(budget, {}), () => { Error.prepareStackTrace = () => "x"; },
+                      () => Object.defineProperty(Error, "prepareStackTrace", {value: () => "x"}),
+                      () => { globalThis.Promise = function () {}; }, () => { delete globalThis.Object; }]) {
+  try { "use strict"; attack(); attempts.push("no error"); } catch (error) { attempts.push(error.name); }
+}
+await parallel([() => { throw new Error("a real failure"); }]);
+await agent("a");
+return {attempts, total: budget.total, spent: budget.spent(), hook: typeof Error.prepareStackTrace,
+        promise: Promise === (async () => {})().constructor};''', budget=5)
+    value = state["result"]
+    assert value["total"] == 5 and value["spent"] == 1 and value["hook"] == "undefined" and value["promise"] is True
+    assert [failure["error"]["message"] for failure in state["failures"]] == ["a real failure"]
+
+
+# ---- nesting, args and results
+
+INNER = load_script('export const meta = { name: "inner", description: "nested" };\n'
+                    'const x = await agent("inner " + args.n);\n'
+                    'for (let i = 0; i < 3; i++) await null;\n'
+                    'let grandchild = "ran";\n'
+                    'try { await globalThis.workflow("inner", {n: 9}); } catch (error) { grandchild = error.message; }\n'
+                    'await agent("after " + x);\n'
+                    'try { await (0, eval)("workflow")("inner", {n: 10}); } catch (error) { grandchild += " / " + error.message; }\n'
+                    'return {x, grandchild};\n')
+
+
+def test_a_grandchild_workflow_is_refused_after_any_number_of_awaits() -> None:
+    state = run('const inner = await workflow("inner", {n: 1});\nreturn {inner, after: await agent("root after")};',
+                scripts={"inner": INNER})
+    assert state["error"] is None, state["error"]
+    refusal = "workflow(): workflows nest one level only"
+    assert state["result"]["inner"] == {"x": "INNER 1", "grandchild": f"{refusal} / {refusal}"}
+    assert [call["prompt"] for call in state["calls"] if call["kind"] == "agent"] == ["inner 1", "after INNER 1",
+                                                                                      "root after"]
+
+
+def test_results_that_are_not_json_fail_naming_the_path() -> None:
+    cyclic = run("const a = {b: {}}; a.b.c = [1, 2, a];\nreturn a;")
+    assert cyclic["error"]["code"] == "result_not_serialisable"
+    assert "result.b.c[2]: a cycle" in cyclic["error"]["message"]
+    big = run("return {a: {b: [1, 2, 3n]}};")
+    assert big["error"]["code"] == "result_not_serialisable" and "result.a.b[2]: a BigInt" in big["error"]["message"]
+    fine = run("return {u: undefined, list: [undefined, () => 1], n: NaN, d: new Date(0), s: new String('x')};")
+    assert fine["error"] is None and fine["result"] == {"list": [None, None], "n": None,
+                                                        "d": "1970-01-01T00:00:00.000Z", "s": "x"}
+
+
+def test_agent_arguments_that_are_not_json_are_refused_clearly() -> None:
+    state = run('const o = {}; o.self = o;\nconst out = [];\n'
+                'for (const options of [{schema: o}, {label: 5n}, {get label() { throw new Error("boom"); }}]) {\n'
+                '  try { await agent("a", options); out.push("sent"); } catch (error) { out.push(error.message); }\n}\n'
+                'return out;')
+    assert state["result"] == ["agent(): options.schema.self: a cycle (the value contains itself)",
+                               "agent(): options.label: a BigInt is not JSON (convert it with String() or Number())",
+                               "agent(): options.label: reading it threw: boom"]
+    assert state["calls"] == []
+
+
+def test_omitted_args_are_undefined() -> None:
+    script = load_script(HEADER + "return [typeof args, args === undefined];")
+    assert run_to_completion(script, None, lambda call: None)["result"] == ["undefined", True]
+    assert run_to_completion(script, {"a": 1}, lambda call: None)["result"] == ["object", False]
+
+
+# ---- the sandbox process
+
+def test_scripts_run_in_a_reused_sandbox_process_with_a_clean_environment() -> None:
+    import os
+
+    script = load_script(HEADER + "return 1;")
+    with Sandbox(script, None) as first:
+        pid = first.process_id
+        assert pid is not None and pid != os.getpid()
+        environment = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+        assert sorted(entry.split(b"=")[0] for entry in environment if entry) == [b"LANG", b"PATH"]
+        assert os.getsid(pid) == pid  # a session of its own
+    with Sandbox(script, None) as second:
+        assert second.process_id == pid  # reused, not started per script
+
+
+def test_the_sandbox_process_imports_no_settings_or_database() -> None:
+    import subprocess
+    import sys
+
+    probe = ("import sys, orchestrator.workflow.isolate_process, orchestrator.workflow.isolate;"
+             "print(sorted(m for m in sys.modules if m.startswith(('sqlalchemy', 'psycopg', 'redis', 'celery', 'flask',"
+             " 'orchestrator.settings', 'orchestrator.store', 'orchestrator.services'))))")
+    out = subprocess.run([sys.executable, "-I", "-c", probe], capture_output=True, text=True, check=True, cwd="/")
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_fatal_v8_error_kills_only_the_sandbox_process_and_the_pool_replaces_it() -> None:
+    import os
+
+    for body in ["new Array(2**28).fill(1.5);", "await agent('x');\nnew Array(2**28).fill(1.5);"]:
+        with pytest.raises(SandboxError) as caught:
+            run(body, timeout_seconds=30)
+        assert caught.value.code == "script_crashed" and caught.value.signal == "SIGTRAP"
+        assert "out of memory" in caught.value.message.lower()
+    assert run("return 'still here';")["result"] == "still here"
+    assert os.getpid()  # this process (the caller) carries on
+
+
+def test_a_segfault_or_a_hang_v8_misses_is_contained() -> None:
+    import os
+    import signal
+
+    script = load_script(HEADER + "await agent('x');\nreturn 1;")
+    sandbox = Sandbox(script, None)
+    sandbox.start()
+    os.kill(sandbox.process_id, signal.SIGSEGV)
+    with pytest.raises(SandboxError) as caught:
+        sandbox.take_calls()
+    assert caught.value.code == "script_crashed" and caught.value.signal == "SIGSEGV"
+    with pytest.raises(SandboxError) as caught:
+        sandbox.state()
+    assert caught.value.code == "sandbox_closed"
+    sandbox.close()
+
+    hung = Sandbox(script, None, timeout_seconds=0.2)
+    hung.start()
+    pid = hung.process_id
+    os.kill(pid, signal.SIGSTOP)  # V8's own timer cannot fire in a stopped process: the parent's deadline does
+    with pytest.raises(SandboxError) as caught:
+        hung.take_calls()
+    assert caught.value.code == "script_timeout" and "did not answer" in caught.value.message
+    assert not os.path.exists(f"/proc/{pid}/status") or "zombie" in open(f"/proc/{pid}/status").read()
+    hung.close()
+    assert run("return 3;")["result"] == 3

@@ -569,3 +569,124 @@ def test_cli_wait_says_when_an_agent_needs_an_approval(flow: Flow, tmp_path: Pat
         if waiting.poll() is None:
             waiting.kill()
     assert waiting.returncode == 0 and "completed" in rest
+
+
+# ---- the sandbox: scripts run out of process, and nothing of the host is in their reach
+
+BOMB = "const hoard = new Array(2 ** 28).fill(1.5);\nreturn hoard.length;\n"
+
+
+def test_an_allocation_bomb_at_launch_leaves_the_web_process_alive_and_answering(flow: Flow) -> None:
+    import httpx
+
+    from tests.support import Api, WebProcess, collect_frames
+
+    import psutil
+
+    flow.worker()  # /health reports a worker
+    web = WebProcess(flow.stack.settings, flow.tmp).start()
+    try:
+        api = Api(web.url, flow.api.token)
+        pid = web.process.pid  # type: ignore[union-attr]
+        gunicorn_workers = {child.pid for child in psutil.Process(pid).children()}
+        other = new_session(api, flow.tmp / "other-root")
+        socket = api.websocket(other["id"])
+        try:
+            seen = collect_frames(socket, 1)[-1]["seq"]  # the socket is open and streaming (session.created)
+            refused = api.post(f"/api/sessions/{flow.chat['id']}/workflows", {"script": HEADER + BOMB})
+            assert refused.status_code == 422, refused.text
+            details = refused.json()["error"]["details"]
+            assert details["code"] == "script_crashed" and details["signal"] == "SIGTRAP"
+            assert "out of memory" in refused.json()["error"]["message"].lower()
+            # the same gunicorn processes answer, and the open socket still streams what comes next
+            assert web.process.poll() is None and httpx.get(f"{web.url}/health", timeout=10).status_code == 200  # type: ignore[union-attr]
+            # the gunicorn worker that ran the check is still the same process (no restart by the arbiter)
+            assert {child.pid for child in psutil.Process(pid).children()} == gunicorn_workers
+            posted = api.ok("POST", f"/api/sessions/{other['id']}/messages", {"text": "still there?"}, expected=202)
+            frame = collect_frames(socket, 1, timeout=30)[0]
+            assert frame["seq"] > seen and frame["session_id"] == other["id"], frame
+            assert frame["run_id"] == posted["run"]["id"] or frame["type"].startswith("message."), frame
+        finally:
+            socket.close()
+        ok = api.post(f"/api/sessions/{flow.chat['id']}/workflows", {"script": HEADER + "return 1;", "dry_run": True})
+        assert ok.status_code == 200, ok.text
+    finally:
+        web.stop()
+
+
+def test_an_allocation_bomb_after_an_await_fails_the_run_and_the_worker_serves_the_next(flow: Flow) -> None:
+    import psutil
+
+    worker = flow.worker(concurrency=1)
+    pool_children = {child.pid for child in psutil.Process(worker.process.pid).children()}  # type: ignore[union-attr]
+    status = flow.run('const a = await agent("first");\n' + BOMB, timeout=90)
+    assert status["run"]["status"] == "failed", status
+    assert status["error"]["code"] == "script_crashed" and status["error"]["signal"] == "SIGTRAP"
+    assert "out of memory" in status["error"]["message"].lower()
+    after = flow.run('return await agent("next");\n')
+    assert after["run"]["status"] == "completed" and after["value"] == "answer to: next"
+    assert worker.process.poll() is None  # type: ignore[union-attr]
+    # the Celery pool process that ran both ticks is the one it had (the crash was its sandbox's)
+    assert pool_children <= {child.pid for child in psutil.Process(worker.process.pid).children()}  # type: ignore[union-attr]
+    assert "worker_crashed" not in json.dumps(status)
+
+
+def test_the_budget_and_the_failures_cannot_be_changed_from_the_script(flow: Flow) -> None:
+    flow.worker()
+    flow.model.on(r"^doomed$", lambda body: Reply(status=400, error_message="this prompt is not allowed"))
+    status = flow.run("""
+const names = Object.getOwnPropertyNames(globalThis).filter((name) => /host|boocode/i.test(name));
+for (const attack of [() => { budget.total = null; }, () => Object.defineProperty(budget, "remaining", {value: () => 1e9}),
+                      () => { globalThis.budget = {total: null}; }]) {
+  try { attack(); } catch (error) {}
+}
+await parallel([() => agent("doomed", {label: "doomed"}), () => agent("spend", {label: "spend"})]);
+let refused = null;
+try { await agent("over the cap", {label: "over"}); } catch (error) { refused = error.name; }
+return {names, total: budget.total, refused};
+""", caps={"max_tokens": 100})
+    assert status["value"] == {"names": [], "total": 100, "refused": "WorkflowBudgetExceededError"}
+    assert status["run"]["status"] == "completed_with_failures"
+    assert [failure["label"] for failure in status["failures"]] == ["doomed"]
+    assert flow.model.count("^over the cap$") == 0
+
+
+def test_grandchildren_strict_results_and_omitted_args(flow: Flow) -> None:
+    flow.worker()
+    (flow.root / ".boocode" / "workflows").mkdir(parents=True)
+    (flow.root / ".boocode" / "workflows" / "child.js").write_text(
+        'export const meta = {name: "child", description: "tries to nest"};\n'
+        'await null;\nawait agent("child step");\nfor (let i = 0; i < 5; i++) await null;\n'
+        'return await globalThis.workflow("grandchild");\n')
+    (flow.root / ".boocode" / "workflows" / "grandchild.js").write_text(
+        'export const meta = {name: "grandchild", description: "must not run"};\nreturn await agent("grandchild ran");\n')
+    nested = flow.run('let message = null;\ntry { await workflow("child"); } catch (error) { message = error.message; }\n'
+                      'return {message, args: typeof args};\n')
+    assert nested["run"]["status"] == "completed", nested
+    assert nested["value"] == {"message": "workflow(): workflows nest one level only", "args": "undefined"}
+    assert flow.model.count("^grandchild ran$") == 0 and flow.model.count("^child step$") == 1
+
+    cyclic = flow.run('const a = {b: {}};\na.b.again = a;\nawait agent("before");\nreturn a;\n')
+    assert cyclic["run"]["status"] == "failed"
+    assert cyclic["error"]["code"] == "result_not_serialisable" and "result.b.again" in cyclic["error"]["message"]
+    refused = flow.api.post(f"/api/sessions/{flow.chat['id']}/workflows", {"script": HEADER + "return 3n;\n"})
+    assert refused.status_code == 422 and refused.json()["error"]["details"]["code"] == "result_not_serialisable"
+    big = flow.run('await agent("count");\nreturn {counts: [1, 2, 3n]};\n')
+    assert big["error"]["code"] == "result_not_serialisable" and "result.counts[2]: a BigInt" in big["error"]["message"]
+    given = flow.run("return typeof args;\n", args={"x": 1})
+    assert given["value"] == "object"
+
+
+def test_an_eager_agent_still_running_at_the_end_is_reported_as_it_ended(flow: Flow) -> None:
+    flow.worker(concurrency=2)
+    hold = threading.Event()
+    flow.model.on("^slow eager$", lambda body: (hold.wait(30), Reply(text="late", usage=openai_usage(1, 1)))[1])
+    try:
+        status = flow.run('const eager = agent("slow eager", {label: "eager"});\n'
+                          'const quick = await agent("quick", {label: "quick"});\nreturn quick;\n')
+    finally:
+        hold.set()
+    agents = agents_by_label(status)
+    assert agents["quick"]["status"] == "completed"
+    assert agents["eager"]["status"] == "cancelled", agents["eager"]
+    assert status["counts"].get("running") is None
