@@ -9,11 +9,19 @@ Ours:     one workflow run whose script is `parallel(N thunks of agent())`, thro
           workflow's ticks replay the script against the journal. The fake model answers at once.
 Prints wall time, agents (tasks) per second and peak memory (RSS of the worker's processes, summed)
 for both, and the ratios. Asserts nothing.
+
+Then the sandbox's share of a tick, in this process: the same script replayed against a journal that
+answers every call (the last tick's work) or none (the first tick's), once through a pooled sandbox
+process (`Sandbox`, what ticks use) and once on an isolate in this process (`ScriptSession`, how
+ticks ran before scripts moved out of process). The difference is what the process boundary adds
+per tick. `--sandbox-only` prints just that.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
 import threading
 import time
 from typing import Any
@@ -26,7 +34,9 @@ from bench.common import scratch, start_worker, stop, wait_until
 from orchestrator import services
 from orchestrator.store import projects, sessions, users
 from orchestrator.store.models import Run, WorkflowCall
+from orchestrator.workflow.isolate import ScriptSession
 from orchestrator.workflow.launch import create_workflow_run
+from orchestrator.workflow.sandbox import Sandbox, Settled, replay
 from orchestrator.workflow.script import load_script
 from tests.fakes.model_server import FakeModelServer, Reply, openai_usage
 from web.queue import TaskQueue
@@ -61,12 +71,55 @@ class PeakMemory:
         return self.peak
 
 
+def tick_seconds(count: int, answered: bool, out_of_process: bool, repeats: int) -> float:
+    """Median time of one tick's sandbox work: open, start, replay `count` calls, state, close."""
+    script = load_script(SCRIPT)
+
+    def settle(call: dict[str, Any]) -> Settled | None:
+        return Settled(True, "ok", tokens=22) if answered else None
+
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        if out_of_process:
+            with Sandbox(script, {"agents": count}) as sandbox:
+                sandbox.set_budget(None, 0)
+                sandbox.start()
+                replay(sandbox, settle)
+                sandbox.state()
+        else:
+            session = ScriptSession(script.body, json.dumps({"agents": count}), 2.0, 128 * 1024 * 1024)
+            session.set_budget(None, 0)
+            session.start()
+            replay(session, settle)  # type: ignore[arg-type]  # the same methods, in this process
+            session.state()
+            session.close()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def print_sandbox_cost(count: int) -> None:
+    Sandbox(load_script(SCRIPT), {"agents": 1}).close()  # the pool's process is started once, not per tick
+    for calls, answered in ((0, False), (count, False), (count, True)):
+        repeats = 30 if calls <= 100 else 5
+        inside = tick_seconds(calls, answered, False, repeats)
+        outside = tick_seconds(calls, answered, True, repeats)
+        what = f"{calls} calls, {'all answered from the journal' if answered else 'none answered yet'}"
+        print(f"sandbox work of one tick ({what:45}): in process {inside * 1000:7.1f} ms, "
+              f"sandbox process {outside * 1000:7.1f} ms, added {(outside - inside) * 1000:+6.1f} ms"
+              + (f" ({(outside - inside) / calls * 1e6:+.0f} us per call)" if calls else ""))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--agents", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--sandbox-only", action="store_true", help="only the sandbox's share of a tick")
     options = parser.parse_args()
     count = options.agents
+    if options.sandbox_only:
+        print_sandbox_cost(count)
+        return
 
     fake = FakeModelServer().start()
     fake.responder = lambda body: Reply(text="ok", usage=openai_usage(20, 2))
@@ -131,6 +184,7 @@ def main() -> None:
     print(f"ratio (ours / baseline)                : {ours_seconds / baseline_seconds:8.1f}x wall time, "
           f"{(ours_seconds - baseline_seconds) / count * 1000:.1f} ms extra per agent, "
           f"{ours_memory / max(baseline_memory, 1):.2f}x memory")
+    print_sandbox_cost(count)
 
 
 if __name__ == "__main__":
