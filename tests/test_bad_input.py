@@ -1,7 +1,9 @@
-"""Bad input gets the error shape with a 4xx, never a 500, and changes nothing."""
+"""Bad input gets the error shape with a 4xx, never a 500, and changes nothing: wrong types, unknown ids,
+and what the database cannot hold (NUL, lone surrogates, deep nesting, integers past bigint)."""
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from pathlib import Path
@@ -202,3 +204,166 @@ def test_project_root_must_exist(api: Api, tmp_path: Path) -> None:
     file_path.write_text("not a directory")
     error = assert_error_shape(api.post("/api/projects", {"name": "f", "root_path": str(file_path)}), 422)
     assert "root_path" in error["message"]
+
+
+# One valid body per JSON route; each string in it is replaced in turn by one the database cannot hold.
+VALID_BODIES = {
+    ("post", "/api/auth/login"): {"username": "someone", "password": "a password"},
+    ("put", "/api/users/{user_id}/password"): {"password": "long enough"},
+    ("post", "/api/users"): {"username": "fresh-user", "display_name": "Fresh"},
+    ("post", "/api/users/{user_id}/tokens"): {"name": "t"},
+    ("post", "/api/tokens"): {"name": "t"},
+    ("post", "/api/projects"): {"name": "p", "root_path": "/tmp"},
+    ("post", "/api/projects/{project_id}/members"): {"username": "someone", "role": "viewer"},
+    ("put", "/api/projects/{project_id}/members/{user_id}"): {"role": "viewer"},
+    ("post", "/api/projects/{project_id}/sessions"): {"title": "t"},
+    ("put", "/api/projects/{project_id}/provider"): {"base_url": "http://127.0.0.1:9/v1", "model": "m"},
+    ("put", "/api/projects/{project_id}/policy"): {"rules": [{"tool": "read_file", "decision": "allow"}]},
+    ("post", "/api/approvals/{approval_id}/decision"): {"decision": "deny", "reason": "no"},
+    ("post", "/api/sessions/{session_id}/messages"): {"parts": [{"type": "text", "text": "hello"}]},
+    ("post", "/api/sessions/{session_id}/probes"): {"steps": 1, "step_seconds": 0},
+    ("post", "/api/sessions/{session_id}/workflows"): {"name": "review-code", "args": {"focus": "x"}, "dry_run": True},
+    ("post", "/api/runs/{run_id}/resume"): {"script": 'export const meta = {name: "w", description: "d"};'},
+}
+UNSTORABLE = ["a\u0000b", "\ud800", "tail\udfff"]
+
+
+def string_paths(value, path=()):  # type: ignore[no-untyped-def]
+    """Where the strings are in a JSON value (keys included, as ('key', path))."""
+    if isinstance(value, str):
+        yield ("value", path)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield ("key", path + (key,))
+            yield from string_paths(item, path + (key,))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from string_paths(item, path + (index,))
+
+
+def replaced(value, where, bad):  # type: ignore[no-untyped-def]
+    kind, path = where
+    if not path:
+        return bad
+    head, rest = path[0], path[1:]
+    if isinstance(value, list):
+        return [replaced(item, (kind, rest), bad) if index == head else item for index, item in enumerate(value)]
+    if kind == "key" and not rest:
+        return {(bad if key == head else key): item for key, item in value.items()}
+    return {key: replaced(item, (kind, rest), bad) if key == head else item for key, item in value.items()}
+
+
+def raw_json(value) -> bytes:  # type: ignore[no-untyped-def]
+    return json.dumps(value).encode()  # ASCII escapes, so a lone surrogate travels as \ud800
+
+
+def test_every_json_route_has_a_valid_body_here(api: Api) -> None:
+    assert {(method, path) for method, path, _ in write_operations(api)} == set(VALID_BODIES)
+
+
+def test_nul_and_lone_surrogates_in_any_body_string_are_422_and_store_nothing(api: Api, db: Database,
+                                                                              ids: dict[str, str]) -> None:
+    before = table_counts(db, ids["project_id"])
+    for (method, path), body in VALID_BODIES.items():
+        for where in string_paths(body):
+            for bad in UNSTORABLE:
+                response = api.request(method.upper(), fill(path, ids), content=raw_json(replaced(body, where, bad)),
+                                       headers={"Content-Type": "application/json"})
+                error = assert_error_shape(response, 422)
+                assert error["code"] == "validation_failed" and error["details"], (method, path, where, response.text)
+                assert "cannot be stored" in error["message"]
+    assert table_counts(db, ids["project_id"]) == before
+
+
+def test_unauthenticated_login_with_a_nul_is_422(api: Api) -> None:
+    anonymous = Api(api.url, None)
+    response = anonymous.post("/api/auth/login", content=b'{"username": "a\\u0000", "password": "x"}',
+                              headers={"Content-Type": "application/json"})
+    assert assert_error_shape(response, 422)["details"][0]["path"] == "username"
+
+
+def query_operations(api: Api) -> list[tuple[str, dict]]:
+    document = api.ok("GET", "/api/openapi.json")
+    return [(path, entry) for path, item in document["paths"].items() if not path.startswith("/ws/")
+            for method, entry in item.items() if method == "get"]
+
+
+def test_nul_in_any_query_string_or_path_is_422(api: Api, ids: dict[str, str]) -> None:
+    ids = {**ids, "digest": "a" * 64, "task_id": str(uuid.uuid4()), "token_id": str(uuid.uuid4())}
+    checked = 0
+    for path, entry in query_operations(api):
+        names = [parameter["name"] for parameter in entry.get("parameters", []) if parameter["in"] == "query"]
+        for name in names or ["anything"]:
+            for bad in ("a%00b", "%00", "%ED%A0%80%00"):
+                response = api.get(f"{fill(path, ids)}?{name}={bad}")
+                assert_error_shape(response, 422)
+                checked += 1
+    assert checked > 40
+    for bad in ("a%00b", "%00"):
+        response = api.get(f"/api/sessions/{ids['session_id']}/attachments/{bad}")
+        assert assert_error_shape(response, 422)["details"][0]["path"] == "digest"
+
+
+def test_deep_nesting_is_400_on_every_json_route(api: Api, db: Database, ids: dict[str, str]) -> None:
+    before = table_counts(db, ids["project_id"])
+    deep_list = b"[" * 100_000 + b"]" * 100_000
+    deep_object = b'{"a":' * 100_000 + b"1" + b"}" * 100_000
+    just_too_deep = b"[" * 65 + b"]" * 65  # parses, but nests past the limit
+    for method, path, _ in write_operations(api):
+        for raw in (deep_list, deep_object, just_too_deep):
+            response = api.request(method.upper(), fill(path, ids), content=raw,
+                                   headers={"Content-Type": "application/json"})
+            if response.status_code == 413:
+                continue  # the server's body size limit came first; either way, a 4xx that changes nothing
+            assert assert_error_shape(response, 400)["code"] == "too_deeply_nested", (method, path)
+    assert table_counts(db, ids["project_id"]) == before
+
+
+@pytest.mark.parametrize("query", [
+    "events?since=9223372036854775808", "events?since=99999999999999999999999999", "messages?after=9223372036854775808",
+    "spans?cursor=9223372036854775808", "spans?turn=2147483648", "spans?turn=-1", "spans?limit=9223372036854775808",
+    "events?since=-9223372036854775809", "events?limit=" + "9" * 5000,
+])
+def test_integers_past_the_column_range_are_422(api: Api, ids: dict[str, str], query: str) -> None:
+    assert_error_shape(api.get(f"/api/sessions/{ids['session_id']}/{query}"), 422)
+
+
+def test_integers_in_range_still_work(api: Api, ids: dict[str, str]) -> None:
+    session = ids["session_id"]
+    assert api.get(f"/api/sessions/{session}/events?since=9223372036854775807").json() == {"events": []}
+    assert api.get(f"/api/sessions/{session}/spans?turn=2147483647&cursor=9223372036854775807").status_code == 200
+    assert api.get(f"/api/runs/{ids['run_id']}/messages?after=9223372036854775807").json() == {"messages": []}
+
+
+def test_numbers_the_database_cannot_hold_in_bodies_are_refused(api: Api, db: Database, ids: dict[str, str]) -> None:
+    before = table_counts(db, ids["project_id"])
+    session = ids["session_id"]
+    cases = [
+        (f"/api/sessions/{session}/workflows", b'{"name": "review-code", "args": {"n": 99999999999999999999}}', 422),
+        (f"/api/sessions/{session}/workflows", b'{"name": "review-code", "caps": {"max_tokens": 9223372036854775808}}',
+         422),
+        (f"/api/sessions/{session}/workflows", b'{"name": "review-code", "args": {"n": 1e400}}', 422),
+        (f"/api/sessions/{session}/workflows", b'{"name": "review-code", "args": NaN}', 400),
+        (f"/api/sessions/{session}/probes", b'{"steps": 1, "step_seconds": NaN}', 400),
+        (f"/api/sessions/{session}/probes", b'{"steps": 1, "step_seconds": Infinity}', 400),
+        (f"/api/sessions/{session}/probes", b'{"steps": 18446744073709551616}', 422),
+        (f"/api/sessions/{session}/messages", b'{"text": "\xed\xa0\x80"}', 400),  # a surrogate encoded in the bytes
+        (f"/api/sessions/{session}/messages", b'{"text": "\xff"}', 400),
+    ]
+    for path, raw, status in cases:
+        response = api.post(path, content=raw, headers={"Content-Type": "application/json"})
+        assert_error_shape(response, status)
+    assert table_counts(db, ids["project_id"]) == before
+
+
+def test_odd_bytes_in_the_csrf_header_are_403_not_500(api: Api, make_user, db: Database) -> None:  # type: ignore[no-untyped-def]
+    from orchestrator.store import users
+
+    user_id, _ = make_user("csrf")
+    with db.transaction() as session:
+        users.set_password(session, uuid.UUID(user_id), "a long password")
+        name = users.load_user(session, uuid.UUID(user_id)).username
+    browser = Api(api.url, None)
+    assert browser.post("/api/auth/login", {"username": name, "password": "a long password"}).status_code == 200
+    response = browser.http.post("/api/tokens", json={"name": "t"}, headers={"X-CSRF-Token": b"caf\xe9"})
+    assert assert_error_shape(response, 403)["code"] == "csrf_failed"

@@ -3,7 +3,8 @@
     @operation(bp, "POST", "/projects", summary="Create a project", body=PROJECT_SCHEMA, status=201)
     def create_project(body): ...
 
-The decorator registers the Flask route, validates the JSON body and query string against the
+The decorator registers the Flask route, checks every path value, query value and JSON body for
+what the database cannot hold (`web/inputs.py`), validates the body and query string against the
 declared JSON Schemas before the view runs (so bad input changes nothing), and records the
 operation for the OpenAPI document. Because the same declaration drives routing, validation and
 the document, they cannot drift apart; a test compares the document with Flask's URL map.
@@ -20,6 +21,7 @@ from flask import Blueprint, request
 from jsonschema import Draft202012Validator
 
 from web.errors import HttpError
+from web.inputs import check_path, check_query, check_value, parse_json_body
 
 JSON = dict[str, Any]
 
@@ -57,6 +59,8 @@ def operation(bp: Blueprint, method: str, rule: str, *, summary: str, body: JSON
     def decorate(view: Callable) -> Callable:
         @functools.wraps(view)
         def wrapper(**path_args: Any) -> Any:
+            check_path(path_args)
+            check_query(request.args.lists())
             if body_validator is not None:
                 empty = not request.get_data(cache=True).strip()
                 path_args["body"] = {} if body_optional and empty else _read_body(body_validator)
@@ -81,9 +85,7 @@ def _read_body(validator: Draft202012Validator) -> JSON:
     raw = request.get_data(cache=True)
     if not raw.strip():
         raise HttpError(400, "invalid_json", "the request body is empty; send a JSON object")
-    body = request.get_json(silent=True)
-    if body is None and raw.strip() != b"null":
-        raise HttpError(400, "invalid_json", "the request body is not valid JSON")
+    body = parse_json_body(raw)
     _raise_if_invalid(validator, body)
     return body
 
@@ -93,6 +95,7 @@ def _read_query(spec: dict[str, JSON], validator: Draft202012Validator) -> JSON:
     for name, raw in request.args.items():
         schema = spec.get(name, {})
         values[name] = _coerce(raw, schema.get("type"))
+    check_value(values, "query")
     _raise_if_invalid(validator, values, where="query")
     return values
 

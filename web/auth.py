@@ -64,7 +64,8 @@ def authenticate() -> None:
     with state().db.transaction() as session:
         user = users.authenticate_token(session, token)
     if user is None:
-        raise HttpError(401, "unauthenticated", "the API token is unknown or revoked")
+        raise HttpError(401, "unauthenticated", "the API token is unknown or revoked, or its browser "
+                        "session ended; sign in again or create a new token")
     g.user = user
 
 
@@ -80,7 +81,8 @@ def check_cross_site() -> None:
         return
     expected = request.cookies.get(CSRF_COOKIE, "")
     offered = request.headers.get(CSRF_HEADER, "")
-    if not expected or not secrets.compare_digest(expected, offered):
+    # compared as bytes: compare_digest refuses non-ASCII text, and headers may hold any latin-1 byte
+    if not expected or not secrets.compare_digest(expected.encode(), offered.encode()):
         raise HttpError(403, "csrf_failed", f"a signed-in browser request that changes something must send the "
                         f"{CSRF_COOKIE} cookie's value in the {CSRF_HEADER} header")
 

@@ -1,14 +1,23 @@
-"""JSON Schemas for request bodies and query strings, shared by validation and the OpenAPI document."""
+"""JSON Schemas for request bodies and query strings, shared by validation and the OpenAPI document.
+
+Integers compared with or stored in a database column carry that column's range (`SEQ` and the
+span `cursor` a bigint's, `TURN` an integer's), so an out-of-range value is a 422 here rather than
+a database error; `web/inputs.py` adds
+the floor (no NUL, no lone surrogate, nothing past bigint) under every field.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from web.inputs import BIGINT_MAX, INTEGER_MAX
+
 JSON = dict[str, Any]
 
 NAME: JSON = {"type": "string", "minLength": 1, "maxLength": 200}
 LIMIT: JSON = {"type": "integer", "minimum": 1, "maximum": 500}
-SEQ: JSON = {"type": "integer", "minimum": 0}
+SEQ: JSON = {"type": "integer", "minimum": 0, "maximum": BIGINT_MAX}
+TURN: JSON = {"type": "integer", "minimum": 0, "maximum": INTEGER_MAX}
 ROLE: JSON = {"type": "string", "enum": ["owner", "member", "viewer"]}
 RUN_STATUS: JSON = {"type": "string", "enum": ["queued", "running", "waiting", "completed", "completed_with_failures",
                                                "failed", "cancelled", "interrupted"]}
@@ -40,11 +49,12 @@ POST_MESSAGE: JSON = {
     "oneOf": [{"required": ["text"]}, {"required": ["parts"]}],
 }
 SPAN_QUERY: JSON = {
-    "cursor": {"type": "integer", "minimum": 0, "description": "the `next_cursor` of the previous page"},
+    "cursor": {"type": "integer", "minimum": 0, "maximum": BIGINT_MAX,
+               "description": "the `next_cursor` of the previous page"},
     "limit": {"type": "integer", "minimum": 1, "maximum": 200},
     "kind": {"type": "string", "enum": ["run", "turn", "model_call", "tool_call"]},
     "status": {"type": "string", "enum": ["running", "ok", "error", "interrupted", "cancelled"]},
-    "turn": {"type": "integer", "minimum": 0},
+    "turn": TURN,
     "tool": {"type": "string", "minLength": 1, "maxLength": 100},
 }
 POLICY = strict({"rules": {"type": "array", "maxItems": 200, "items": {"type": "object"}}}, ["rules"])
@@ -55,7 +65,7 @@ CREATE_PROBE = strict({"steps": {"type": "integer", "minimum": 1, "maximum": 100
                        "step_seconds": {"type": "number", "minimum": 0, "maximum": 60}})
 WORKFLOW_CAPS = strict({"concurrency": {"type": "integer", "minimum": 1, "maximum": 256},
                         "max_agents": {"type": "integer", "minimum": 1, "maximum": 100000},
-                        "max_tokens": {"type": "integer", "minimum": 1}})
+                        "max_tokens": {"type": "integer", "minimum": 1, "maximum": BIGINT_MAX}})
 RUN_WORKFLOW: JSON = {
     "type": "object",
     "properties": {"name": NAME, "path": {"type": "string", "minLength": 1, "maxLength": 4096},
