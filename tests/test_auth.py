@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import simple_websocket
 
-from tests.support import Api
+from tests.support import TINY_GIF, Api
 
 PROJECT_SCOPED = re.compile(r"{(project_id|session_id|run_id|approval_id)}")
 ADMIN_ONLY = {("get", "/api/users"), ("post", "/api/users"), ("post", "/api/users/{user_id}/tokens"),
@@ -72,7 +72,7 @@ def world(api: Api, project: dict, chat: dict, make_user, db) -> dict[str, str]:
                                  kind="agent", input={}, created_by=None)
         task, _ = subagents.spawn(session, parent, uuid.uuid4(), "look", {"label": "l"}, follow_up=False)
         parent.status = task.status = "completed"  # nothing for a worker to pick up
-    digest = api.request("POST", f"/api/sessions/{chat['id']}/attachments", content=b"GIF89a" + bytes(16)).json()["blob"]
+    digest = api.request("POST", f"/api/sessions/{chat['id']}/attachments", content=TINY_GIF).json()["blob"]
     api.ok("POST", f"/api/sessions/{chat['id']}/messages",
            {"parts": [{"type": "text", "text": "see"}, {"type": "image", "blob": digest, "media_type": "image/gif"}]})
     other_id, _ = make_user("other")

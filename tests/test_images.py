@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tests.conftest import new_session
 from tests.fakes.model_server import FakeModelServer, Reply, openai_usage
-from tests.support import Api, WorkerProcess
+from tests.support import TINY_GIF, Api, WorkerProcess
 
 
 def png(width: int = 2, height: int = 2) -> bytes:
@@ -80,7 +80,7 @@ def test_uploads_are_checked_by_their_bytes_and_size(make_stack, tmp_path: Path)
     assert fake_png.status_code == 415 and "read from its bytes" in fake_png.json()["error"]["message"]
     too_big = upload(api, chat["id"], png(64, 64) + b"\x00" * 8192)
     assert too_big.status_code == 413 and too_big.json()["error"]["code"] == "payload_too_large"
-    gif = upload(api, chat["id"], b"GIF89a" + b"\x00" * 20, "image/gif")
+    gif = upload(api, chat["id"], TINY_GIF, "image/gif")
     assert gif.status_code == 201 and gif.json()["media_type"] == "image/gif"
 
 

@@ -11,6 +11,7 @@ from orchestrator.store.models import Base
 from tests.conftest import create_database, drop_database
 
 TABLES = {"users", "api_tokens", "projects", "project_members", "sessions", "messages", "runs", "steps", "events",
+          "project_blobs",
           "blobs", "spans", "approvals", "workflow_calls", "workflow_logs"}
 
 

@@ -1,8 +1,15 @@
-"""Content-addressed blobs: large payloads stored once, referenced by their SHA-256."""
+"""Content-addressed blobs: large payloads stored once, referenced by their SHA-256.
+
+A blob's bytes are shared, but an uploaded image belongs to the projects it was uploaded to
+(`project_blobs`): a message may show, and a member may download, only blobs of its own project.
+Asking about a blob of another project gets exactly the answer an unknown digest gets, so a digest
+is no oracle for what other tenants uploaded.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import uuid
 from datetime import datetime, timezone
 
 from sqlalchemy import select
@@ -10,7 +17,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from orchestrator.errors import NotFoundError
-from orchestrator.store.models import Blob
+from orchestrator.store.models import Blob, ProjectBlob
 
 
 def put_blob(session: Session, data: bytes, media_type: str) -> str:
@@ -22,6 +29,15 @@ def put_blob(session: Session, data: bytes, media_type: str) -> str:
     return digest
 
 
+def put_project_blob(session: Session, project_id: uuid.UUID, data: bytes, media_type: str) -> str:
+    """Store `data` as an upload to `project_id` and return its digest."""
+    digest = put_blob(session, data, media_type)
+    session.execute(insert(ProjectBlob).values(project_id=project_id, sha256=digest,
+                                               created_at=datetime.now(timezone.utc))
+                    .on_conflict_do_nothing(index_elements=[ProjectBlob.project_id, ProjectBlob.sha256]))
+    return digest
+
+
 def load_blob(session: Session, digest: str) -> Blob:
     blob = session.get(Blob, digest)
     if blob is None:
@@ -29,8 +45,10 @@ def load_blob(session: Session, digest: str) -> Blob:
     return blob
 
 
-def missing_blobs(session: Session, digests: list[str]) -> list[str]:
+def blobs_outside_project(session: Session, project_id: uuid.UUID, digests: list[str]) -> list[str]:
+    """The digests not uploaded to `project_id`: unknown ones and other projects' alike."""
     if not digests:
         return []
-    present = set(session.scalars(select(Blob.sha256).where(Blob.sha256.in_(digests))))
-    return [digest for digest in digests if digest not in present]
+    owned = set(session.scalars(select(ProjectBlob.sha256).where(ProjectBlob.project_id == project_id,
+                                                                 ProjectBlob.sha256.in_(digests))))
+    return [digest for digest in dict.fromkeys(digests) if digest not in owned]

@@ -5,6 +5,9 @@ That row lock serialises event writers per session until commit, so commit order
 and a reader that sees `seq = n` has already been able to see every `seq < n`: replay by
 `seq > since` can never skip an event that commits later. A rolled-back transaction gives its
 number back, so the sequence has no gaps.
+
+Event data is made storable (`storable.py`) before it is written, so the published copy equals the
+stored one even when a tool's output held NUL bytes.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from sqlalchemy.orm import Session
 from orchestrator.errors import NotFoundError
 from orchestrator.store.database import add_to_outbox
 from orchestrator.store.models import ChatSession, Event
+from orchestrator.store.storable import storable
 
 
 def serialize_event(event: Event) -> dict[str, Any]:
@@ -43,7 +47,7 @@ def append_event(session: Session, session_id: uuid.UUID, event_type: str, data:
     ).scalar_one_or_none()
     if seq is None:
         raise NotFoundError(f"session {session_id} does not exist")
-    event = Event(session_id=session_id, seq=seq, type=event_type, run_id=run_id, data=data or {},
+    event = Event(session_id=session_id, seq=seq, type=event_type, run_id=run_id, data=storable(data or {}),
                   created_at=datetime.now(timezone.utc))
     session.add(event)
     session.flush()

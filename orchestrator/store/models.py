@@ -1,4 +1,8 @@
-"""SQLAlchemy 2 table definitions. Alembic migrations in `migrations/` mirror these exactly."""
+"""SQLAlchemy 2 table definitions. Alembic migrations in `migrations/` mirror these exactly.
+
+Every text and JSON column uses the storable types of `storable.py`, so no write can fail on a NUL
+or a lone surrogate in untrusted content (tool output, model replies).
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,15 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (BigInteger, Boolean, CheckConstraint, DateTime, Float, ForeignKey, Index, Integer,
-                        LargeBinary, Sequence, String, Text, UniqueConstraint, func)
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+                        LargeBinary, Sequence, String, UniqueConstraint, func)
+from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from orchestrator.store.storable import StorableJSONB, StorableString, StorableText
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSONB, list[Any]: JSONB, Any: JSONB}
+    type_annotation_map = {dict[str, Any]: StorableJSONB, list[Any]: StorableJSONB, Any: StorableJSONB}
 
 
 def _uuid_pk() -> Mapped[uuid.UUID]:
@@ -28,10 +34,10 @@ class User(Base):
     __tablename__ = "users"
 
     id: Mapped[uuid.UUID] = _uuid_pk()
-    username: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
-    display_name: Mapped[str | None] = mapped_column(String(200))
+    username: Mapped[str] = mapped_column(StorableString(64), nullable=False, unique=True)
+    display_name: Mapped[str | None] = mapped_column(StorableString(200))
     is_admin: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
-    password_hash: Mapped[str | None] = mapped_column(Text)
+    password_hash: Mapped[str | None] = mapped_column(StorableText)
     created_at: Mapped[datetime] = _created_at()
 
 
@@ -42,28 +48,31 @@ class ApiToken(Base):
 
     id: Mapped[uuid.UUID] = _uuid_pk()
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True)
-    name: Mapped[str] = mapped_column(String(200), nullable=False)
-    token_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
-    prefix: Mapped[str] = mapped_column(String(16), nullable=False)
+    name: Mapped[str] = mapped_column(StorableString(200), nullable=False)
+    token_hash: Mapped[str] = mapped_column(StorableString(64), nullable=False, unique=True)
+    prefix: Mapped[str] = mapped_column(StorableString(16), nullable=False)
     created_at: Mapped[datetime] = _created_at()
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Browser sessions end on the server: at `expires_at`, or after `idle_seconds` without use.
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    idle_seconds: Mapped[int | None] = mapped_column(Integer)
 
 
 class Project(Base):
     __tablename__ = "projects"
 
     id: Mapped[uuid.UUID] = _uuid_pk()
-    name: Mapped[str] = mapped_column(String(200), nullable=False)
-    root_path: Mapped[str] = mapped_column(Text, nullable=False)
+    name: Mapped[str] = mapped_column(StorableString(200), nullable=False)
+    root_path: Mapped[str] = mapped_column(StorableText, nullable=False)
     created_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = _created_at()
     # {"rules": [{"tool", "match"?, "decision"}]}; see orchestrator/tools/policy.py
-    approval_policy: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, default=dict,
+    approval_policy: Mapped[dict[str, Any]] = mapped_column(StorableJSONB, nullable=False, default=dict,
                                                             server_default="{}")
     # The project's own model provider (else the server's): see orchestrator/providers.py. The API key
     # is stored only encrypted, under "api_key_encrypted".
-    provider: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    provider: Mapped[dict[str, Any] | None] = mapped_column(StorableJSONB)
 
 
 class ProjectMember(Base):
@@ -73,7 +82,7 @@ class ProjectMember(Base):
     project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True,
                                                index=True)
-    role: Mapped[str] = mapped_column(String(16), nullable=False)
+    role: Mapped[str] = mapped_column(StorableString(16), nullable=False)
     created_at: Mapped[datetime] = _created_at()
 
 
@@ -85,7 +94,7 @@ class ChatSession(Base):
     id: Mapped[uuid.UUID] = _uuid_pk()
     project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), nullable=False,
                                                   index=True)
-    title: Mapped[str] = mapped_column(String(300), nullable=False)
+    title: Mapped[str] = mapped_column(StorableString(300), nullable=False)
     created_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = _created_at()
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
@@ -104,8 +113,8 @@ class Message(Base):
     id: Mapped[uuid.UUID] = _uuid_pk()
     session_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False)
     run_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"), index=True)
-    role: Mapped[str] = mapped_column(String(16), nullable=False)
-    parts: Mapped[list[Any]] = mapped_column(JSONB, nullable=False)
+    role: Mapped[str] = mapped_column(StorableString(16), nullable=False)
+    parts: Mapped[list[Any]] = mapped_column(StorableJSONB, nullable=False)
     seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
     created_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = _created_at()
@@ -130,18 +139,18 @@ class Run(Base):
     project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), nullable=False)
     session_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False)
     parent_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
-    kind: Mapped[str] = mapped_column(String(32), nullable=False)
-    status: Mapped[str] = mapped_column(String(32), nullable=False, default="queued")
-    input: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, default=dict)
-    result: Mapped[Any | None] = mapped_column(JSONB)
-    error: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    kind: Mapped[str] = mapped_column(StorableString(32), nullable=False)
+    status: Mapped[str] = mapped_column(StorableString(32), nullable=False, default="queued")
+    input: Mapped[dict[str, Any]] = mapped_column(StorableJSONB, nullable=False, default=dict)
+    result: Mapped[Any | None] = mapped_column(StorableJSONB)
+    error: Mapped[dict[str, Any] | None] = mapped_column(StorableJSONB)
     created_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = _created_at()
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_owner: Mapped[str | None] = mapped_column(StorableString(200))
     lease_epoch: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     claims: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
@@ -151,6 +160,12 @@ class Run(Base):
     admitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # A finished subagent's result reached its session: read by the agent, or a follow-up turn was queued.
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Liveness (migration 0009, store/runs.py, recovery.py): the sweep's re-enqueues since the last normal
+    # enqueue (its back-off), and takeovers without progress (the poison-run guard) with their evidence.
+    dispatches: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    crashes: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    progress_mark: Mapped[int | None] = mapped_column(Integer)
+    crash_log: Mapped[list[Any] | None] = mapped_column(StorableJSONB)
 
 
 class Step(Base):
@@ -164,12 +179,12 @@ class Step(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), nullable=False)
-    step_key: Mapped[str] = mapped_column(String(500), nullable=False)
-    kind: Mapped[str] = mapped_column(String(64), nullable=False)
-    status: Mapped[str] = mapped_column(String(16), nullable=False)
-    input_hash: Mapped[str | None] = mapped_column(String(64))
-    output: Mapped[Any | None] = mapped_column(JSONB)
-    error: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    step_key: Mapped[str] = mapped_column(StorableString(500), nullable=False)
+    kind: Mapped[str] = mapped_column(StorableString(64), nullable=False)
+    status: Mapped[str] = mapped_column(StorableString(16), nullable=False)
+    input_hash: Mapped[str | None] = mapped_column(StorableString(64))
+    output: Mapped[Any | None] = mapped_column(StorableJSONB)
+    error: Mapped[dict[str, Any] | None] = mapped_column(StorableJSONB)
     attempt: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
     epoch: Mapped[int] = mapped_column(Integer, nullable=False)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
@@ -185,9 +200,9 @@ class Event(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     session_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False)
     seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    type: Mapped[str] = mapped_column(String(64), nullable=False)
+    type: Mapped[str] = mapped_column(StorableString(64), nullable=False)
     run_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
-    data: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, default=dict)
+    data: Mapped[dict[str, Any]] = mapped_column(StorableJSONB, nullable=False, default=dict)
     created_at: Mapped[datetime] = _created_at()
 
 
@@ -196,10 +211,20 @@ class Blob(Base):
 
     __tablename__ = "blobs"
 
-    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sha256: Mapped[str] = mapped_column(StorableString(64), primary_key=True)
     size: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    media_type: Mapped[str] = mapped_column(String(200), nullable=False)
+    media_type: Mapped[str] = mapped_column(StorableString(200), nullable=False)
     data: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    created_at: Mapped[datetime] = _created_at()
+
+
+class ProjectBlob(Base):
+    """A blob uploaded to a project: a message may show, and a member download, only its own project's."""
+
+    __tablename__ = "project_blobs"
+
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), ForeignKey("blobs.sha256", ondelete="CASCADE"), primary_key=True)
     created_at: Mapped[datetime] = _created_at()
 
 
@@ -222,15 +247,15 @@ class Span(Base):
     session_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False)
     run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), nullable=False)
     parent_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
-    kind: Mapped[str] = mapped_column(String(16), nullable=False)
-    name: Mapped[str] = mapped_column(String(200), nullable=False)
-    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    kind: Mapped[str] = mapped_column(StorableString(16), nullable=False)
+    name: Mapped[str] = mapped_column(StorableString(200), nullable=False)
+    status: Mapped[str] = mapped_column(StorableString(16), nullable=False)
     turn: Mapped[int | None] = mapped_column(Integer)
     attempt: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     duration_ms: Mapped[float | None] = mapped_column(Float)
-    attributes: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, default=dict)
+    attributes: Mapped[dict[str, Any]] = mapped_column(StorableJSONB, nullable=False, default=dict)
 
 
 class Approval(Base):
@@ -246,12 +271,12 @@ class Approval(Base):
     id: Mapped[uuid.UUID] = _uuid_pk()
     run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), nullable=False)
     session_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False)
-    step_key: Mapped[str] = mapped_column(String(500), nullable=False)
-    tool: Mapped[str] = mapped_column(String(100), nullable=False)
-    arguments: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
-    rule: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
-    status: Mapped[str] = mapped_column(String(16), nullable=False, default="pending")
-    reason: Mapped[str | None] = mapped_column(Text)
+    step_key: Mapped[str] = mapped_column(StorableString(500), nullable=False)
+    tool: Mapped[str] = mapped_column(StorableString(100), nullable=False)
+    arguments: Mapped[dict[str, Any]] = mapped_column(StorableJSONB, nullable=False)
+    rule: Mapped[dict[str, Any] | None] = mapped_column(StorableJSONB)
+    status: Mapped[str] = mapped_column(StorableString(16), nullable=False, default="pending")
+    reason: Mapped[str | None] = mapped_column(StorableText)
     requested_at: Mapped[datetime] = _created_at()
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     decided_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
@@ -274,16 +299,16 @@ class WorkflowCall(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), nullable=False)
-    call_key: Mapped[str] = mapped_column(String(64), nullable=False)
+    call_key: Mapped[str] = mapped_column(StorableString(64), nullable=False)
     child_run_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"), index=True)
-    status: Mapped[str] = mapped_column(String(16), nullable=False)
-    label: Mapped[str | None] = mapped_column(Text)
-    phase: Mapped[str | None] = mapped_column(Text)
-    prompt: Mapped[str] = mapped_column(Text, nullable=False)
-    options: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, default=dict)
-    value: Mapped[Any | None] = mapped_column(JSONB)
-    error: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
-    model: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(StorableString(16), nullable=False)
+    label: Mapped[str | None] = mapped_column(StorableText)
+    phase: Mapped[str | None] = mapped_column(StorableText)
+    prompt: Mapped[str] = mapped_column(StorableText, nullable=False)
+    options: Mapped[dict[str, Any]] = mapped_column(StorableJSONB, nullable=False, default=dict)
+    value: Mapped[Any | None] = mapped_column(StorableJSONB)
+    error: Mapped[dict[str, Any] | None] = mapped_column(StorableJSONB)
+    model: Mapped[str | None] = mapped_column(StorableText)
     tokens: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0, server_default="0")
     cost: Mapped[float] = mapped_column(Float, nullable=False, default=0.0, server_default="0")
     pass_number: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
@@ -303,8 +328,8 @@ class WorkflowLog(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), nullable=False)
-    log_key: Mapped[str] = mapped_column(String(64), nullable=False)
-    level: Mapped[str] = mapped_column(String(16), nullable=False)
-    phase: Mapped[str | None] = mapped_column(Text)
-    text: Mapped[str] = mapped_column(Text, nullable=False)
+    log_key: Mapped[str] = mapped_column(StorableString(64), nullable=False)
+    level: Mapped[str] = mapped_column(StorableString(16), nullable=False)
+    phase: Mapped[str | None] = mapped_column(StorableText)
+    text: Mapped[str] = mapped_column(StorableText, nullable=False)
     created_at: Mapped[datetime] = _created_at()

@@ -1,5 +1,10 @@
 """Chat sessions and their messages. Each message is announced by a `message.created` event whose
-`seq` also orders the messages."""
+`seq` also orders the messages.
+
+A message's parts are made storable (`storable.py`: NUL escaped, lone surrogates replaced) before
+they are written, so the stored message, its event and what the caller gets back are the same. An
+image part may reference only a blob uploaded to the session's own project.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +17,10 @@ from sqlalchemy.orm import Session
 
 from orchestrator.domain.enums import MessageRole
 from orchestrator.errors import NotFoundError, ValidationError
-from orchestrator.store.blobs import missing_blobs
+from orchestrator.store.blobs import blobs_outside_project
 from orchestrator.store.events import append_event
-from orchestrator.store.models import ChatSession, Message, Run
+from orchestrator.store.models import ChatSession, Message, ProjectBlob, Run
+from orchestrator.store.storable import storable
 
 
 def serialize_session(chat: ChatSession) -> dict[str, Any]:
@@ -53,10 +59,13 @@ def list_sessions(session: Session, project_id: uuid.UUID, *, limit: int = 100) 
 
 def add_message(session: Session, session_id: uuid.UUID, role: MessageRole, parts: list[dict[str, Any]], *,
                 created_by: uuid.UUID | None = None, run_id: uuid.UUID | None = None) -> Message:
-    missing = missing_blobs(session, [part["blob"] for part in parts if part.get("type") == "image"])
+    chat = load_session(session, session_id)
+    missing = blobs_outside_project(session, chat.project_id,
+                                    [part["blob"] for part in parts if part.get("type") == "image"])
     if missing:
-        raise ValidationError("the message refers to blobs that do not exist; upload them first",
-                              details={"missing_blobs": missing})
+        raise ValidationError("the message refers to images that were not uploaded to this project; "
+                              "upload them to one of its sessions first", details={"missing_blobs": missing})
+    parts = storable(parts)
     message = Message(session_id=session_id, role=role.value, parts=parts, created_by=created_by, run_id=run_id,
                       created_at=datetime.now(timezone.utc), seq=0)
     session.add(message)
@@ -82,8 +91,12 @@ def list_history(session: Session, run: Run) -> list[Message]:
 
 
 def session_references_blob(session: Session, session_id: uuid.UUID, digest: str) -> bool:
+    """Whether a message of the session shows the blob and the blob was uploaded to its project."""
+    chat = load_session(session, session_id)
+    owned = select(ProjectBlob.sha256).where(ProjectBlob.project_id == chat.project_id, ProjectBlob.sha256 == digest)
     return session.scalar(select(Message.id).where(Message.session_id == session_id,
-                                                   Message.parts.contains([{"blob": digest}])).limit(1)) is not None
+                                                   Message.parts.contains([{"blob": digest}]),
+                                                   owned.exists()).limit(1)) is not None
 
 
 def list_messages(session: Session, session_id: uuid.UUID, *, after_seq: int = 0, limit: int = 200,

@@ -1,4 +1,8 @@
-"""Users and API tokens. Tokens are random, shown once, and stored only as their SHA-256."""
+"""Users and API tokens. Tokens are random, shown once, and stored only as their SHA-256.
+
+A token may end on the server: at `expires_at`, or once it has gone `idle_seconds` unused (browser
+sessions get both at sign-in). An ended token authenticates no one, exactly like a revoked one.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import hashlib
 import re
 import secrets
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import select, update
@@ -67,18 +71,22 @@ def list_users(session: Session) -> list[User]:
     return list(session.scalars(select(User).order_by(User.created_at, User.username)))
 
 
-def create_token(session: Session, user_id: uuid.UUID, name: str) -> tuple[ApiToken, str]:
+def create_token(session: Session, user_id: uuid.UUID, name: str, *, lifetime_seconds: float | None = None,
+                 idle_seconds: float | None = None) -> tuple[ApiToken, str]:
     """Return the stored token row and the plain token, which is never stored."""
     plain = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    token = ApiToken(user_id=user_id, name=name, token_hash=hash_token(plain), prefix=plain[:12],
-                     created_at=datetime.now(timezone.utc))
+    now = datetime.now(timezone.utc)
+    token = ApiToken(user_id=user_id, name=name, token_hash=hash_token(plain), prefix=plain[:12], created_at=now,
+                     expires_at=now + timedelta(seconds=lifetime_seconds) if lifetime_seconds is not None else None,
+                     idle_seconds=max(1, round(idle_seconds)) if idle_seconds is not None else None)
     session.add(token)
     session.flush()
     return token, plain
 
 
 def authenticate_token(session: Session, plain: str) -> User | None:
-    """The user behind a live token, or None. Marks the token used (at most once a minute)."""
+    """The user behind a live token, or None. Marks the token used: at most once a minute, and often
+    enough for an idle limit to count from the last use within a quarter of that limit."""
     if not plain.startswith(TOKEN_PREFIX) or len(plain) > 200:
         return None
     token = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(plain),
@@ -86,9 +94,20 @@ def authenticate_token(session: Session, plain: str) -> User | None:
     if token is None:
         return None
     now = datetime.now(timezone.utc)
-    if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
+    if token_ended(token, now):
+        return None
+    touch_every = min(60.0, token.idle_seconds / 4) if token.idle_seconds else 60.0
+    if token.last_used_at is None or (now - token.last_used_at).total_seconds() > touch_every:
         session.execute(update(ApiToken).where(ApiToken.id == token.id).values(last_used_at=now))
     return session.get(User, token.user_id)
+
+
+def token_ended(token: ApiToken, now: datetime) -> bool:
+    """Past its absolute end, or unused for longer than its idle limit."""
+    if token.expires_at is not None and now >= token.expires_at:
+        return True
+    last_use = token.last_used_at or token.created_at
+    return token.idle_seconds is not None and (now - last_use).total_seconds() > token.idle_seconds
 
 
 def list_tokens(session: Session, user_id: uuid.UUID) -> list[ApiToken]:

@@ -6,7 +6,7 @@ import uuid
 
 from flask import Blueprint, Response, request
 from orchestrator.domain.enums import MessageRole, Role, RunKind
-from orchestrator.domain.images import sniff_image_type
+from orchestrator.domain.images import check_image, sniff_image_type
 from orchestrator.domain.parts import IMAGE_MEDIA_TYPES, validate_user_parts
 from orchestrator.errors import NotFoundError
 from orchestrator.probe import validate_probe_input
@@ -53,19 +53,20 @@ def post_message(session_id: uuid.UUID, body):
 
 
 @operation(bp, "POST", "/<uuid:session_id>/attachments", status=201,
-           summary="Upload an image (the raw bytes) to attach to a message; returns its blob id",
+           summary="Upload an image (the raw bytes) to attach to a message in this project; returns its blob id",
            raw_body=sorted(IMAGE_MEDIA_TYPES))
 def upload_attachment(session_id: uuid.UUID):
     with state().db.transaction() as session:
-        load_visible_session(session, session_id, Role.MEMBER)
+        project_id = load_visible_session(session, session_id, Role.MEMBER).project_id
     request.max_content_length = state().settings.max_image_bytes
     data = request.get_data()
     media_type = sniff_image_type(data)
     if media_type is None:
         raise HttpError(415, "unsupported_media_type", "the upload is not a PNG, JPEG, GIF or WebP image "
                         "(its type is read from its bytes, not its name or Content-Type)")
+    check_image(data, media_type)
     with state().db.transaction() as session:
-        digest = blobs.put_blob(session, data, media_type)
+        digest = blobs.put_project_blob(session, project_id, data, media_type)
     return {"blob": digest, "media_type": media_type, "size": len(data)}, 201
 
 
@@ -73,6 +74,7 @@ def upload_attachment(session_id: uuid.UUID):
 def download_attachment(session_id: uuid.UUID, digest: str):
     with state().db.transaction() as session:
         load_visible_session(session, session_id, Role.VIEWER)
+        # unknown, not shown in this session, or another project's: one answer, so a digest is no oracle
         if not chat_sessions.session_references_blob(session, session_id, digest):
             raise NotFoundError(f"attachment {digest} is not in session {session_id}")
         blob = blobs.load_blob(session, digest)
