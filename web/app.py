@@ -10,6 +10,8 @@ from web.auth import WS_PROTOCOL, init_auth
 from web.blueprints import (approvals, browser, health, projects, runs, sessions, subagents, traces, users,
                             workflows)
 from web.errors import register_error_handlers
+from web.headers import init_headers
+from web.proxies import trust_proxies
 from web.queue import TaskQueue
 from web.state import WebState
 from web.websocket import bp as websocket_bp
@@ -26,8 +28,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["boocode"] = WebState(settings=settings, db=services.make_database(settings, redis_client),
                                          redis=redis_client, queue=TaskQueue(settings))
     register_error_handlers(app)
+    init_headers(app)
     init_auth(app)
     for blueprint in (health.bp, users.bp, projects.bp, sessions.bp, runs.bp, traces.bp, approvals.bp, workflows.bp,
                       subagents.bp, browser.bp, websocket_bp):
         app.register_blueprint(blueprint)
+    trust_proxies(app, settings.trusted_proxies)
     return app
