@@ -209,11 +209,9 @@ def test_worker_killed_during_a_model_stream(agent, fake: FakeModelServer) -> No
 
 
 def test_worker_killed_during_a_mutating_tool_call(agent, fake: FakeModelServer) -> None:  # type: ignore[no-untyped-def]
-    import sys
-
     stack, api, chat, root, start_worker = agent
     script = "import time; open('marker.txt', 'a').write('ran\\n'); time.sleep(6)"
-    fake.script(Reply(tool_calls=[("run_command", {"argv": [sys.executable, "-c", script]})], usage=openai_usage(10, 5)),
+    fake.script(Reply(tool_calls=[("run_command", {"argv": ["python3", "-c", script]})], usage=openai_usage(10, 5)),
                 Reply(text="I will check the marker before retrying.", usage=openai_usage(30, 8)))
     api.ok("PUT", f"/api/projects/{chat['project_id']}/policy", {"rules": [{"tool": "run_command", "decision": "allow"}]})
     victim = start_worker("victim")
@@ -235,18 +233,22 @@ def test_worker_killed_during_a_mutating_tool_call(agent, fake: FakeModelServer)
 
 def test_cancel_kills_a_long_running_command(agent, fake: FakeModelServer) -> None:  # type: ignore[no-untyped-def]
     import os
-    import sys
     import time
 
     stack, api, chat, root, start_worker = agent
     api.ok("PUT", f"/api/projects/{chat['project_id']}/policy", {"rules": [{"tool": "run_command", "decision": "allow"}]})
     script = "import os, time; open('pid.txt', 'w').write(str(os.getpid())); time.sleep(120)"
-    fake.script(Reply(tool_calls=[("run_command", {"argv": [sys.executable, "-c", script], "timeout_seconds": 600})],
+    fake.script(Reply(tool_calls=[("run_command", {"argv": ["python3", "-c", script], "timeout_seconds": 600})],
                       usage=openai_usage(10, 5)))
     worker = start_worker()
     run = api.ok("POST", f"/api/sessions/{chat['id']}/messages", {"text": "wait a long time"})["run"]
     wait_for(lambda: (root / "pid.txt").exists() and (root / "pid.txt").read_text(), 30, message="the command to start")
-    pid = int((root / "pid.txt").read_text())
+    # pid.txt holds its PID inside the sandbox's namespace; from outside, find it by its command line
+    import psutil
+
+    pid = next(process.pid for process in psutil.process_iter(["cmdline"])
+               if process.info["cmdline"] and process.info["cmdline"][:2] == ["python3", "-c"]
+               and script in process.info["cmdline"])
     cancelled_at = time.monotonic()
     api.ok("POST", f"/api/runs/{run['id']}/cancel")
 

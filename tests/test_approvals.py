@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 
 import pytest
 
@@ -28,7 +27,7 @@ def test_rules_in_order_then_the_defaults() -> None:
 
 def test_ask_waits_then_approval_resumes_the_run(agent, fake: FakeModelServer) -> None:  # type: ignore[no-untyped-def] # noqa: F811
     stack, api, chat, root, start_worker = agent
-    command = [sys.executable, "-c", "open('ran.txt', 'w').write('yes')"]
+    command = ["python3", "-c", "open('ran.txt', 'w').write('yes')"]
     fake.script(Reply(tool_calls=[("run_command", {"argv": command})], usage=openai_usage(10, 5)),
                 Reply(text="It ran.", usage=openai_usage(20, 3)))
     start_worker()

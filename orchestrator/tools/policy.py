@@ -67,7 +67,7 @@ def subjects_of(tool_name: str, arguments: dict[str, Any], root: Path | None) ->
     if tool_name == "run_command":
         return [shlex.join(arguments.get("argv", []))]
     raw = str(arguments.get("path", ""))
-    if root is None:
+    if root is None or "\x00" in raw:  # a NUL: the tool itself refuses the path
         return [raw]
     root = Path(os.path.realpath(root))
     joined = Path(raw) if raw.startswith("/") else root / raw
