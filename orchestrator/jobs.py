@@ -9,34 +9,22 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+from orchestrator.runkinds import RUN_KINDS, task_for_kind
 from orchestrator.settings import Settings
+
+__all__ = ["QUEUES", "TASK_ROUTES", "task_for_kind", "celery_config", "broker_url"]
 
 QUEUES = ("turns", "tools", "workflows", "subagents", "flows", "maintenance")
 
-TURN_TASK = "turns.run"
-PROBE_TASK = "runs.probe"
-WORKFLOW_TASK = "workflows.tick"
-SUBAGENT_TASK = "subagents.turn"
+# The run kinds' tasks come from their table (orchestrator/runkinds.py); the sweep's is the one other.
+TURN_TASK = RUN_KINDS["agent"].task
+PROBE_TASK = RUN_KINDS["probe"].task
+WORKFLOW_TASK = RUN_KINDS["workflow"].task
+SUBAGENT_TASK = RUN_KINDS["subagent"].task
 RECOVER_TASK = "maintenance.recover"
 
-TASK_ROUTES: dict[str, str] = {
-    TURN_TASK: "turns",
-    PROBE_TASK: "maintenance",
-    WORKFLOW_TASK: "workflows",
-    SUBAGENT_TASK: "subagents",
-    RECOVER_TASK: "maintenance",
-}
-
-TASK_FOR_KIND: dict[str, str] = {
-    "agent": TURN_TASK,
-    "probe": PROBE_TASK,
-    "workflow": WORKFLOW_TASK,
-    "subagent": SUBAGENT_TASK,
-}
-
-
-def task_for_kind(kind: str) -> str:
-    return TASK_FOR_KIND.get(kind, TURN_TASK)
+TASK_ROUTES: dict[str, str] = {**{spec.task: spec.queue for spec in RUN_KINDS.values()}, RECOVER_TASK: "maintenance"}
+assert set(TASK_ROUTES.values()) <= set(QUEUES), "every run kind's queue must be one of QUEUES"
 
 
 def broker_url(redis_url: str) -> str:

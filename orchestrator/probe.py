@@ -8,7 +8,7 @@ to kill workers mid-run and count that every step was recorded exactly once.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 from orchestrator.errors import ValidationError
 from orchestrator.lifecycle import RunContext, RunOutcome
@@ -40,3 +40,8 @@ def _tick(index: int, seconds: float) -> dict[str, Any]:
     if seconds:
         time.sleep(seconds)
     return {"index": index}
+
+
+def handler_from_settings(settings: object) -> Callable[[RunContext], RunOutcome]:
+    """The `probe` kind's handler (orchestrator/runkinds.py); it needs no settings."""
+    return run_probe

@@ -80,6 +80,11 @@ def model_client(config: AgentConfig, provider: Provider) -> ModelClient:
     return _clients[key]
 
 
+def handler_from_settings(settings: Settings) -> Handler:
+    """The `agent` and `subagent` kinds' handler (orchestrator/runkinds.py)."""
+    return make_agent_handler(AgentConfig.from_settings(settings))
+
+
 def make_agent_handler(config: AgentConfig) -> Handler:
     def handle(context: RunContext) -> RunOutcome:
         return settle_worktree(context, run_turn(context, config), config.sandbox)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -259,3 +259,14 @@ def after_cancel(session: Session, cancelled: Run, limits: Limits) -> list[Run]:
         if follow_up is not None:
             started.append(follow_up)
     return started + to_admit(session, limits)
+
+
+def agent_finish_hook(settings: Settings) -> Callable[[Session, runs.Lease], list[Run]]:
+    """What a chat agent run's end sets going (orchestrator/runkinds.py)."""
+    return after_agent_run
+
+
+def subagent_finish_hook(settings: Settings) -> Callable[[Session, runs.Lease], list[Run]]:
+    """What a subagent's end sets going (orchestrator/runkinds.py)."""
+    limits = Limits.from_settings(settings)
+    return lambda session, lease: after_subagent(session, lease, limits)

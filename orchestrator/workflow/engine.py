@@ -67,6 +67,11 @@ class WorkflowConfig:
                    personal_dir=settings.data_dir / "workflows")
 
 
+def handler_from_settings(settings: Settings) -> Handler:
+    """The `workflow` kind's handler (orchestrator/runkinds.py)."""
+    return make_workflow_handler(WorkflowConfig.from_settings(settings))
+
+
 def make_workflow_handler(config: WorkflowConfig) -> Handler:
     def handle(context: RunContext) -> RunOutcome:
         return tick(context, config)

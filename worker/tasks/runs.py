@@ -1,4 +1,5 @@
-"""Tasks that execute runs. Each claims the run's lease and hands it to the core's handler."""
+"""Tasks that execute runs: one task per run kind (orchestrator/runkinds.py), each claiming the run's
+lease and handing it to the kind's handler."""
 
 from __future__ import annotations
 
@@ -8,38 +9,12 @@ import uuid
 
 from celery import Celery
 
-from orchestrator import jobs
-from orchestrator.agent.loop import AgentConfig, make_agent_handler
-from orchestrator.lifecycle import FinishHook, Handler, execute_run
-from orchestrator.probe import run_probe
-from orchestrator.settings import Settings
-from orchestrator.store import subagents
-from orchestrator.workflow.engine import WorkflowConfig, make_workflow_handler
+from orchestrator.lifecycle import execute_run
+from orchestrator.runkinds import RUN_KINDS, load_finish_hooks, load_handlers
 from worker.runtime import WorkerRuntime
 from worker.tasks.base import durable_task
 
 logger = logging.getLogger(__name__)
-
-
-def make_handlers(settings: Settings) -> dict[str, Handler]:
-    """Run kind -> handler."""
-    agent = make_agent_handler(AgentConfig.from_settings(settings))
-    return {
-        "probe": run_probe,
-        "agent": agent,
-        "subagent": agent,  # the same loop; it first waits for a slot
-        "workflow": make_workflow_handler(WorkflowConfig.from_settings(settings)),
-    }
-
-
-def make_finish_hooks(settings: Settings) -> dict[str, FinishHook]:
-    """Run kind -> what its end sets going (see orchestrator.store.subagents)."""
-    limits = subagents.Limits.from_settings(settings)
-    return {
-        "agent": subagents.after_agent_run,
-        "subagent": lambda session, lease: subagents.after_subagent(session, lease, limits),
-    }
-
 
 ENQUEUE_ATTEMPTS = 8  # about 25 s of back-off: a Redis restart is ridden out; past that the sweep takes over
 
@@ -64,8 +39,8 @@ def send_with_retries(app: Celery, task_name: str, run_id: str, attempts: int = 
 
 
 def register(app: Celery, runtime: WorkerRuntime) -> None:
-    handlers = make_handlers(runtime.settings)
-    finish_hooks = make_finish_hooks(runtime.settings)
+    handlers = load_handlers(runtime.settings)
+    finish_hooks = load_finish_hooks(runtime.settings)
 
     def enqueue(task_name: str, run_id: str) -> None:
         send_with_retries(app, task_name, run_id)
@@ -77,7 +52,5 @@ def register(app: Celery, runtime: WorkerRuntime) -> None:
                            handlers=handlers, enqueue=enqueue, on_finish=finish_hooks,
                            max_crashes=runtime.settings.max_worker_crashes)
 
-    durable_task(app, runtime, jobs.TURN_TASK)(execute)
-    durable_task(app, runtime, jobs.PROBE_TASK)(execute)
-    durable_task(app, runtime, jobs.WORKFLOW_TASK)(execute)
-    durable_task(app, runtime, jobs.SUBAGENT_TASK)(execute)
+    for task_name in sorted({spec.task for spec in RUN_KINDS.values()}):
+        durable_task(app, runtime, task_name)(execute)
