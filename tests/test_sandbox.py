@@ -230,3 +230,26 @@ def test_policy_rules_match_the_path_the_tool_will_use(root: Path, spelling: str
     assert decide(policy, "edit_file", arguments, root=root)[0] == "deny"
     assert decide(policy, "edit_file", {"path": "src/app.py", "old_text": "a", "new_text": "b"}, root=root)[0] == \
         "allow"
+
+
+def test_discovery_reads_no_file_outside_the_project(root: Path, tmp_path: Path) -> None:
+    from orchestrator.agent.types import discover_agent_types
+    from orchestrator.workflow.catalog import discover, read_project_script
+    from orchestrator.workflow.script import ScriptError
+
+    outside = tmp_path / "outside"
+    (outside / "evil.js").write_text('export const meta = {name: "stolen", description: "outside"};\nreturn 1;\n')
+    (outside / "evil.md").write_text("---\nname: stolen\ndescription: outside\n---\nsecret prompt\n")
+    (root / ".boocode" / "workflows").mkdir(parents=True)
+    (root / ".boocode" / "agents").mkdir(parents=True)
+    (root / ".boocode" / "workflows" / "link.js").symlink_to(outside / "evil.js")
+    os.link(outside / "evil.js", root / ".boocode" / "workflows" / "hard.js")
+    (root / ".boocode" / "agents" / "link.md").symlink_to(outside / "evil.md")
+    (root / ".boocode" / "workflows" / "ok.js").write_text('export const meta = {name: "ok", description: "in"};\nreturn 1;\n')
+    found, problems = discover(root, None)
+    assert "ok" in found and "stolen" not in found
+    assert {problem["path"] for problem in problems} >= {".boocode/workflows/link.js", ".boocode/workflows/hard.js"}
+    types, type_problems = discover_agent_types(root)
+    assert "stolen" not in types and [problem["path"] for problem in type_problems] == [".boocode/agents/link.md"]
+    with pytest.raises(ScriptError, match="inside the project"):
+        read_project_script(root, ".boocode/workflows/link.js")

@@ -15,13 +15,14 @@ from typing import Any
 import redis
 from flask import Flask, jsonify
 from flask.typing import ResponseReturnValue
-from sqlalchemy.exc import DataError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError, SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from orchestrator.errors import (ConflictError, NotFoundError, OrchestratorError, PermissionDeniedError,
                                  ValidationError)
 
 logger = logging.getLogger(__name__)
+RETRY_AFTER_SECONDS = "2"  # a dropped database connection is usually back by then
 
 STATUS_FOR: list[tuple[type[OrchestratorError], int]] = [
     (NotFoundError, 404),
@@ -80,16 +81,18 @@ def register_error_handlers(app: Flask) -> None:
             logger.warning("the database refused a value", exc_info=True)
             return error_response(422, "validation_failed", "a value in the request cannot be stored; "
                                   "check it for control characters and out-of-range numbers")
-        if isinstance(error, OperationalError):
-            logger.exception("the database is unavailable")
-            return error_response(503, "service_unavailable", "the database is unavailable; try again shortly")
+        if isinstance(error, (OperationalError, InterfaceError)):
+            logger.warning("the database is unavailable", exc_info=True)
+            return error_response(503, "service_unavailable", "the database is unavailable; try again shortly",
+                                  headers={"Retry-After": RETRY_AFTER_SECONDS})
         logger.exception("database error")
         return error_response(500, "internal_error", "the server failed; the error is in its log")
 
     @app.errorhandler(redis.RedisError)
     def handle_redis_error(error: redis.RedisError) -> ResponseReturnValue:
-        logger.exception("Redis error")
-        return error_response(503, "service_unavailable", "Redis is unavailable; try again shortly")
+        logger.warning("Redis error", exc_info=True)
+        return error_response(503, "service_unavailable", "Redis is unavailable; try again shortly",
+                              headers={"Retry-After": RETRY_AFTER_SECONDS})
 
     @app.errorhandler(Exception)
     def handle_unexpected(error: Exception) -> ResponseReturnValue:

@@ -22,6 +22,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestrator.tools.base import ToolInputError
+from orchestrator.tools.paths import read_beneath
 from orchestrator.tools.registry import CORE_TOOLS, TOOLS  # an agent type never starts subagents
 
 READ_ONLY = tuple(name for name in CORE_TOOLS if not TOOLS[name].mutating)
@@ -93,9 +95,10 @@ def discover_agent_types(project_root: Path) -> tuple[dict[str, AgentType], list
         if not directory.is_dir():
             continue
         for path in sorted(directory.glob("*.md")):
-            try:
-                definition = parse_definition(path.read_text(errors="replace"), f"{folder}/{path.name}")
-            except (AgentTypeError, OSError) as error:
+            try:  # opened beneath the root: a symlink or hard link to a file elsewhere is refused
+                text = read_beneath(project_root, f"{folder}/{path.name}")
+                definition = parse_definition(text, f"{folder}/{path.name}")
+            except (AgentTypeError, OSError, ToolInputError) as error:
                 problems.append({"path": f"{folder}/{path.name}", "message": str(error)})
                 continue
             found[definition.name] = definition

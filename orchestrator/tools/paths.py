@@ -219,3 +219,17 @@ def require_single_link(info: os.stat_result, raw: str) -> None:
     if stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
         raise ToolInputError(f"{raw!r} has {info.st_nlink} hard links; a hard-linked file may also live outside the "
                              "project root, so tools refuse it")
+
+
+def read_beneath(root_path: Path, relative: str, limit: int = 1024 * 1024) -> str:
+    """The text of a regular, singly-linked file beneath `root_path`, opened race-free: what the server
+    reads from a project for itself (workflow scripts, agent types), so a symlink or hard link to a
+    file outside the project is never read. OSError or ToolInputError say why not."""
+    with Root(root_path) as root, opened(root, relative, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY) as (fd, info, _):
+        if not stat.S_ISREG(info.st_mode):
+            raise ToolInputError(f"{relative!r} is not a regular file")
+        require_single_link(info, relative)
+        data = os.pread(fd, limit + 1, 0)
+    if len(data) > limit:
+        raise ToolInputError(f"{relative!r} is larger than {limit} bytes")
+    return data.decode("utf-8", errors="replace")

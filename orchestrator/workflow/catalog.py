@@ -9,11 +9,14 @@ is reported with its line and not registered.
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from orchestrator.tools.base import ToolInputError
+from orchestrator.tools.paths import read_beneath
 from orchestrator.workflow.script import ScriptError, WorkflowScript, load_script
 
 SOURCES = (("project", ".boocode/workflows"), ("project", ".claude/workflows"))
@@ -63,9 +66,10 @@ def discover(project_root: Path | None, personal_dir: Path | None) -> tuple[dict
         if not directory.is_dir():
             continue
         for path in sorted(directory.glob("*.js")):
-            try:
-                text = path.read_text()
-            except (OSError, UnicodeDecodeError) as error:
+            try:  # a project's files are opened beneath its root: a link to a file elsewhere is refused
+                text = read_beneath(project_root, f"{label}/{path.name}") if source == "project" and project_root \
+                    else path.read_text()
+            except (OSError, UnicodeDecodeError, ToolInputError) as error:
                 problems.append({"path": f"{label}/{path.name}", "source": source, "message": str(error), "line": None})
                 continue
             consider(source, f"{label}/{path.name}", text)
@@ -76,10 +80,11 @@ def discover(project_root: Path | None, personal_dir: Path | None) -> tuple[dict
 
 def read_project_script(project_root: Path, relative: str) -> str:
     """A script file inside the project (symlinks resolved; nothing outside the root)."""
-    root = project_root.resolve()
-    path = (root / relative).resolve()
-    if path != root and root not in path.parents:
-        raise ScriptError(f"{relative}: script paths must stay inside the project")
-    if not path.is_file():
-        raise ScriptError(f"{relative}: no such script in the project")
-    return path.read_text()
+    try:
+        return read_beneath(project_root, relative)
+    except ToolInputError as error:
+        raise ScriptError(f"{relative}: {error}; script paths must stay inside the project") from None
+    except OSError as error:
+        if error.errno in (errno.EXDEV, errno.ELOOP):
+            raise ScriptError(f"{relative}: script paths must stay inside the project") from None
+        raise ScriptError(f"{relative}: no such script in the project") from None
