@@ -25,13 +25,14 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from sqlalchemy import select
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from orchestrator.domain.enums import RunStatus, StepStatus
 from orchestrator.errors import LeaseError, RunCancelledError, StaleLeaseError
 from orchestrator.jobs import task_for_kind
-from orchestrator.store import journal, runs, spans
+from orchestrator.store import journal, runs, spans, subagents
 from orchestrator.store.database import Database
 from orchestrator.store.models import Run
 
@@ -168,6 +169,36 @@ def hash_input(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def set_going_by_end(session: Session, ended_session_id: uuid.UUID, kind: str, parent_id: uuid.UUID | None,
+                     started: list[Run]) -> list[Run]:
+    """What any end of a run sets going, besides its kind's own (`started`): the next queued run of its
+    session (top-level runs there go one at a time) and its parent workflow's next tick (asked once,
+    `parent_to_wake`). In the transaction that ended the run; the caller enqueues after the commit.
+    The parent row must have been locked first (`runs.lock_parent`)."""
+    going = {run.id: run for run in started}
+    following = runs.next_queued_run(session, ended_session_id, kind)
+    if following is not None:
+        going[following.id] = following
+    parent = runs.parent_to_wake(session, parent_id) if parent_id else None
+    if parent is not None:
+        going[parent.id] = parent
+    return list(going.values())
+
+
+def cancel(session: Session, run_id: uuid.UUID, limits: subagents.Limits, *,
+           reason: str = "cancelled by a user") -> tuple[Run, list[Run]]:
+    """Cancel a run and its unfinished descendants (the one way to, for people and agents alike) and
+    decide what that sets going, exactly as a run's own end does: its parent's next tick, the next
+    run of its session, a follow-up with finished results, subagents waiting for the slots it freed.
+    Locks the parent first, then the run tree (the order ticks and finishing children use)."""
+    parent_id = session.scalar(select(Run.parent_id).where(Run.id == run_id))
+    if parent_id is not None:
+        session.execute(select(Run.id).where(Run.id == parent_id).with_for_update())
+    run = runs.cancel_run(session, run_id, reason=reason)
+    return run, set_going_by_end(session, run.session_id, run.kind, parent_id,
+                                 subagents.after_cancel(session, run, limits))
+
+
 def crash_failure(session: Session, lease: runs.Lease) -> dict[str, Any]:
     """The poison-run guard's error: the run's executions keep killing (or hanging) their workers."""
     last = journal.latest_step(session, lease.run_id)
@@ -234,9 +265,8 @@ def execute_run(db: Database, run_id: uuid.UUID, *, owner: str, lease_seconds: f
                     recorded = runs.finish_run(session, lease, outcome.status, result=outcome.result,
                                                error=outcome.error)
                     hook = (on_finish or {}).get(lease.kind)
-                    started = hook(session, lease) if recorded and hook is not None else []
-                    following = runs.next_queued_run(session, lease.session_id, lease.kind)
-                    parent = runs.parent_to_wake(session, parent_id) if parent_id else None
+                    started = set_going_by_end(session, lease.session_id, lease.kind, parent_id,
+                                               hook(session, lease) if recorded and hook is not None else [])
         except StaleLeaseError:
             logger.warning("lost the lease before recording the outcome", extra=log_extra)
             return "lost"
@@ -246,11 +276,6 @@ def execute_run(db: Database, run_id: uuid.UUID, *, owner: str, lease_seconds: f
         return "waiting" if outcome.wait and not handed_back else "continued"
     if outcome.defer:
         return "deferred"
-    if parent is not None:
-        enqueue(task_for_kind(parent.kind), str(parent.id))  # e.g. a workflow's next tick
-    to_start = {run.id: run.kind for run in started}
-    if following is not None:
-        to_start[following.id] = following.kind  # runs in one session go one at a time
-    for run_to_start, kind in to_start.items():
-        enqueue(task_for_kind(kind), str(run_to_start))
+    for run_to_start in started:  # a parent's next tick, the session's next run, the kind's own
+        enqueue(task_for_kind(run_to_start.kind), str(run_to_start.id))
     return "finished"

@@ -12,7 +12,8 @@ from typing import Any
 
 from orchestrator.agent.types import discover_agent_types
 from orchestrator.domain.enums import RunStatus
-from orchestrator.jobs import SUBAGENT_TASK
+from orchestrator import lifecycle
+from orchestrator.jobs import SUBAGENT_TASK, task_for_kind
 from orchestrator.lifecycle import RunContext
 from orchestrator.store import runs, subagents
 from orchestrator.store.models import Run
@@ -88,10 +89,10 @@ class SubagentHost:
             if RunStatus(run.status).is_terminal:
                 return ToolResult(content=f"subagent {run.id} already ended with status {run.status}",
                                   data={"status": run.status})
-            runs.cancel_run(session, run.id, reason="cancelled by the agent that started it")
-            woken = [str(waiting.id) for waiting in subagents.to_admit(session, self.limits)]
-        for waiting_id in woken:
-            self.context.enqueue(SUBAGENT_TASK, waiting_id)
+            _, going = lifecycle.cancel(session, run.id, self.limits, reason="cancelled by the agent that started it")
+            woken = [(waiting.kind, str(waiting.id)) for waiting in going]
+        for kind, waiting_id in woken:
+            self.context.enqueue(task_for_kind(kind), waiting_id)
         return ToolResult(content=f"Cancelled subagent {task_id}.", data={"status": RunStatus.CANCELLED.value})
 
     def _describe(self, session: Any, run: Run) -> str:

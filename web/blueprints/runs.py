@@ -6,13 +6,13 @@ import uuid
 
 from flask import Blueprint
 
-from orchestrator.domain.enums import Role, RunStatus
-from orchestrator.store import journal, runs
+from orchestrator import lifecycle
+from orchestrator.domain.enums import Role
+from orchestrator.store import journal, runs, subagents
 from orchestrator.store import sessions as chat_sessions
 from web import schemas
 from web.api import operation
 from web.auth import load_visible_run
-from web.blueprints.subagents import wake_after_cancel
 from web.state import state
 
 bp = Blueprint("runs", __name__, url_prefix="/api/runs")
@@ -35,17 +35,11 @@ def list_steps(run_id: uuid.UUID):
 def cancel_run(run_id: uuid.UUID):
     with state().db.transaction() as session:
         load_visible_run(session, run_id, Role.MEMBER)
-        run = runs.cancel_run(session, run_id)
-        to_start = {started.id: started.kind for started in wake_after_cancel(session, run)}
-        following = runs.next_queued_run(session, run.session_id, run.kind)
-        if following is not None:
-            to_start[following.id] = following.kind  # the next run in the session may start
-        parent = runs.load_run(session, run.parent_id) if run.parent_id else None
+        run, going = lifecycle.cancel(session, run_id, subagents.Limits.from_settings(state().settings))
         body = {"run": runs.serialize_run(run)}
-    for started_id, kind in to_start.items():
+        to_start = [(started.kind, started.id) for started in going]
+    for kind, started_id in to_start:  # its workflow's next tick, the session's next run, freed slots
         state().queue.enqueue_run(kind, started_id)
-    if parent is not None and parent.kind == "workflow" and not RunStatus(parent.status).is_terminal:
-        state().queue.enqueue_run(parent.kind, parent.id)  # its workflow sees the cancelled agent at once
     return body
 
 

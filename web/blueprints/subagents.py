@@ -58,8 +58,3 @@ def _subagent(session, task_id: uuid.UUID, needed: Role):  # type: ignore[no-unt
     if run.kind != subagents.KIND:
         raise NotFoundError(f"run {task_id} is not a background subagent")
     return run
-
-
-def wake_after_cancel(session, cancelled) -> list:  # type: ignore[no-untyped-def]
-    """Runs a cancel lets start: a follow-up with finished results, subagents waiting for a slot."""
-    return subagents.after_cancel(session, cancelled, subagents.Limits.from_settings(state().settings))
