@@ -100,7 +100,8 @@ class Sandbox:
                 "PYTHONDONTWRITEBYTECODE": "1", "TMPDIR": "/tmp", **(extra or {})}
 
     def command(self, argv: Sequence[str], root: Path, cwd: Path, *, network: bool = False,
-                environment: dict[str, str] | None = None, cgroup: Path | None = None) -> list[str]:
+                environment: dict[str, str] | None = None, cgroup: Path | None = None,
+                read_only: Sequence[Path] = ()) -> list[str]:
         """The full argv that runs `argv` in the sandbox with `root` writable and `cwd` as working directory."""
         environment = environment or self.environment(root)
         if self.mode == "off":
@@ -126,10 +127,9 @@ class Sandbox:
         wrapped += ["--ro-bind", "/etc", "/etc"]
         for private in private_entries("/etc"):  # shadow, ssl/private, service configs: not for every user
             wrapped += ["--tmpfs", private] if os.path.isdir(private) else ["--ro-bind", "/dev/null", private]
-        for entry in self.tool_path.split(":"):
-            path = Path(entry)
+        for path in [Path(entry) for entry in self.tool_path.split(":")] + list(read_only):
             if path.is_absolute() and path.is_dir() and not any(_inside(path, system) for system in bound):
-                wrapped += ["--ro-bind", entry, entry]
+                wrapped += ["--ro-bind", str(path), str(path)]
                 bound.append(path)
         wrapped += ["--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev"]
         wrapped += ["--bind", str(root), str(root)]  # after /tmp's tmpfs, so a root under /tmp stays visible
@@ -146,7 +146,8 @@ class Sandbox:
         return wrapped
 
     def start(self, argv: Sequence[str], root: Path, cwd: Path, *, stdout: IO[bytes] | int, stderr: IO[bytes] | int,
-              network: bool = False, environment: dict[str, str] | None = None) -> "SandboxedProcess":
+              network: bool = False, environment: dict[str, str] | None = None,
+              read_only: Sequence[Path] = ()) -> "SandboxedProcess":
         """Start `argv` in the sandbox. FileNotFoundError / PermissionError: the program (mode off) or the
         sandbox itself (bwrap, prlimit) could not be started; a missing program inside the sandbox is
         exit code 127 with bwrap's message on stderr."""
@@ -155,7 +156,7 @@ class Sandbox:
         try:
             process = subprocess.Popen(self.command(argv, root, cwd, network=network,
                                                     environment=environment or self.environment(root),
-                                                    cgroup=cgroup),
+                                                    cgroup=cgroup, read_only=read_only),
                                        cwd=cwd if self.mode == "off" else "/", env=environment or self.environment(root),
                                        stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, start_new_session=True)
         except BaseException:

@@ -253,3 +253,24 @@ def test_discovery_reads_no_file_outside_the_project(root: Path, tmp_path: Path)
     assert "stolen" not in types and [problem["path"] for problem in type_problems] == [".boocode/agents/link.md"]
     with pytest.raises(ScriptError, match="inside the project"):
         read_project_script(root, ".boocode/workflows/link.js")
+
+
+def test_commands_use_the_projects_virtualenv_and_say_how_to_configure_a_missing_program(root: Path) -> None:
+    """A virtualenv made from the worker's own Python (pyenv here, outside the system directories):
+    its python and its tools run inside the sandbox, and a missing program names the settings."""
+    subprocess.run([sys.executable, "-m", "venv",
+                    "--without-pip", str(root / ".venv")], check=True)
+    (root / ".venv" / "bin" / "project-tool").write_text("#!/bin/sh\necho project tool ran\n")
+    (root / ".venv" / "bin" / "project-tool").chmod(0o755)
+    (root / "tools").mkdir()
+    (root / "tools" / "helper").write_text("#!/bin/sh\necho helper ran\n")
+    (root / "tools" / "helper").chmod(0o755)
+    context = ToolContext(root=root, policy={"path": ["tools"]})
+    ran = call(context, "run_command", argv=["python", "-c", "import sys; print(sys.prefix)"])
+    assert not ran.is_error and stdout_of(ran).strip() == str((root / ".venv").resolve()), ran.content
+    assert "project tool ran" in call(context, "run_command", argv=["project-tool"]).content
+    assert "helper ran" in call(context, "run_command", argv=["helper"]).content
+    missing = call(context, "run_command", argv=["pytest-that-is-not-installed"])
+    assert missing.is_error and ".venv/bin" in missing.content and '"path"' in missing.content
+    (root / ".venv" / "pyvenv.cfg").write_text("home = /root\n")  # a hostile pyvenv.cfg mounts nothing
+    assert "/root" not in str(call(context, "run_command", argv=["ls", "/"]).content.split("--- stdout ---")[1])

@@ -228,6 +228,7 @@ def run_turn(context: RunContext, config: AgentConfig) -> RunOutcome:
     host = SubagentHost(context, work_root, config.subagent_limits) \
         if "spawn_subagent" in profile.tools else None
     tool_context = ToolContext(root=work_root, sandbox=config.sandbox, network=wants_network(project.approval_policy),
+                               policy=project.approval_policy,
                                should_stop=lambda: context.keeper.lost is not None, host=host)
     timeout = profile.spec.get("timeoutSeconds")
     if timeout and context.run.started_at is not None and \

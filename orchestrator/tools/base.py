@@ -29,6 +29,7 @@ class ToolContext:
     call_key: str | None = None  # the journal key of the call being run
     sandbox: Sandbox = Sandbox()  # where run_command's processes run (the worker passes its settings' one)
     network: bool = False  # the project's policy asks for the network in commands (if the server allows it)
+    policy: dict[str, Any] | None = None  # the project's tool policy (its command PATH entries)
 
 
 class AgentHost(Protocol):

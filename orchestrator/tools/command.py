@@ -13,9 +13,11 @@ import os
 import stat
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from orchestrator.tools.base import Tool, ToolContext, ToolInputError, ToolResult
+from orchestrator.tools.environments import command_environment
 from orchestrator.tools.paths import Root, opened
 
 MAX_TIMEOUT_SECONDS = 600
@@ -38,10 +40,16 @@ def run_command(arguments: dict[str, Any], context: ToolContext) -> ToolResult:
                 raise ToolInputError(f"cwd {arguments.get('cwd')!r} is not a directory")
         root_path, cwd = root.path, root.path if relative == "." else root.path / relative
     timeout = arguments.get("timeout_seconds", 60)
+    found = command_environment(root_path, context.policy)
+    search_path = ":".join([*found.path_first, context.sandbox.tool_path])
+    environment = context.sandbox.environment(root_path, {"PATH": search_path})
+    if any(entry.endswith(("/.venv/bin", "/venv/bin")) for entry in found.path_first):
+        environment["VIRTUAL_ENV"] = str(Path(found.path_first[0]).parent)
     with tempfile.TemporaryFile() as output, tempfile.TemporaryFile() as errors:
         try:
             process = context.sandbox.start(argv, root_path, cwd, stdout=output, stderr=errors,
-                                            network=context.network)
+                                            network=context.network, environment=environment,
+                                            read_only=found.read_only)
         except FileNotFoundError:
             raise ToolInputError(f"program {argv[0]!r} was not found on PATH") from None
         except PermissionError:
@@ -63,8 +71,10 @@ def run_command(arguments: dict[str, Any], context: ToolContext) -> ToolResult:
         raw_stderr = errors.read()
         stdout, stderr = _capped(output.read(), half), _capped(raw_stderr, half)
     if not (timed_out or stopped) and exit_code != 0 and raw_stderr.startswith(MISSING_PROGRAM):
-        raise ToolInputError(f"program {argv[0]!r} was not found on PATH ({context.sandbox.tool_path}) or is not "
-                             "executable; the administrator sets the PATH with BOOCODE_TOOL_PATH")
+        raise ToolInputError(f"program {argv[0]!r} was not found on PATH ({search_path}) or is not executable. "
+                             "A project's own tools are found in .venv/bin or venv/bin, or in the folders its "
+                             'policy lists under "path" (boocode project policy); the server\'s PATH is '
+                             "BOOCODE_TOOL_PATH")
     if stopped:
         status = "stopped: the run was cancelled (killed)"
     elif timed_out:

@@ -14,6 +14,9 @@ normalised (`./secrets/x`, `sub/../secrets/x` and `/abs/root/secrets/x` are all 
 also as the file it resolves to through symlinks. When the spellings decide differently, the
 strictest decision wins (deny over ask over allow).
 
+`"path": [".venv/bin", "node_modules/.bin"]` puts directories of the project first on the PATH of its
+commands (tools/environments.py; `.venv/bin` and `venv/bin` are found without it).
+
 `"network": true` asks for the network in the project's commands; it takes effect only where the
 server allows it (BOOCODE_SANDBOX_ALLOW_NETWORK), since a shared network reaches the server's own
 loopback services.
@@ -28,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import ValidationError
+from orchestrator.tools.environments import validate_path_entries
 
 DECISIONS = ("allow", "ask", "deny")
 STRICTNESS = {"allow": 0, "ask": 1, "deny": 2}
@@ -38,9 +42,14 @@ DEFAULT_RULES: list[dict[str, Any]] = [
 
 
 def validate_policy(policy: Any, tool_names: list[str]) -> dict[str, Any]:
-    if not isinstance(policy, dict) or set(policy) - {"rules", "network"} or \
+    if not isinstance(policy, dict) or set(policy) - {"rules", "network", "path"} or \
             not isinstance(policy.get("rules", []), list):
-        raise ValidationError('a policy is {"rules": [...]} with an optional "network": true')
+        raise ValidationError('a policy is {"rules": [...]} with optional "network": true and "path": [...]')
+    if "path" in policy:
+        try:
+            validate_path_entries(policy["path"])
+        except ValueError as error:
+            raise ValidationError(str(error), details=[{"path": "path", "message": str(error)}]) from None
     if not isinstance(policy.get("network", False), bool):
         raise ValidationError("the policy's network must be true or false",
                               details=[{"path": "network", "message": "not a boolean"}])
@@ -59,7 +68,8 @@ def validate_policy(policy: Any, tool_names: list[str]) -> dict[str, Any]:
         rules.append({key: rule[key] for key in ("tool", "match", "decision") if key in rule})
     if problems:
         raise ValidationError("the policy has invalid rules", details=problems)
-    return {"rules": rules, **({"network": True} if policy.get("network") else {})}
+    return {"rules": rules, **({"network": True} if policy.get("network") else {}),
+            **({"path": policy["path"]} if policy.get("path") else {})}
 
 
 def subjects_of(tool_name: str, arguments: dict[str, Any], root: Path | None) -> list[str]:
