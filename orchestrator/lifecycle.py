@@ -42,19 +42,35 @@ Enqueue = Callable[[str, str], None]
 
 
 @dataclass(frozen=True)
-class RunOutcome:
-    """What a handler asks for: a final status, or `continue_run` (enqueue the next task for this run,
-    e.g. the next turn), or `defer` (back to queued without enqueueing: someone else wakes it)."""
+class Finish:
+    """The run ends with this status (terminal), result and error."""
 
     status: RunStatus = RunStatus.COMPLETED
     result: Any = None
     error: dict[str, Any] | None = None
-    continue_run: bool = False
-    defer: bool = False
-    wait: bool = False  # waiting for a person (an approval); whoever decides re-queues the run
-    # With `defer`: asked in the transaction that hands the lease back; True means what the run waits
-    # for happened meanwhile (its wake-up call may have found the lease still held), so go on at once.
+
+
+@dataclass(frozen=True)
+class Continue:
+    """Hand the lease back and enqueue this run's next task at once (its next turn)."""
+
+
+@dataclass(frozen=True)
+class Defer:
+    """Back to queued without enqueueing: something else wakes it (a child finishing, a slot freed).
+    `wake` is asked in the transaction that hands the lease back; True means what the run waits for
+    happened meanwhile (its wake-up call may have found the lease still held), so go on at once."""
+
     wake: Callable[[Session], bool] | None = None
+
+
+@dataclass(frozen=True)
+class Park:
+    """Wait for a person (an approval); whoever decides re-queues the run."""
+
+
+# What a handler asks for: one of four cases, never a combination of flags.
+RunOutcome = Finish | Continue | Defer | Park
 
 
 class LeaseKeeper:
@@ -227,11 +243,11 @@ def execute_run(db: Database, run_id: uuid.UUID, *, owner: str, lease_seconds: f
         try:
             if lease.crashes >= max_crashes:
                 with db.transaction() as session:
-                    outcome = RunOutcome(RunStatus.FAILED, error=crash_failure(session, lease))
+                    outcome = Finish(RunStatus.FAILED, error=crash_failure(session, lease))
                     spans.end_open_spans(session, run_id, "error")
                 logger.error("run failed: it crashed its worker too often", extra={**log_extra, "crashes": lease.crashes})
             elif handler is None:
-                outcome = RunOutcome(RunStatus.FAILED, error={
+                outcome = Finish(RunStatus.FAILED, error={
                     "code": "unsupported_run_kind",
                     "message": f"this server has no executor for runs of kind {lease.kind!r}; "
                                f"known kinds: {', '.join(sorted(handlers))}"})
@@ -250,16 +266,17 @@ def execute_run(db: Database, run_id: uuid.UUID, *, owner: str, lease_seconds: f
             return "interrupted"
         except Exception as error:
             logger.exception("run failed", extra=log_extra)
-            outcome = RunOutcome(RunStatus.FAILED, error={"code": "internal_error", "type": type(error).__name__,
-                                                          "message": str(error)})
+            outcome = Finish(RunStatus.FAILED, error={"code": "internal_error", "type": type(error).__name__,
+                                                      "message": str(error)})
         try:
             with db.transaction() as session:
-                if outcome.wait:
+                if isinstance(outcome, Park):
                     handed_back = runs.park_run(session, lease)  # True: decided meanwhile, go on at once
-                elif outcome.continue_run or outcome.defer:
-                    handed_back = runs.requeue_run(session, lease, deferred=outcome.defer)
-                    if handed_back and outcome.defer and outcome.wake is not None and outcome.wake(session):
-                        outcome = RunOutcome(continue_run=True)
+                elif isinstance(outcome, (Continue, Defer)):
+                    handed_back = runs.requeue_run(session, lease, deferred=isinstance(outcome, Defer))
+                    if handed_back and isinstance(outcome, Defer) and outcome.wake is not None and \
+                            outcome.wake(session):
+                        outcome = Continue()
                 else:
                     parent_id = runs.lock_parent(session, lease)
                     recorded = runs.finish_run(session, lease, outcome.status, result=outcome.result,
@@ -270,11 +287,11 @@ def execute_run(db: Database, run_id: uuid.UUID, *, owner: str, lease_seconds: f
         except StaleLeaseError:
             logger.warning("lost the lease before recording the outcome", extra=log_extra)
             return "lost"
-    if outcome.continue_run or outcome.wait:
+    if isinstance(outcome, (Continue, Park)):
         if handed_back:
             enqueue(task_for_kind(lease.kind), str(run_id))
-        return "waiting" if outcome.wait and not handed_back else "continued"
-    if outcome.defer:
+        return "waiting" if isinstance(outcome, Park) and not handed_back else "continued"
+    if isinstance(outcome, Defer):
         return "deferred"
     for run_to_start in started:  # a parent's next tick, the session's next run, the kind's own
         enqueue(task_for_kind(run_to_start.kind), str(run_to_start.id))

@@ -11,7 +11,7 @@ import time
 from typing import Any, Callable
 
 from orchestrator.errors import ValidationError
-from orchestrator.lifecycle import RunContext, RunOutcome
+from orchestrator.lifecycle import Finish, RunContext, RunOutcome
 
 MAX_STEPS = 10_000
 MAX_STEP_SECONDS = 60.0
@@ -33,7 +33,7 @@ def run_probe(context: RunContext) -> RunOutcome:
     spec = validate_probe_input(context.run.input)
     for index in range(spec["steps"]):
         context.step(f"probe/{index}", lambda index=index: _tick(index, spec["step_seconds"]), kind="probe")
-    return RunOutcome(result={"steps": spec["steps"], "served_from_journal": context.journal_hits})
+    return Finish(result={"steps": spec["steps"], "served_from_journal": context.journal_hits})
 
 
 def _tick(index: int, seconds: float) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import pytest
 
 from orchestrator import jobs
 from orchestrator.domain.enums import RunKind, RunStatus
-from orchestrator.lifecycle import Handler, RunContext, RunOutcome, execute_run
+from orchestrator.lifecycle import Finish, Handler, RunContext, RunOutcome, execute_run
 from orchestrator.runkinds import RUN_KINDS, RunKindSpec, UnknownRunKindError, load_handlers, task_for_kind
 from orchestrator.settings import Settings
 from orchestrator.store import projects, runs, sessions, users
@@ -19,7 +19,7 @@ def echo_handler(settings: Settings) -> Handler:
     """A throwaway kind's whole handler: journal one step, finish with its output."""
     def handle(context: RunContext) -> RunOutcome:
         echoed = context.step("echo", lambda: {"echo": context.run.input["say"]})
-        return RunOutcome(result=echoed)
+        return Finish(result=echoed)
 
     return handle
 

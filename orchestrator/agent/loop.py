@@ -36,7 +36,7 @@ from orchestrator.agent.streaming import DeltaPublisher
 from orchestrator.agent.types import discover_agent_types
 from orchestrator.domain.enums import MessageRole, RunStatus, StepStatus
 from orchestrator.errors import ConfigurationError
-from orchestrator.lifecycle import Handler, RunContext, RunOutcome
+from orchestrator.lifecycle import Continue, Defer, Finish, Handler, Park, RunContext, RunOutcome
 from orchestrator.llm.client import ModelClient, ModelResult, Provider, ToolCallRequest
 from orchestrator.providers import resolve_provider, server_provider
 from orchestrator.sandbox import Sandbox
@@ -96,7 +96,7 @@ def settle_worktree(context: RunContext, outcome: RunOutcome, sandbox: Sandbox) 
     """An agent with its own worktree ended: drop the worktree if it changed nothing, else keep it, and
     say which in the result (or the error)."""
     spec = (context.run.input or {}).get("spec") or {}
-    if spec.get("isolation") != "worktree" or outcome.continue_run or outcome.defer or outcome.wait:
+    if spec.get("isolation") != "worktree" or not isinstance(outcome, Finish):
         return outcome
     with context.db.transaction() as session:
         root = Path(session.get(Project, context.run.project_id).root_path)
@@ -196,20 +196,20 @@ def run_turn(context: RunContext, config: AgentConfig) -> RunOutcome:
         with context.db.transaction() as session:
             admitted = subagents.admit(session, context.run.id, config.subagent_limits)
         if not admitted:  # every slot is taken: back to the queue until a subagent ends and frees one
-            return RunOutcome(defer=True, wake=lambda session: subagents.slot_free_for(
+            return Defer(wake=lambda session: subagents.slot_free_for(
                 session, context.run.id, config.subagent_limits))
     with context.db.transaction() as session:
         if runs.earlier_unfinished_run(session, context.run) is not None:  # a follow-up: its turn comes next
-            return RunOutcome(defer=True, wake=lambda session: runs.earlier_unfinished_run(
+            return Defer(wake=lambda session: runs.earlier_unfinished_run(
                 session, context.run, lock=True) is None)
         project = session.get(Project, context.run.project_id)
         steps = {step.step_key: step for step in journal.list_steps(session, context.run.id)}
     try:
         provider = resolve_provider(project.provider, config.provider, config.secret_key)
     except ConfigurationError as error:
-        return RunOutcome(RunStatus.FAILED, error={"code": "provider_misconfigured", "message": error.problems[0]})
+        return Finish(RunStatus.FAILED, error={"code": "provider_misconfigured", "message": error.problems[0]})
     if provider is None:
-        return RunOutcome(RunStatus.FAILED, error={
+        return Finish(RunStatus.FAILED, error={
             "code": "no_model_provider",
             "message": "no model is configured: set the project's provider (boocode project provider), or "
                        "BOOCODE_MODEL_BASE_URL and BOOCODE_MODEL (and BOOCODE_MODEL_API_KEY if the endpoint needs one) "
@@ -217,14 +217,14 @@ def run_turn(context: RunContext, config: AgentConfig) -> RunOutcome:
     try:
         profile = agent_profile(context.run, project, provider)
     except ProfileError as error:
-        return RunOutcome(RunStatus.FAILED, error=error.error)
+        return Finish(RunStatus.FAILED, error=error.error)
     provider = profile.provider
     work_root = Path(project.root_path)
     if profile.spec.get("isolation") == "worktree":  # a workflow agent with its own checkout
         try:
             work_root = worktree.ensure(work_root, str(context.run.id), config.sandbox).path
         except worktree.WorktreeError as error:
-            return RunOutcome(RunStatus.FAILED, error={"code": "worktree_failed", "message": str(error)})
+            return Finish(RunStatus.FAILED, error={"code": "worktree_failed", "message": str(error)})
     host = SubagentHost(context, work_root, config.subagent_limits) \
         if "spawn_subagent" in profile.tools else None
     tool_context = ToolContext(root=work_root, sandbox=config.sandbox, network=wants_network(project.approval_policy),
@@ -233,7 +233,7 @@ def run_turn(context: RunContext, config: AgentConfig) -> RunOutcome:
     timeout = profile.spec.get("timeoutSeconds")
     if timeout and context.run.started_at is not None and \
             (datetime.now(timezone.utc) - context.run.started_at).total_seconds() > float(timeout):
-        return RunOutcome(RunStatus.FAILED, error={
+        return Finish(RunStatus.FAILED, error={
             "code": "agent_timeout", "message": f"the agent ran longer than its timeout of {timeout}s"})
 
     finished_turns = sorted(int(match.group(1)) for key, step in steps.items()
@@ -250,8 +250,8 @@ def run_turn(context: RunContext, config: AgentConfig) -> RunOutcome:
                 return stop_repeating(context, turn - 1, last)
             if run_tool_calls(context, turn - 1, last.tool_calls, tool_context, project.approval_policy,
                               profile.tools, repeated=count_repeats(steps, turn - 1, last) == 1):
-                return RunOutcome(wait=True)
-            return RunOutcome(continue_run=True)
+                return Park()
+            return Continue()
     if turn >= config.max_steps:
         return stop_at_step_cap(context, turn, config.max_steps)
 
@@ -259,7 +259,7 @@ def run_turn(context: RunContext, config: AgentConfig) -> RunOutcome:
         history = chat_sessions.list_history(session, context.run)
         digests = image_digests(history)
         if digests and not provider.vision:
-            return RunOutcome(RunStatus.FAILED, error={
+            return Finish(RunStatus.FAILED, error={
                 "code": "model_cannot_see_images",
                 "message": f"the configured model {provider.model!r} is text-only, so the images were not sent and no "
                            "call was made: use a vision-capable model and set BOOCODE_MODEL_VISION=true, or resend "
@@ -282,8 +282,8 @@ def run_turn(context: RunContext, config: AgentConfig) -> RunOutcome:
         return stop_repeating(context, turn, result)
     if run_tool_calls(context, turn, result.tool_calls, tool_context, project.approval_policy, profile.tools,
                       repeated=repeats > 0):
-        return RunOutcome(wait=True)
-    return RunOutcome(continue_run=True)
+        return Park()
+    return Continue()
 
 
 MAX_REPEATS = 2  # the same call once more gets a reminder instead of a result; once more after that stops the run
@@ -345,19 +345,19 @@ def conclude(context: RunContext, turn: int, result: ModelResult, profile: "Agen
                                  [{"type": "text", "text": output["text"]}], run_id=context.run.id))
                 with context.db.transaction() as session:
                     trace.close_turn(session, context, turn)
-                return RunOutcome(continue_run=True)
+                return Continue()
             error = {"code": "schema_invalid",
                      "message": f"the agent's answer did not match the schema after {SCHEMA_RETRIES + 1} tries: {problem}"}
             with context.db.transaction() as session:
                 trace.close_turn(session, context, turn, "error")
                 trace.close_run(session, context, "error", None)
-            return RunOutcome(RunStatus.FAILED, error=error)
+            return Finish(RunStatus.FAILED, error=error)
     with context.db.transaction() as session:
         trace.close_turn(session, context, turn, "error" if failed else "ok")
         trace.close_run(session, context, "error" if failed else "ok", None if failed else outcome)
     if failed:
-        return RunOutcome(RunStatus.FAILED, error=result.error)
-    return RunOutcome(RunStatus.COMPLETED, result=outcome)
+        return Finish(RunStatus.FAILED, error=result.error)
+    return Finish(RunStatus.COMPLETED, result=outcome)
 
 
 def call_model(context: RunContext, config: AgentConfig, provider: Provider, turn: int,
@@ -503,4 +503,4 @@ def stop_run(context: RunContext, step_key: str, error: dict[str, Any], turn: in
         if turn is not None:
             trace.close_turn(session, context, turn, "error")
         trace.close_run(session, context, "error")
-    return RunOutcome(RunStatus.FAILED, error=error)
+    return Finish(RunStatus.FAILED, error=error)

@@ -14,7 +14,6 @@ search tools skip it.
 
 from __future__ import annotations
 
-import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path

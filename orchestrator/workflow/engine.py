@@ -35,7 +35,7 @@ from orchestrator.agent.types import discover_agent_types
 from orchestrator.domain.enums import TERMINAL_STATUSES, MessageRole, RunStatus
 from orchestrator.errors import RunCancelledError
 from orchestrator.jobs import task_for_kind
-from orchestrator.lifecycle import Handler, RunContext, RunOutcome
+from orchestrator.lifecycle import Defer, Finish, Handler, RunContext, RunOutcome
 from orchestrator.settings import Settings
 from orchestrator.store import runs, workflows
 from orchestrator.store import sessions as chat_sessions
@@ -169,7 +169,7 @@ def tick(context: RunContext, config: WorkflowConfig) -> RunOutcome:
     if state["done"]:
         return _conclude(context, run, state, plan, pass_number)
     if in_flight or children:
-        return RunOutcome(defer=True, wake=lambda session: _child_finished(session, run.id))
+        return Defer(wake=lambda session: _child_finished(session, run.id))
     return _fail(context, {"code": "script_stalled",
                            "message": "the script is waiting for something that never finishes: no agent is running "
                                       "and none is left to start (an await on a promise nothing resolves?)"})
@@ -314,7 +314,7 @@ def _conclude(context: RunContext, run: Run, state: dict[str, Any], plan: _Plan,
                                "message": error["message"],
                                "line": error["line"], "failures": failures, "summary": summary})
     status = RunStatus.COMPLETED_WITH_FAILURES if failures else RunStatus.COMPLETED
-    return RunOutcome(status, result={"value": state["result"], "failures": failures, "summary": summary})
+    return Finish(status, result={"value": state["result"], "failures": failures, "summary": summary})
 
 
 def _fence(session: Session, context: RunContext) -> None:
@@ -324,4 +324,4 @@ def _fence(session: Session, context: RunContext) -> None:
 
 
 def _fail(context: RunContext, error: dict[str, Any]) -> RunOutcome:
-    return RunOutcome(RunStatus.FAILED, error=error)
+    return Finish(RunStatus.FAILED, error=error)
