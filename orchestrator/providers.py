@@ -45,7 +45,7 @@ def server_provider(settings: Settings) -> Provider | None:
                     api_key=settings.model_api_key or "", context_window=settings.model_context_window,
                     vision=settings.model_vision, cache_lifetime_seconds=settings.model_cache_lifetime_seconds,
                     tool_mode=settings.model_tool_mode, require_tool_first=settings.model_require_tool_first,
-                    temperature=settings.model_temperature)
+                    temperature=settings.model_temperature, retry_on_timeout=settings.model_retry_on_timeout)
 
 
 def store_config(body: dict[str, Any], secret_key: str | None, previous: dict[str, Any] | None) -> dict[str, Any]:

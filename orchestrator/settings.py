@@ -177,11 +177,14 @@ class Settings:
     model_tool_mode: str = "native"  # "json": replies constrained to a JSON tool call or answer
     model_require_tool_first: bool = False
     model_temperature: float | None = None
+    model_retry_on_timeout: bool = True  # off for a one-request-at-a-time server (`boocode up`'s local model)
     # The embedded model `boocode up` serves when no model is configured (see docs/local-model.md).
     local_model: str = "1.5b"
     local_model_port: int = 8766
     local_model_context: int = 8192
     local_model_dir: Path | None = None  # where fetched models live; default <data_dir>/models
+    local_model_threads: int | None = None  # the model server's threads; default max(1, CPUs // 2)
+    local_model_warm_up: bool = True  # compute the agent's prompt prefix once at start-up
     agent_max_steps: int = 25
     # Workflows: agents in flight per run (a run may ask for fewer), agents per run, and the sandbox.
     workflow_concurrency: int = 8
@@ -274,10 +277,13 @@ FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "model_tool_mode": ("BOOCODE_MODEL_TOOL_MODE", _parse_choice("native", "json")),
     "model_require_tool_first": ("BOOCODE_MODEL_REQUIRE_TOOL_FIRST", _parse_bool),
     "model_temperature": ("BOOCODE_MODEL_TEMPERATURE", _parse_non_negative_float),
+    "model_retry_on_timeout": ("BOOCODE_MODEL_RETRY_ON_TIMEOUT", _parse_bool),
     "local_model": ("BOOCODE_LOCAL_MODEL", _parse_choice("1.5b", "0.5b", "off")),
     "local_model_port": ("BOOCODE_LOCAL_MODEL_PORT", _parse_port),
     "local_model_context": ("BOOCODE_LOCAL_MODEL_CONTEXT", _parse_positive_int),
     "local_model_dir": ("BOOCODE_LOCAL_MODEL_DIR", _parse_path),
+    "local_model_threads": ("BOOCODE_LOCAL_MODEL_THREADS", _parse_positive_int),
+    "local_model_warm_up": ("BOOCODE_LOCAL_MODEL_WARM_UP", _parse_bool),
     "agent_max_steps": ("BOOCODE_AGENT_MAX_STEPS", _parse_positive_int),
     "tool_path": ("BOOCODE_TOOL_PATH", _parse_text),
     "sandbox": ("BOOCODE_SANDBOX", _parse_choice("bwrap", "off")),

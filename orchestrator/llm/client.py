@@ -5,11 +5,18 @@
             stream the chat completion with usage requested in the stream
             text and tool-call deltas go to `on_delta` as they arrive (tagged with the attempt)
             429 / 5xx / connection errors: wait `retry-after` (or back off), try again
+            a timeout: try again only if the provider allows it (`retry_on_timeout`)
             other 4xx: stop at once
         success -> text, tool calls, finish reason, normalised usage, time to first token, latency
         failure -> the same shape with finish_reason "error" and an `error` {code, status, message}
 
 The client's own retries are off so that every attempt is visible to us (and to the trace).
+
+Why a timeout is not always retried: a llama.cpp server (the embedded model) computes one request at a
+time. A request we gave up on is not dropped by llama-cpp-python's server once it is being computed (a
+non-streamed one runs to its end; a streamed one stops at its next token), so a retry only queues behind
+it and times out in turn. `boocode up` turns `retry_on_timeout` off when it serves the local model
+(docs/local-model.md, "Timeouts and cancelling").
 """
 
 from __future__ import annotations
@@ -47,6 +54,9 @@ class Provider:
     tool_mode: str = "native"
     require_tool_first: bool = False  # the run's first model call must call a tool (json mode)
     temperature: float | None = None
+    # False for a server that computes one request at a time (llama.cpp): a retry after a timeout would
+    # queue behind the abandoned request (BOOCODE_MODEL_RETRY_ON_TIMEOUT)
+    retry_on_timeout: bool = True
 
 
 @dataclass
@@ -103,10 +113,19 @@ def retry_delay(error: Exception, attempt: int) -> float:
     return min(0.5 * 2 ** (attempt - 1), 8.0)
 
 
-def is_retryable(error: Exception) -> bool:
-    if isinstance(error, (openai.APIConnectionError, openai.APITimeoutError, openai.RateLimitError)):
+def is_retryable(error: Exception, *, retry_on_timeout: bool = True) -> bool:
+    if isinstance(error, openai.APITimeoutError):  # a subclass of APIConnectionError: decide it first
+        return retry_on_timeout
+    if isinstance(error, (openai.APIConnectionError, openai.RateLimitError)):
         return True
     return isinstance(error, openai.APIStatusError) and (error.status_code >= 500 or error.status_code == 408)
+
+
+def error_code(error: Exception) -> str:
+    """`model_timeout` (no answer in time), `model_unavailable` (worth trying later), `model_rejected`."""
+    if isinstance(error, openai.APITimeoutError):
+        return "model_timeout"
+    return "model_unavailable" if is_retryable(error) else "model_rejected"
 
 
 class ModelClient:
@@ -114,6 +133,7 @@ class ModelClient:
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.provider = provider
         self.max_attempts = max_attempts
+        self.timeout = timeout
         self._sleep = sleep
         self._client = openai.OpenAI(base_url=provider.base_url, api_key=provider.api_key or "not-needed",
                                      max_retries=0, timeout=timeout)
@@ -140,7 +160,8 @@ class ModelClient:
                 raise
             except openai.APIError as error:
                 last_error = error
-                if not is_retryable(error) or attempt == self.max_attempts:
+                if not is_retryable(error, retry_on_timeout=self.provider.retry_on_timeout) \
+                        or attempt == self.max_attempts:
                     break
                 delay = retry_delay(error, attempt)
                 logger.warning("model call failed; retrying", extra={"attempt": attempt, "delay": delay,
@@ -150,9 +171,9 @@ class ModelClient:
         status = getattr(last_error, "status_code", None)
         return ModelResult(finish_reason="error", model=self.provider.model, attempts=attempt,
                            latency_ms=round((time.monotonic() - started) * 1000, 1),
-                           error={"code": "model_unavailable" if is_retryable(last_error) else "model_rejected",
-                                  "status": status, "exception": type(last_error).__name__,
-                                  "message": _error_message(last_error, attempt)})
+                           error={"code": error_code(last_error), "status": status,
+                                  "exception": type(last_error).__name__,
+                                  "message": _error_message(last_error, attempt, self.timeout)})
 
     def _stream_once(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], attempt: int,
                      on_delta: Callable[[dict[str, Any]], None] | None,
@@ -250,10 +271,14 @@ class ModelClient:
         return raw
 
 
-def _error_message(error: Exception, attempts: int) -> str:
+def _error_message(error: Exception, attempts: int, timeout: float) -> str:
+    tries = f"(after {attempts} attempt{'s' if attempts != 1 else ''})"
+    if isinstance(error, openai.APITimeoutError):
+        return (f"the model did not answer within {timeout:g}s {tries}; a small model on a busy CPU can need "
+                "longer: raise BOOCODE_MODEL_TIMEOUT_SECONDS for the worker (or use a faster model)")
     status = getattr(error, "status_code", None)
     body = getattr(error, "body", None)
     detail = body.get("message") if isinstance(body, dict) else None
     detail = detail or str(error)
     prefix = f"HTTP {status}: " if status else ""
-    return f"{prefix}{detail} (after {attempts} attempt{'s' if attempts != 1 else ''})"
+    return f"{prefix}{detail} {tries}"

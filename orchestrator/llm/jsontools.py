@@ -67,7 +67,9 @@ def prepare(messages: list[dict[str, Any]], tools: list[dict[str, Any]],
     for message in messages:
         role = message["role"]
         if role == "system":
-            rewritten.append({"role": "system", "content": f"{message['content']}\n\n{rules}"})
+            # The rules and tool list first: they are the same for every project, so the prefix a server
+            # computed once (at start-up, orchestrator.localmodel.warmup) serves every project's first turn.
+            rewritten.append({"role": "system", "content": f"{rules}\n\n{message['content']}"})
         elif role == "assistant":
             calls = message.get("tool_calls") or []
             for call in calls:

@@ -7,6 +7,8 @@
     exclusive providers (Anthropic-style fields: input_tokens excludes cache):
         uncached = input_tokens;      input_total = uncached + cache_read + cache_write
     uncached is clamped at 0 and the clamp is flagged, never hidden.
+    no cache field at all (llama-cpp-python's server, some vLLM set-ups): flagged `cache_not_reported`,
+        so that a 0 read is not taken for a miss (the cache diagnosis says "unreported")
 
 See shared/reference/tracing-and-cache.md §3 for where each field comes from.
 """
@@ -38,6 +40,16 @@ class Usage:
         return cls(**{**data, "flags": tuple(data.get("flags", ()))})
 
 
+CACHE_NOT_REPORTED = "cache_not_reported"
+NO_USAGE_REPORTED = "no_usage_reported"
+CACHE_FIELDS = ("prompt_cache_hit_tokens", "cache_read_input_tokens", "cache_creation_input_tokens", "cache_creation")
+
+
+def cache_reported(usage: Usage) -> bool:
+    """Whether the provider said how much of the prompt it read from its cache (0 included)."""
+    return CACHE_NOT_REPORTED not in usage.flags and NO_USAGE_REPORTED not in usage.flags
+
+
 def _number(value: Any) -> int:
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
 
@@ -45,10 +57,12 @@ def _number(value: Any) -> int:
 def normalize_usage(raw: dict[str, Any] | None) -> Usage:
     """One `Usage` from whatever usage block the provider sent (None → all zeros, flagged)."""
     if not raw:
-        return Usage(flags=("no_usage_reported",), raw={})
+        return Usage(flags=(NO_USAGE_REPORTED,), raw={})
     prompt_details = raw.get("prompt_tokens_details") or {}
     completion_details = raw.get("completion_tokens_details") or {}
     flags: list[str] = []
+    if not any(key in raw for key in CACHE_FIELDS) and "cached_tokens" not in prompt_details:
+        flags.append(CACHE_NOT_REPORTED)
 
     anthropic_style = any(key in raw for key in ("cache_read_input_tokens", "cache_creation_input_tokens",
                                                  "cache_creation"))

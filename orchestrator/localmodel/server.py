@@ -7,6 +7,16 @@
 
 The agent runtime talks to it through the same `openai` client as any provider, in json tool mode
 (see orchestrator.llm.jsontools) at temperature 0.
+
+Threads: BOOCODE_LOCAL_MODEL_THREADS, default max(1, CPUs // 2), for generation and prompt reading
+alike. The model shares the machine with the web, the worker and the agents' commands; on a busy 2-core
+machine one thread was 3-5x faster than two (threads that wait for a busy core stall all the others).
+
+What the server does with a request whose client went away (llama-cpp-python 0.3, server/app.py): one
+request is computed at a time (a lock); a request still waiting for the lock is dropped when it gets it
+("Disconnected from client ... before llm invoked"); a streamed one stops after its next token; a
+non-streamed one (json tool mode) runs to its end. Hence no retry after a timeout
+(Provider.retry_on_timeout): it would only queue behind the abandoned request.
 """
 
 from __future__ import annotations
@@ -29,6 +39,11 @@ class LocalModelError(Exception):
     pass
 
 
+def default_threads() -> int:
+    """Half the CPUs (at least one): the rest stay free for the web, the worker and the agents' commands."""
+    return max(1, (os.cpu_count() or 1) // 2)
+
+
 def server_available() -> str | None:
     """None when llama-cpp-python with its server extra is installed; otherwise what to install."""
     missing = [name for name in ("llama_cpp", "uvicorn", "fastapi", "sse_starlette")
@@ -45,7 +60,7 @@ class LocalModelServer:
         self.model_path = model_path
         self.port = port
         self.context = context
-        self.threads = threads or max(os.cpu_count() or 1, 1)
+        self.threads = threads or default_threads()
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -56,7 +71,7 @@ class LocalModelServer:
     def command(self) -> list[str]:
         return [sys.executable, "-m", "llama_cpp.server", "--model", str(self.model_path), "--model_alias",
                 MODEL_ALIAS, "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", str(self.context),
-                "--n_threads", str(self.threads)]
+                "--n_threads", str(self.threads), "--n_threads_batch", str(self.threads)]
 
     def start(self, timeout: float = 300.0, progress: Callable[[str], None] = lambda line: None) -> None:
         problem = server_available()

@@ -12,6 +12,8 @@ what broke the cached prefix. With the provider's own numbers (cache read tokens
             hit      most of the unchanged prefix was read from cache
             partial  some, but clearly less than the unchanged prefix, was read
             miss     nothing read although a previous call exists
+            unreported  the provider does not say what it read from its cache (llama.cpp): never
+                     called a miss; a changed prefix is still named, since it is known here
     cause   cold_start · model_changed · tools_changed · system_changed · history_rewritten ·
             idle_expired (the gap exceeded the cache lifetime) · provider_miss (the prefix was
             unchanged and recent, yet the provider did not reuse it)
@@ -24,9 +26,10 @@ import json
 from datetime import datetime
 from typing import Any
 
-from orchestrator.llm.usage import Usage
+from orchestrator.llm.usage import Usage, cache_reported
 
 HIT_FRACTION = 0.8
+UNREPORTED_DETAIL = "not reported by this provider: it does not say how many prompt tokens came from its cache"
 
 
 def _digest(value: Any) -> str:
@@ -79,9 +82,12 @@ def diagnose(current: list[dict[str, Any]], usage: Usage, *, previous: list[dict
     shared = len(previous) if previous is not None and changed_at is None else (changed_at or 0)
     shared_estimate = sum(segment["tokens"] for segment in current[:shared])
     expected_cached = round(usage.input_total * shared_estimate / total_estimate) if usage.input_total else 0
-    hit_rate = round(usage.cache_read / usage.input_total, 4) if usage.input_total else None
+    reported = cache_reported(usage)
+    hit_rate = round(usage.cache_read / usage.input_total, 4) if usage.input_total and reported else None
 
-    if usage.cache_read == 0:
+    if not reported:
+        status = "unreported"
+    elif usage.cache_read == 0:
         status = "cold" if previous is None else "miss"
     elif usage.cache_read >= HIT_FRACTION * expected_cached:
         status = "hit"
@@ -91,8 +97,10 @@ def diagnose(current: list[dict[str, Any]], usage: Usage, *, previous: list[dict
     cause = detail = None
     first_changed = None
     if status != "hit":
-        if previous is None:
+        if previous is None and reported:
             cause, detail = "cold_start", "first call of the session: nothing to reuse yet"
+        elif previous is None:  # the server may hold this prefix from elsewhere (a warm-up, another session)
+            detail = UNREPORTED_DETAIL
         elif changed_at is not None:
             first_changed = previous[changed_at]["name"]
             if first_changed == "model":
@@ -103,6 +111,8 @@ def diagnose(current: list[dict[str, Any]], usage: Usage, *, previous: list[dict
                 cause, detail = "system_changed", "system prompt changed"
             else:
                 cause, detail = "history_rewritten", f"{first_changed} differs from what the previous call sent"
+        elif not reported:
+            detail = UNREPORTED_DETAIL
         else:
             idle = (started_at - previous_ended_at).total_seconds() if previous_ended_at else 0.0
             if idle > cache_lifetime_seconds:
