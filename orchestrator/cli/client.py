@@ -42,6 +42,22 @@ def load_credentials(settings: Settings) -> dict[str, str]:
         return {}
 
 
+def missing_token_message(path: Path) -> str:
+    """Where we looked, so that a shell with another BOOCODE_DATA_DIR than `boocode up`'s can tell."""
+    if not path.exists():
+        found = "does not exist"
+    else:
+        try:
+            found = "has no token" if isinstance(json.loads(path.read_text()), dict) else "is not a credentials file"
+        except OSError as error:
+            found = f"cannot be read ({error.strerror})"
+        except ValueError:
+            found = "is not valid JSON"
+    return (f"no API token: no --token, no BOOCODE_TOKEN, and {path} {found}. If `boocode up` runs with another "
+            f"data directory, point this shell at it (export BOOCODE_DATA_DIR=<the directory `up` printed>); "
+            f"otherwise run `boocode up` once (it saves a token there), or pass --token / set BOOCODE_TOKEN")
+
+
 def status_exit_code(status: int) -> int:
     if status in (401, 403):
         return EXIT_AUTH
@@ -59,12 +75,12 @@ class ApiClient:
         saved = load_credentials(settings)
         self.url = (url or settings.api_url or saved.get("url") or settings.base_url).rstrip("/")
         self.token = token or settings.api_token or saved.get("token")
+        self._credentials = credentials_path(settings)
         self._http = httpx.Client(base_url=self.url, timeout=30.0)
 
     def _headers(self) -> dict[str, str]:
         if not self.token:
-            raise CliError("no API token: pass --token, set BOOCODE_TOKEN, or run `boocode up` once "
-                           "(it saves one in the data directory)", EXIT_AUTH)
+            raise CliError(missing_token_message(self._credentials), EXIT_AUTH)
         return {"Authorization": f"Bearer {self.token}"}
 
     def request(self, method: str, path: str, *, body: Any = None, params: dict[str, Any] | None = None,
