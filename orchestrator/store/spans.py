@@ -130,6 +130,7 @@ def summarize(session: Session, *, session_id: uuid.UUID | None = None, run_id: 
     tokens = dict.fromkeys(("input_total", "uncached", "cache_read", "cache_write", "output", "reasoning"), 0)
     cost = {"total": 0.0, "saved": 0.0}
     model_calls = tool_calls = errors = 0
+    reported_input = 0  # input tokens of calls whose provider reports cache reads (llama.cpp does not)
     duration = 0.0
     for span in session.scalars(query):
         if span.kind == "run":
@@ -144,10 +145,13 @@ def summarize(session: Session, *, session_id: uuid.UUID | None = None, run_id: 
         usage = span.attributes.get("usage") or {}
         for key in tokens:
             tokens[key] += int(usage.get(key, 0))
+        if not {"cache_not_reported", "no_usage_reported"} & set(usage.get("flags") or []):
+            reported_input += int(usage.get("input_total", 0))
         span_cost = span.attributes.get("cost") or {}
         cost["total"] += float(span_cost.get("total", 0.0))
         cost["saved"] += float(span_cost.get("saved", 0.0))
-    hit_rate = round(tokens["cache_read"] / tokens["input_total"], 4) if tokens["input_total"] else None
+    # Over the calls that report it: a provider that says nothing is "unknown" (None), not a 0% miss.
+    hit_rate = round(tokens["cache_read"] / reported_input, 4) if reported_input else None
     return {"model_calls": model_calls, "tool_calls": tool_calls, "errors": errors, "tokens": tokens,
             "cost": {key: round(value, 8) for key, value in cost.items()}, "cache_hit_rate": hit_rate,
             "duration_ms": round(duration, 1)}
