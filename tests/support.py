@@ -111,7 +111,28 @@ class Api:
         return wait_for(finished, timeout, 0.1, f"run {run_id} to reach {statuses}")
 
 
-class WorkerProcess:
+class ProcessGroup:
+    """A child started in its own process group, logging to `log_path`: stopped with SIGTERM, then
+    SIGKILL after 20 s, group and all."""
+
+    process: subprocess.Popen[bytes] | None
+    log_path: Path
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+class WorkerProcess(ProcessGroup):
     """A real `celery worker` process (prefork pool) in its own process group."""
 
     def __init__(self, settings: Settings, log_dir: Path, name: str | None = None, concurrency: int = 2) -> None:
@@ -145,18 +166,6 @@ class WorkerProcess:
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
 
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
 
 def collect_frames(socket: Any, count: int, timeout: float = 30) -> list[dict[str, Any]]:
@@ -198,7 +207,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-class WebProcess:
+class WebProcess(ProcessGroup):
     """`boocode web` as a real process: gunicorn's gthread worker with BOOCODE_WEB_THREADS threads, as
     production runs it (the in-thread LiveServer starts a thread per connection, so it has no thread
     limit to exhaust)."""
@@ -227,18 +236,6 @@ class WebProcess:
         except httpx.HTTPError:
             return False
 
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
 
 # A real 1 x 1 GIF: uploads are decoded before they are accepted, so a bare "GIF89a" header is refused.
