@@ -39,6 +39,7 @@ def sample_body(method: str, path: str, tmp_path: Path) -> dict | None:
         ("put", "/api/projects/{project_id}/members/{user_id}"): {"role": "viewer"},
         ("post", "/api/projects/{project_id}/members"): {"username": "nobody-by-that-name", "role": "viewer"},
         ("post", "/api/projects/{project_id}/sessions"): {"title": "t"},
+        ("put", "/api/sessions/{session_id}/title"): {"title": "renamed"},
         ("post", "/api/sessions/{session_id}/messages"): {"text": "hello"},
         ("post", "/api/sessions/{session_id}/probes"): {"steps": 1, "step_seconds": 0},
         ("put", "/api/projects/{project_id}/policy"): {"rules": []},

@@ -217,6 +217,7 @@ VALID_BODIES = {
     ("post", "/api/projects/{project_id}/members"): {"username": "someone", "role": "viewer"},
     ("put", "/api/projects/{project_id}/members/{user_id}"): {"role": "viewer"},
     ("post", "/api/projects/{project_id}/sessions"): {"title": "t"},
+    ("put", "/api/sessions/{session_id}/title"): {"title": "renamed"},
     ("put", "/api/projects/{project_id}/provider"): {"base_url": "http://127.0.0.1:9/v1", "model": "m"},
     ("put", "/api/projects/{project_id}/policy"): {"rules": [{"tool": "read_file", "decision": "allow"}]},
     ("post", "/api/approvals/{approval_id}/decision"): {"decision": "deny", "reason": "no"},

@@ -38,7 +38,10 @@ CREATE_PROJECT = strict({"name": NAME, "root_path": {"type": "string", "minLengt
 SET_MEMBER = strict({"role": ROLE}, ["role"])
 ADD_MEMBER = strict({"username": {"type": "string", "minLength": 1, "maxLength": 200}, "role": ROLE},
                     ["username", "role"])
-CREATE_SESSION = strict({"title": {"type": "string", "minLength": 1, "maxLength": 300}})
+DEFAULT_SESSION_TITLE = "New session"  # replaced by the first message's words (web/blueprints/sessions.py)
+SESSION_TITLE: JSON = {"type": "string", "minLength": 1, "maxLength": 300}
+CREATE_SESSION = strict({"title": {**SESSION_TITLE, "default": DEFAULT_SESSION_TITLE}})
+RENAME_SESSION = strict({"title": {**SESSION_TITLE, "pattern": "\\S"}}, ["title"])
 PART: JSON = {"type": "object", "properties": {"type": {"type": "string", "enum": ["text", "image"]}},
               "required": ["type"]}
 POST_MESSAGE: JSON = {

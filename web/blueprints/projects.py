@@ -96,7 +96,7 @@ def list_sessions(project_id: uuid.UUID, query):
 def create_session(project_id: uuid.UUID, body):
     with state().db.transaction() as session:
         require_project(session, project_id, Role.MEMBER)
-        chat = chat_sessions.create_session(session, project_id, body.get("title", "New session"), current_user().id)
+        chat = chat_sessions.create_session(session, project_id, body.get("title", schemas.DEFAULT_SESSION_TITLE), current_user().id)
         return {"session": chat_sessions.serialize_session(chat)}, 201
 
 

@@ -1,4 +1,8 @@
-"""Sessions: messages (a user message becomes a queued agent run), events, runs and probe runs."""
+"""Sessions: messages (a user message becomes a queued agent run), events, runs and probe runs.
+
+A session still called `schemas.DEFAULT_SESSION_TITLE` takes its title from the first words of the
+first message posted to it; a member can rename it at any time (`PUT …/title`).
+"""
 
 from __future__ import annotations
 
@@ -19,12 +23,33 @@ from web.errors import HttpError
 from web.state import state
 
 bp = Blueprint("sessions", __name__, url_prefix="/api/sessions")
+TITLE_LENGTH = 60
 
 
 @operation(bp, "GET", "/<uuid:session_id>", summary="Get a session")
 def get_session(session_id: uuid.UUID):
     with state().db.transaction() as session:
         return {"session": chat_sessions.serialize_session(load_visible_session(session, session_id, Role.VIEWER))}
+
+
+@operation(bp, "PUT", "/<uuid:session_id>/title", summary="Rename a session (member)", body=schemas.RENAME_SESSION)
+def rename_session(session_id: uuid.UUID, body):
+    with state().db.transaction() as session:
+        chat = load_visible_session(session, session_id, Role.MEMBER)
+        chat.title = body["title"]
+        return {"session": chat_sessions.serialize_session(chat)}
+
+
+def title_from(parts: list[dict]) -> str | None:
+    """A session's title from a message: the first words of its text, cut at a word before TITLE_LENGTH."""
+    text = next((part["text"] for part in parts if part.get("type") == "text" and part.get("text", "").strip()), "")
+    words = " ".join(text.split())
+    if not words:
+        return None
+    if len(words) <= TITLE_LENGTH:
+        return words
+    cut = words[:TITLE_LENGTH].rsplit(" ", 1)[0] or words[:TITLE_LENGTH]
+    return cut.rstrip(" ,.;:") + "…"
 
 
 @operation(bp, "GET", "/<uuid:session_id>/messages", summary="List messages in order",
@@ -48,6 +73,8 @@ def post_message(session_id: uuid.UUID, body):
         message = chat_sessions.add_message(session, chat.id, MessageRole.USER, parts, created_by=current_user().id,
                                             run_id=run.id)
         run.input = {"message_id": str(message.id)}
+        if chat.title == schemas.DEFAULT_SESSION_TITLE:
+            chat.title = title_from(parts) or chat.title
     state().queue.enqueue_run(run.kind, run.id)
     return {"message": chat_sessions.serialize_message(message), "run": runs.serialize_run(run)}, 202
 
