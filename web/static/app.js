@@ -61,14 +61,33 @@ signout.addEventListener("click", async () => {
 
 // ------------------------------------------------------------------ projects, members, sessions
 
-async function showProjects() {
+// Your projects; an admin also registers a directory as a new project here.
+async function showProjects(user) {
   setCrumbs("Projects");
   const {projects} = await api("GET", "/api/projects");
-  view.replaceChildren(el("h1", {}, "Projects"),
+  const nodes = [el("h1", {}, "Projects"),
     projects.length ? el("ul", {class: "list"}, projects.map((project) =>
       el("li", {}, el("a", {href: `#/projects/${project.id}`}, project.name), " ",
          el("span", {class: "status"}, `${project.role} · ${project.root_path}`))))
-    : el("p", {}, "You are not a member of any project yet."));
+    : el("p", {}, "You are not a member of any project yet.")];
+  if (user.is_admin) {
+    const problem = el("p", {class: "error", role: "alert"});
+    const form = el("form", {class: "row", "aria-label": "Add a project"},
+      el("label", {}, "Name", el("input", {name: "name", required: true, maxlength: "200"})),
+      el("label", {class: "wide"}, "Root path (a directory on the server)",
+         el("input", {name: "root_path", required: true, placeholder: "/srv/code/my-project", size: "40"})),
+      el("button", {type: "submit"}, "Add project"));
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const data = new FormData(form);
+      try {
+        const {project} = await api("POST", "/api/projects", {name: data.get("name").trim(), root_path: data.get("root_path").trim()});
+        location.hash = `#/projects/${project.id}`;
+      } catch (error) { problem.textContent = error.message; }
+    });
+    nodes.push(el("h2", {}, "Add a project"), form, problem);
+  }
+  view.replaceChildren(...nodes);
 }
 
 const BADGES = {running: "running", waiting: "waiting for approval", failed: "failed", cancelled: "cancelled"};
@@ -80,7 +99,7 @@ async function showProject(projectId) {
   const canWrite = project.role !== "viewer";
   const create = el("button", {type: "button"}, "New session");
   create.addEventListener("click", async () => {
-    const {session} = await api("POST", `/api/projects/${projectId}/sessions`, {title: "New session"});
+    const {session} = await api("POST", `/api/projects/${projectId}/sessions`, {});  // named by its first message
     location.hash = `#/sessions/${session.id}`;
   });
   view.replaceChildren(el("h1", {}, project.name),
@@ -143,12 +162,46 @@ async function showMembers(projectId) {
 const TABS = ["chat", "trace", "cache"];
 const plural = (count, noun) => `${count} ${noun}${count === 1 ? "" : "s"}`;
 
+// The session's title as a heading; members rename it in place (Enter keeps, Escape gives up).
+function titleEditor(chat, canWrite, onRenamed) {
+  const heading = el("h1", {id: "session-title"}, chat.title);
+  if (!canWrite) return {node: heading, show: () => null};
+  const rename = el("button", {type: "button", class: "secondary small", "aria-label": "Rename the session"}, "Rename");
+  const node = el("div", {class: "title-row"}, heading, rename);
+  const show = (title) => { chat.title = title; heading.textContent = title; onRenamed(title); };
+  rename.addEventListener("click", () => {
+    const input = el("input", {name: "title", "aria-label": "Session title", value: chat.title, maxlength: "300", size: "50"});
+    const problem = el("span", {class: "error", role: "alert"});
+    const form = el("form", {class: "title-row", "aria-label": "Rename the session"}, input,
+                    el("button", {type: "submit"}, "Save"), problem);
+    const close = () => form.replaceWith(node);
+    input.addEventListener("keydown", (event) => { if (event.key === "Escape") close(); });
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      try {
+        const {session} = await api("PUT", `/api/sessions/${chat.id}/title`, {title: input.value.trim()});
+        show(session.title);
+        close();
+        rename.focus();
+      } catch (error) { problem.textContent = error.message; }
+    });
+    node.replaceWith(form);
+    input.select();
+  });
+  return {node, show};
+}
+
 async function showSession(sessionId, tab) {
   const {session: chat} = await api("GET", `/api/sessions/${sessionId}`);
   const {project} = await api("GET", `/api/projects/${chat.project_id}`);
-  setCrumbs(el("a", {href: "#/"}, "Projects"), el("a", {href: `#/projects/${project.id}`}, project.name), chat.title);
+  const crumb = el("span", {}, chat.title);
+  setCrumbs(el("a", {href: "#/"}, "Projects"), el("a", {href: `#/projects/${project.id}`}, project.name), crumb);
   const canWrite = project.role !== "viewer";
-  const conversation = await createChat({sessionId, canWrite});
+  const title = titleEditor(chat, canWrite, (text) => { crumb.textContent = text; });
+  // the server names a session from its first message: show the name it chose
+  const onSent = () => api("GET", `/api/sessions/${sessionId}`)
+    .then(({session}) => { if (session.title !== chat.title) title.show(session.title); }).catch(() => null);
+  const conversation = await createChat({sessionId, canWrite, onSent});
   const trace = createTrace({sessionId});
   const cache = createCache({sessionId});
   const panels = {chat: conversation.node, trace: trace.node, cache: cache.node};
@@ -194,7 +247,7 @@ async function showSession(sessionId, tab) {
   };
   await refreshFooter();
   view.replaceChildren(el("div", {class: "session-page"},
-    el("div", {class: "session-main"}, el("h1", {}, chat.title), tabList, holders, footer), timeline.node));
+    el("div", {class: "session-main"}, title.node, tabList, holders, footer), timeline.node));
   await select(TABS.includes(tab) ? tab : "chat");
   conversation.scrollToEnd();
   let footerTimer = null;
@@ -222,7 +275,7 @@ async function route() {
     else if (kind === "projects" && id) await showProject(id);
     else if (kind === "sessions" && id) await showSession(id, sub);
     else if (kind === "runs" && id) await showWorkflowRun(view, id, setCrumbs);
-    else await showProjects();
+    else await showProjects(user);
   } catch (problem) {
     if (problem.status === 401) return showSignIn();
     if (problem.status === 404) return view.replaceChildren(el("h1", {}, "Not found"),

@@ -98,6 +98,21 @@ export function duration(ms) {
   return ms < 1000 ? `${Math.round(ms)} ms` : ms < 90000 ? `${(ms / 1000).toFixed(1)} s` : `${(ms / 60000).toFixed(1)} min`;
 }
 
+// Turns: the API counts a run's turns from 0; every view shows them to people counting from 1.
+export const turnNumber = (turn) => turn + 1;
+
+// Runs are numbered in the order they were made in the session (1 = the oldest), the same in every
+// view. `of(id)` is null for a run made after the last `load()`.
+export function runNumbers(sessionId) {
+  let numbers = new Map();
+  const load = async () => {
+    const {runs} = await api("GET", `/api/sessions/${sessionId}/runs?limit=500`);
+    numbers = new Map([...runs].reverse().map((run, index) => [run.id, index + 1]));
+    return runs;
+  };
+  return {load, of: (runId) => numbers.get(runId) ?? null};
+}
+
 // A hit rate's badge colour: ≥60% good, 30–59% fair, <30% poor.
 export function hitClass(fraction) {
   if (fraction === null || fraction === undefined) return "hit-none";

@@ -3,6 +3,7 @@
 // attachments (picker, drag-and-drop, paste) and the background subagents pane.
 
 import {ENDED, api, el, imageURL, toast, upload} from "./api.js";
+import {markdownNode} from "./markdown.js";
 
 const DIFF_LINES_SHOWN = 40;
 const WINDOW = 120;      // messages put in the page at first
@@ -50,16 +51,35 @@ function thumbnail(sessionId, part) {
   return button;
 }
 
+// Why a failed tool call failed, in one line for its collapsed row: run_command's status line
+// ("exit code 1", "timed out after 30s") and the first line of its stderr, or the error's own first line.
+export function failureSummary(content) {
+  const lines = content.split("\n");
+  const status = lines.find((line) => /^(exit code -?\d+|timed out |stopped: )/.test(line));
+  if (!status) return lines.find((line) => line.trim()) || "";
+  const errors = lines.slice(lines.indexOf("--- stderr ---") + 1).find((line) => line.trim());
+  const output = lines.slice(lines.indexOf("--- stdout ---") + 1, lines.indexOf("--- stderr ---")).find((line) => line.trim());
+  const why = lines.includes("--- stderr ---") ? errors || output : "";
+  return why ? `${status}: ${why.trim().slice(0, 160)}` : status;
+}
+
+function toolResultNode(part) {
+  const first = part.content.split("\n")[0].slice(0, 120);
+  const summary = el("summary", {}, `${part.name}${part.is_error ? " failed" : ""}: ${first}`);
+  if (part.is_error) {
+    const why = failureSummary(part.content);
+    if (why && why !== first) summary.append(el("span", {class: "why", "data-field": "why"}, why));
+  }
+  return el("details", {class: part.is_error ? "result failed" : "result"}, summary, el("pre", {}, part.content));
+}
+
 function renderParts(sessionId, message) {
   const nodes = [];
   for (const part of message.parts) {
-    if (part.type === "text") nodes.push(el("div", {}, part.text));
+    if (part.type === "text") nodes.push(message.role === "assistant" ? markdownNode(part.text) : el("div", {}, part.text));
     else if (part.type === "tool_call") nodes.push(el("div", {class: "call"}, `→ ${part.name}(${part.arguments})`));
-    else if (part.type === "tool_result") {
-      const first = part.content.split("\n")[0].slice(0, 120);
-      nodes.push(el("details", {class: part.is_error ? "result failed" : "result"},
-        el("summary", {}, `${part.name}${part.is_error ? " failed" : ""}: ${first}`), el("pre", {}, part.content)));
-    } else if (part.type === "diff") nodes.push(diffNode(part));
+    else if (part.type === "tool_result") nodes.push(toolResultNode(part));
+    else if (part.type === "diff") nodes.push(diffNode(part));
     else if (part.type === "error") nodes.push(el("div", {class: "failed", role: "alert"}, `error ${part.code}: ${part.message}`));
     else if (part.type === "image") nodes.push(thumbnail(sessionId, part));
   }
@@ -68,6 +88,7 @@ function renderParts(sessionId, message) {
 
 // Background subagents of a session: state, elapsed time, result; cancel and retry for members.
 function subagentsPane(sessionId, canWrite) {
+  const known = new Map();  // task id → the subagent as the API describes it (label, prompt, state…)
   const badge = el("span", {class: "badge running", hidden: true});
   const items = el("ul", {class: "list"});
   const pane = el("aside", {class: "subagents", "aria-label": "Background subagents", hidden: true},
@@ -75,6 +96,7 @@ function subagentsPane(sessionId, canWrite) {
   const act = async (path) => { await api("POST", path).catch((problem) => toast(problem.message)); refresh(); };
   const refresh = async () => {
     const {subagents, running} = await api("GET", `/api/sessions/${sessionId}/subagents`);
+    for (const task of subagents) known.set(task.task_id, task);
     pane.hidden = subagents.length === 0;
     badge.hidden = running === 0;
     badge.textContent = `${running} running`;
@@ -84,7 +106,8 @@ function subagentsPane(sessionId, canWrite) {
       const row = el("li", {"data-task": task.task_id},
         el("strong", {}, task.label || task.task_id.slice(0, 8)), " ",
         el("span", {class: `badge ${task.state}`}, task.state.replaceAll("_", " ")),
-        el("span", {class: "status"}, `${seconds} · ${task.tokens} tokens`));
+        el("span", {class: "status"}, `${seconds} · ${task.tokens} tokens`),
+        task.prompt ? el("p", {class: "prompt", "data-field": "prompt", title: task.prompt}, task.prompt) : "");
       if (task.result || task.error) {
         row.append(el("details", {class: "result"}, el("summary", {}, task.result ? "result" : "error"),
           el("pre", {}, task.result || `${task.error.code}: ${task.error.message}`)));
@@ -98,7 +121,34 @@ function subagentsPane(sessionId, canWrite) {
       return row;
     }));
   };
-  return {pane, refresh};
+  return {pane, refresh, known};
+}
+
+const firstWords = (text, length = 240) => text.length > length ? `${text.slice(0, length).trimEnd()}…` : text;
+
+// A subagent's finished (or failed) notice, which reaches the chat as the message that hands its
+// result over: shown as a system event with the subagent's label and prompt, not as something the
+// person wrote. The notice's text parts pair up, in order, with its subagent_notice parts.
+function noticeNode(message, tasks) {
+  const notices = message.parts.filter((part) => part.type === "subagent_notice");
+  const texts = message.parts.filter((part) => part.type === "text");
+  const node = el("article", {class: "message system subagent-notice", "data-seq": message.seq, "data-id": message.id,
+                              "data-run": message.run_id || undefined, role: "note"});
+  const fill = () => node.replaceChildren(el("span", {class: "role"}, "system"), ...notices.map((notice, index) => {
+    const task = tasks.known.get(notice.task_id) || {};
+    const label = task.label || notice.task_id.slice(0, 8);
+    const ended = notice.status === "completed" ? "finished" : notice.status.replaceAll("_", " ");
+    const seconds = task.duration_seconds === null || task.duration_seconds === undefined ? "" : ` after ${task.duration_seconds.toFixed(1)}s`;
+    const said = (texts[index] ? texts[index].text : "").split("\n").slice(1).join("\n").trim();
+    return el("div", {class: "notice", "data-task": notice.task_id},
+      el("strong", {}, `Subagent ${label} ${ended}${seconds}`),
+      task.prompt ? el("p", {class: "prompt", "data-field": "prompt"}, "Prompt: ", firstWords(task.prompt)) : "",
+      said || task.result ? el("details", {class: "result"}, el("summary", {}, notice.status === "completed" ? "result" : "error"),
+        el("pre", {}, said || task.result)) : "");
+  }));
+  fill();
+  if (notices.some((notice) => !tasks.known.has(notice.task_id))) tasks.refresh().then(fill).catch(() => null);
+  return node;
 }
 
 // A tool call waiting for a person: approve or deny (members), or just see it (viewers).
@@ -107,6 +157,8 @@ function approvalNode(approval, canWrite, onDecided) {
                           "data-approval": approval.id},
     el("strong", {}, `${approval.tool} needs approval`), el("pre", {}, JSON.stringify(approval.arguments)));
   if (canWrite) {
+    const actions = el("div", {class: "approval-actions"});
+    card.append(actions);
     for (const decision of ["approve", "deny"]) {
       const button = el("button", {type: "button", class: decision === "deny" ? "secondary" : ""},
         decision === "approve" ? "Approve" : "Deny");
@@ -114,7 +166,7 @@ function approvalNode(approval, canWrite, onDecided) {
         await api("POST", `/api/approvals/${approval.id}/decision`, {decision});
         onDecided(approval.id);
       });
-      card.append(button);
+      actions.append(button);
     }
   }
   return card;
@@ -182,7 +234,7 @@ function composer(sessionId, onSend) {
   return form;
 }
 
-export async function createChat({sessionId, canWrite}) {
+export async function createChat({sessionId, canWrite, onSent = () => null}) {
   // The whole conversation is kept in memory; only the newest WINDOW messages (and whatever the reader
   // scrolls back to) are in the page, so a session of thousands of messages stays fast.
   const all = [];
@@ -214,8 +266,19 @@ export async function createChat({sessionId, canWrite}) {
     || recent.filter((run) => chatRuns.has(run.id) && run.status === "queued").at(-1);
   if (busy) { activeRun = busy.id; status.textContent = busy.status === "waiting" ? "waiting for approval" : "working…"; stop.hidden = !canWrite; }
 
+  const tasks = subagentsPane(sessionId, canWrite);
+  await tasks.refresh();
+
   const atBottom = () => list.scrollHeight - list.scrollTop - list.clientHeight < 40;
   const messageNode = (message) => {
+    if (message.parts.some((part) => part.type === "subagent_notice")) return noticeNode(message, tasks);
+    const subagent = message.run_id && tasks.known.get(message.run_id);  // a subagent's own conversation
+    if (subagent) {
+      return el("article", {class: `message ${message.role} from-subagent`, "data-seq": message.seq, "data-id": message.id,
+                            "data-run": message.run_id},
+        el("span", {class: "role"}, `subagent ${subagent.label || subagent.task_id.slice(0, 8)} · ${message.role}`),
+        renderParts(sessionId, message));
+    }
     const node = el("article", {class: `message ${message.role}`, "data-seq": message.seq, "data-id": message.id,
                                 "data-run": message.run_id || undefined},
       el("span", {class: "role"}, message.role), renderParts(sessionId, message));
@@ -275,8 +338,6 @@ export async function createChat({sessionId, canWrite}) {
   };
   const {approvals: waiting} = await api("GET", `/api/sessions/${sessionId}/approvals?status=pending`);
   waiting.forEach(showApproval);
-  const tasks = subagentsPane(sessionId, canWrite);
-  await tasks.refresh();
 
   const node = el("div", {class: "chat"}, tasks.pane, list, pending,
                   el("div", {class: "controls"}, status, queueNote, canWrite ? stop : ""));
@@ -287,6 +348,7 @@ export async function createChat({sessionId, canWrite}) {
       if (!runStatus.has(run.id)) runStatus.set(run.id, run.status);
       add(message);
       refreshQueue();
+      onSent(message);
     }));
   }
   // The newest messages in view (again a frame later, once the ones on screen have their real sizes).
@@ -304,7 +366,13 @@ export async function createChat({sessionId, canWrite}) {
   };
   const handlers = {
     "message.created": (event) => api("GET", `/api/sessions/${sessionId}/messages?after=${event.seq - 1}&limit=1`)
-      .then(({messages: found}) => found.filter((message) => message.seq === event.seq).forEach(add)),
+      .then(async ({messages: found}) => {
+        for (const message of found.filter((message) => message.seq === event.seq)) {
+          // a run that is not the chat's own may be a subagent just spawned: learn its label first
+          if (message.run_id && !chatRuns.has(message.run_id) && !tasks.known.has(message.run_id)) await tasks.refresh();
+          add(message);
+        }
+      }),
     "text.delta": (event) => {
       if (!chatRuns.has(event.run_id)) return;  // a subagent's or workflow agent's text is not this chat's
       const follow = atBottom();

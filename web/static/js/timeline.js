@@ -1,12 +1,14 @@
 // The session timeline: one entry per turn of the chat's own runs (model, tokens, duration, tool calls),
-// kept current from span events. Choosing a turn scrolls the chat to it.
+// kept current from span events; a running turn's duration ticks every half second. Runs and turns
+// are numbered as in the trace and cache views ("run 2 · turn 1"). Choosing a turn scrolls the chat to it.
 
-import {allSpans, api, duration, el, number} from "./api.js";
+import {allSpans, duration, el, number, runNumbers, turnNumber} from "./api.js";
 
 export async function createTimeline({sessionId, onPick}) {
   const turns = new Map();   // "run/turn" → {run, turn, started, ended, status, model, tokens, tools:Set}
   const chatRuns = new Set();
-  const {runs} = await api("GET", `/api/sessions/${sessionId}/runs?limit=500`);
+  const numbers = runNumbers(sessionId);
+  const runs = await numbers.load();
   runs.filter((run) => run.kind === "agent" && !run.parent_id).forEach((run) => chatRuns.add(run.id));
   const items = el("ol", {class: "timeline-list"});
   const node = el("nav", {class: "timeline", "aria-label": "Session timeline"}, el("h2", {}, "Timeline"), items);
@@ -30,25 +32,43 @@ export async function createTimeline({sessionId, onPick}) {
   const render = () => {
     const list = [...turns.values()].sort((a, b) => a.position - b.position);
     const seenInRun = new Map();
-    items.replaceChildren(...(list.length ? list.map((turn, index) => {
+    items.replaceChildren(...(list.length ? list.map((turn) => {
       const rank = seenInRun.get(turn.run) || 0;  // the how-manieth turn of its run, counting from 0
       seenInRun.set(turn.run, rank + 1);
-      const length = turn.ended ? turn.duration : turn.started ? Date.now() - new Date(turn.started).getTime() : null;
-      const pick = el("button", {type: "button", class: `turn ${turn.status || "running"}`, "data-run": turn.run, "data-turn": String(turn.turn)},
-        el("strong", {}, `Turn ${index + 1}`),
-        el("span", {class: "status"}, `${turn.model || "…"} · ${number(turn.tokens)} tokens · ${duration(length)} · ` +
-                                      `${turn.tools.size} tool call${turn.tools.size === 1 ? "" : "s"}`));
+      const running = !turn.ended;
+      const pick = el("button", {type: "button", class: `turn ${running ? "running" : turn.status}`, "data-run": turn.run,
+                                 "data-turn": String(turn.turn)},
+        el("strong", {}, `Run ${numbers.of(turn.run) ?? "?"} · turn ${turnNumber(turn.turn)}`),
+        el("span", {class: "status"}, `${turn.model || "…"} · `,
+           el("span", {"data-field": "tokens"}, running && !turn.tokens ? "… tokens" : `${number(turn.tokens)} tokens`), " · ",
+           el("span", {"data-field": "duration"}, duration(length(turn))), " · ",
+           `${turn.tools.size} tool call${turn.tools.size === 1 ? "" : "s"}`));
       pick.addEventListener("click", () => onPick(turn.run, rank));
-      return el("li", {}, pick);
+      return el("li", {"data-key": `${turn.run}/${turn.turn}`}, pick);
     }) : [el("li", {class: "status"}, "No turns yet.")]));
   };
+  const length = (turn) => turn.ended ? turn.duration : turn.started ? Date.now() - new Date(turn.started).getTime() : null;
+  // A running turn's duration grows in place (the button, its focus and the list's scroll stay).
+  let placed = false;
+  const ticker = setInterval(() => {
+    if (node.isConnected) placed = true;
+    else { if (placed) clearInterval(ticker); return; }  // gone with the page it was on
+    for (const turn of turns.values()) {
+      if (turn.ended || !turn.started) continue;
+      const shown = items.querySelector(`[data-key="${turn.run}/${turn.turn}"] [data-field="duration"]`);
+      if (shown) shown.textContent = duration(length(turn));
+    }
+  }, 500);
   for (const kind of ["turn", "model_call", "tool_call"]) {
     for (const span of await allSpans(`/api/sessions/${sessionId}/spans?kind=${kind}`)) take(span);
   }
   render();
   let timer = null;
   const handle = (event) => {
-    if (event.type === "run.queued" && event.data.kind === "agent" && !event.data.parent_id) chatRuns.add(event.run_id);
+    if (event.type === "run.queued" && event.data.kind === "agent" && !event.data.parent_id) {
+      chatRuns.add(event.run_id);
+      if (numbers.of(event.run_id) === null) numbers.load().then(render);
+    }
     if ((event.type === "span.started" || event.type === "span.finished") && take(event.data)) {
       clearTimeout(timer);
       timer = setTimeout(render, 150);

@@ -5,6 +5,43 @@
 
 import {ENDED, api, dollars, duration, el, follow, number, toast} from "./api.js";
 
+const plural = (count, noun) => `${count} ${noun}${count === 1 ? "" : "s"}`;
+const words = (status) => status.replaceAll("_", " ");  // completed_with_failures → completed with failures
+
+// What a workflow run is doing, as a person would say it: between two ticks the run itself is queued
+// for the worker while its agents work, which is running, not waiting to start.
+export function shownStatus(report) {
+  const status = report.run.status;
+  if (status === "queued" && (report.run.started_at || report.agents.some((agent) => agent.status === "running"))) return "running";
+  return status;
+}
+
+// The arguments a workflow declares (`meta.args`: a JSON Schema or a description of each argument, and
+// `meta.example`), wherever the workflow list puts them; null when it declares none.
+export function declaredArgs(workflow) {
+  const meta = workflow.meta || {};
+  const args = workflow.args ?? meta.args ?? null;
+  const example = workflow.example ?? meta.example ?? workflow.argsExample ?? meta.argsExample ?? null;
+  if (args === null && example === null) return null;
+  const schema = args && typeof args === "object" && args.type === "object" && args.properties ? args : null;
+  const fields = schema ? Object.entries(schema.properties).map(([name, spec]) =>
+    ({name, type: spec.type || "", about: spec.description || "", required: (schema.required || []).includes(name)}))
+    : args && typeof args === "object" ? Object.entries(args).map(([name, about]) =>
+      ({name, type: "", about: typeof about === "string" ? about : JSON.stringify(about), required: false}))
+    : [];
+  return {fields, required: schema ? schema.required || [] : [], text: typeof args === "string" ? args : "", example};
+}
+
+function argsHint(declared) {
+  if (!declared) return el("p", {class: "status args-hint"}, "This workflow declares no arguments (meta.args); see its source for what it reads from args.");
+  return el("div", {class: "args-hint", "aria-label": "Arguments it takes"},
+    declared.text ? el("p", {class: "status"}, declared.text) : "",
+    declared.fields.length ? el("ul", {class: "args"}, declared.fields.map((field) => el("li", {"data-arg": field.name},
+      el("code", {}, field.name), field.type ? ` (${field.type}${field.required ? ", required" : ""})` : field.required ? " (required)" : "",
+      field.about ? ` — ${field.about}` : ""))) : "",
+    declared.example !== null ? el("p", {class: "status"}, "Example: ", el("code", {}, JSON.stringify(declared.example))) : "");
+}
+
 
 function capsFields() {
   const field = (name, label) => el("label", {}, label, el("input", {name, type: "number", min: "1", placeholder: "default"}));
@@ -13,12 +50,17 @@ function capsFields() {
 }
 
 function runForm(project, workflow, sessions) {
-  const args = el("textarea", {name: "args", "aria-label": "Arguments (JSON)", rows: "5", spellcheck: "false"}, "{}");
+  const declared = declaredArgs(workflow);
+  const start = declared && declared.example !== null ? JSON.stringify(declared.example, null, 2) : "{}";
+  const args = el("textarea", {name: "args", "aria-label": "Arguments (JSON)", rows: "5", spellcheck: "false"}, start);
   const argsProblem = el("p", {class: "error", role: "alert", id: `args-problem-${workflow.name}`});
   const parsed = () => {
     const text = args.value.trim();
     if (!text) return {value: undefined};
-    try { return {value: JSON.parse(text)}; } catch (error) { return {problem: `not valid JSON: ${error.message}`}; }
+    let value;
+    try { value = JSON.parse(text); } catch (error) { return {problem: `not valid JSON: ${error.message}`}; }
+    const missing = (declared ? declared.required : []).filter((name) => !value || typeof value !== "object" || !(name in value));
+    return missing.length ? {problem: `missing ${missing.join(", ")} (this workflow requires ${missing.length === 1 ? "it" : "them"})`} : {value};
   };
   args.addEventListener("input", () => {
     const {problem} = parsed();
@@ -31,7 +73,7 @@ function runForm(project, workflow, sessions) {
   const outcome = el("div", {class: "dry-run", role: "status"});
   const check = el("button", {type: "button", class: "secondary"}, "Check (dry run)");
   const form = el("form", {class: "run-workflow", "aria-label": `Run ${workflow.name}`},
-    el("label", {}, "Arguments (JSON)", args), argsProblem, el("label", {}, "Run in", where), caps,
+    el("label", {}, "Arguments (JSON)", args), argsHint(declared), argsProblem, el("label", {}, "Run in", where), caps,
     el("div", {class: "row"}, el("button", {type: "submit"}, "Run"), check), outcome);
   const body = (dryRun) => {
     const {value, problem} = parsed();
@@ -102,9 +144,23 @@ export async function showWorkflows(view, project) {
     el("h2", {}, "Recent runs"),
     recent.length ? el("ul", {class: "list"}, recent.map((run) => el("li", {},
       el("a", {href: `#/runs/${run.id}`}, `${(run.input && run.input.meta && run.input.meta.name) || run.id.slice(0, 8)}`), " ",
-      el("span", {class: `badge ${run.status}`}, run.status), " ",
+      el("span", {class: `badge ${run.status}`}, words(run.status)), " ",
       el("span", {class: "status"}, new Date(run.created_at).toLocaleString()))))
       : el("p", {class: "status"}, "None yet."));
+}
+
+// Each failure once: an agent that failed is also reported by the parallel() or script step that
+// awaited it, with the same reason; the agent's entry (with its label) is the one kept.
+export function distinctFailures(report) {
+  const byAgent = new Set(report.failures.filter((failure) => failure.kind === "agent").map((failure) => failure.reason));
+  const seen = new Set();
+  return report.failures.filter((failure) => {
+    if (failure.kind !== "agent" && byAgent.has(failure.reason)) return false;
+    const key = `${failure.kind}|${failure.key ?? failure.index}|${failure.reason}`;
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
 }
 
 function agentRow(agent, now, pass) {
@@ -114,7 +170,7 @@ function agentRow(agent, now, pass) {
   return el("li", {class: `agent ${agent.status}${stale ? " stale" : ""}`, "data-agent": agent.key},
     el("strong", {}, agent.label || agent.key), " ",
     stale ? el("span", {class: "badge", title: "made in an earlier pass and not used by this one"}, `pass ${agent.pass}`) : "", " ",
-    el("span", {class: `badge ${agent.status}`}, agent.status), " ",
+    el("span", {class: `badge ${agent.status}`}, words(agent.status)), " ",
     agent.cached ? el("span", {class: "badge cached", title: "served from the journal: not run again"}, "cached") : "",
     el("span", {class: "status"}, ` ${agent.model || ""} · ${number(agent.tokens)} tokens · ${dollars(agent.cost)} · ${duration(elapsed)}`),
     agent.error ? el("div", {class: "failed"}, `${agent.error.code || "error"}: ${agent.error.message || ""}`) : "",
@@ -140,21 +196,25 @@ export async function showWorkflowRun(view, runId, setCrumbs) {
     const ended = ENDED.includes(report.run.status);
     cancel.hidden = !canWrite || ended;
     resume.hidden = !canWrite || !ended;
-    const counts = Object.entries(report.counts).map(([name, count]) => `${count} ${name}`).join(", ");
-    state.replaceChildren(el("span", {class: `badge ${report.run.status}`}, report.run.status),
-      ` pass ${report.pass} · ${report.totals.agents} agents (${counts || "none yet"}) · ${report.cached} cached · ` +
+    const counts = Object.entries(report.counts).map(([name, count]) => `${count} ${words(name)}`).join(", ");
+    const status = shownStatus(report);
+    state.replaceChildren(el("span", {class: `badge large ${status}`, "data-status": status}, words(status)),
+      ` pass ${report.pass} · ${plural(report.totals.agents, "agent")} (${counts || "none yet"}) · ${report.cached} cached · ` +
       `${number(report.totals.tokens)} tokens · ${dollars(report.totals.cost)}`);
     const byKey = new Map(report.agents.map((agent) => [agent.key, agent]));
+    const failures = distinctFailures(report);
     const opened = new Set([...body.querySelectorAll("[data-agent] details[open]")].map((node) => node.closest("[data-agent]").dataset.agent));
     body.replaceChildren(
       el("section", {"aria-label": "Phases"}, report.phases.map((phase) => el("section", {class: "phase", "aria-label": `phase ${phase.title || "(none)"}`},
         el("h2", {}, phase.title || "(no phase)"),
         phase.agents.length ? el("ul", {class: "list agents"}, phase.agents.map((key) => agentRow(byKey.get(key), now, report.pass)))
           : el("p", {class: "status"}, "no agents yet")))),
-      report.failures.length ? el("section", {"aria-label": "Failures"}, el("h2", {}, "Failures"),
-        el("ul", {class: "list"}, report.failures.map((failure) => el("li", {class: "failed"},
-          `${failure.label || failure.key || ""} ${failure.status || "failed"}: ${failure.reason || JSON.stringify(failure)}`)))) : "",
-      report.error ? el("p", {class: "failed", role: "alert"}, `${report.error.code}: ${report.error.message}`) : "",
+      failures.length ? el("section", {"aria-label": "Failures"}, el("h2", {}, "Failures"),
+        el("ul", {class: "list"}, failures.map((failure) => el("li", {class: "failed"},
+          `${failure.label || failure.key || failure.kind || ""} ${failure.status ? words(failure.status) : "failed"}` +
+          `${failure.line ? ` (line ${failure.line})` : ""}: ${failure.reason || JSON.stringify(failure)}`)))) : "",
+      report.error ? el("p", {class: "failed", role: "alert", id: "workflow-error"},
+        `${report.error.code}${report.error.line ? ` at line ${report.error.line}` : ""}: ${report.error.message}`) : "",
       report.value !== null && report.value !== undefined ? el("section", {"aria-label": "Result"}, el("h2", {}, "Result"),
         el("pre", {class: "workflow-result"}, typeof report.value === "string" ? report.value : JSON.stringify(report.value, null, 2))) : "",
       el("section", {"aria-label": "Log"}, el("h2", {}, "Log"),
