@@ -229,7 +229,8 @@ def test_images_follow_ups_queued_and_members_managed_by_an_owner(site: Any, fak
         expect(previews).to_have_count(0)
         thumb = page.locator(".message.user img.thumb")
         expect(thumb).to_have_count(1)
-        page.wait_for_function("document.querySelector('.message.user img.thumb').naturalWidth === 40")
+        # (not wait_for_function: its polling evaluates a string, which the page's policy refuses)
+        expect(thumb).to_have_js_property("naturalWidth", 40)
 
         # a follow-up sent while the agent is still answering waits its turn, and says so
         expect(page.locator(".message.live")).to_be_visible()
