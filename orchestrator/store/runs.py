@@ -129,7 +129,9 @@ def claim_run(session: Session, run_id: uuid.UUID, owner: str, lease_seconds: fl
     if lease.claims == 1:
         append_event(session, lease.session_id, "run.started", {"epoch": lease.epoch, "owner": owner}, run_id=run_id)
     elif row.prior_status == RunStatus.RUNNING.value:
-        append_event(session, lease.session_id, "run.resumed", {"epoch": lease.epoch, "owner": owner}, run_id=run_id)
+        expired = lease.crash_log[-1].get("lease_expired_at") if lease.crash_log else None
+        append_event(session, lease.session_id, "run.resumed",
+                     {"epoch": lease.epoch, "owner": owner, "lease_expired_at": expired}, run_id=run_id)
     return lease
 
 
