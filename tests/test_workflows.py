@@ -690,3 +690,25 @@ def test_an_eager_agent_still_running_at_the_end_is_reported_as_it_ended(flow: F
     assert agents["quick"]["status"] == "completed"
     assert agents["eager"]["status"] == "cancelled", agents["eager"]
     assert status["counts"].get("running") is None
+
+
+def test_a_workflow_declares_its_args_and_bad_args_are_refused_before_launch(flow: Flow) -> None:
+    folder = flow.root / ".boocode" / "workflows"
+    folder.mkdir(parents=True)
+    (folder / "typed.js").write_text(
+        'export const meta = {name: "typed", description: "takes files",\n'
+        '  args: {type: "object", required: ["files"], properties: {files: {type: "array", items: {type: "string"}}}},\n'
+        '  example: {files: ["src/app.py"]}};\nreturn args.files.length;\n')
+    listed = {item["name"]: item for item in flow.api.ok(
+        "GET", f"/api/projects/{flow.chat['project_id']}/workflows")["workflows"]}
+    assert listed["typed"]["args"]["required"] == ["files"] and listed["typed"]["example"] == {"files": ["src/app.py"]}
+    missing = flow.api.post(f"/api/sessions/{flow.chat['id']}/workflows", {"name": "typed"})
+    assert missing.status_code == 422 and "meta.args" in missing.json()["error"]["message"]
+    wrong = flow.api.post(f"/api/sessions/{flow.chat['id']}/workflows", {"name": "typed", "args": {"files": [3]}})
+    assert wrong.status_code == 422 and wrong.json()["error"]["details"][0]["path"] == "args/files/0"
+    fine = flow.api.post(f"/api/sessions/{flow.chat['id']}/workflows",
+                         {"name": "typed", "args": {"files": ["a", "b"]}, "dry_run": True})
+    assert fine.status_code == 200, fine.text
+    broken = flow.api.post(f"/api/sessions/{flow.chat['id']}/workflows",
+                           {"script": 'export const meta = {name: "b", description: "d", args: {type: 7}};\nreturn 1;\n'})
+    assert broken.status_code == 422 and "meta.args must be a JSON Schema" in broken.json()["error"]["message"]

@@ -35,7 +35,8 @@ class WorkflowEntry:
     def describe(self) -> dict[str, Any]:
         meta = self.script.meta
         return {"name": self.name, "description": meta.get("description", ""), "whenToUse": meta.get("whenToUse"),
-                "phases": meta.get("phases", []), "source": self.source, "path": self.path}
+                "phases": meta.get("phases", []), "args": meta.get("args"), "example": meta.get("example"),
+                "source": self.source, "path": self.path}
 
 
 def builtin_sources() -> dict[str, str]:

@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from jsonschema import Draft202012Validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -101,12 +102,21 @@ def estimate(session: Session, project_id: uuid.UUID, name: str, first_wave: int
 def describe_script(script: WorkflowScript) -> dict[str, Any]:
     meta = script.meta
     return {"name": script.name, "description": meta.get("description", ""), "whenToUse": meta.get("whenToUse"),
-            "phases": meta.get("phases", [])}
+            "phases": meta.get("phases", []), "args": meta.get("args"), "example": meta.get("example")}
 
 
-def validate_args(args: Any) -> Any:
+def validate_args(args: Any, script: WorkflowScript | None = None) -> Any:
+    """Size-capped, and checked against the script's `meta.args` JSON Schema when it declares one."""
     if len(json.dumps(args)) > MAX_ARGS_BYTES:
         raise ValidationError(f"args are larger than {MAX_ARGS_BYTES} bytes as JSON")
+    schema = script.meta.get("args") if script is not None else None
+    if schema is not None:
+        problems = [{"path": "args/" + "/".join(map(str, error.absolute_path)), "message": error.message}
+                    for error in sorted(Draft202012Validator(schema).iter_errors({} if args is None else args),
+                                        key=lambda error: list(error.absolute_path))]
+        if problems:
+            raise ValidationError(f"the args do not fit what workflow {script.name!r} takes (its meta.args)",
+                                  details=problems)
     return args
 
 

@@ -11,10 +11,12 @@ are refused before anything runs; aliases are caught at run time by the sandbox.
 """
 
 from __future__ import annotations
-
 import re
 from dataclasses import dataclass
 from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
 
 MAX_SCRIPT_BYTES = 256 * 1024
 META_START = re.compile(r"^(?:\s+|//[^\n]*|/\*.*?\*/)*export\s+const\s+meta\s*=\s*", re.S)
@@ -176,6 +178,11 @@ def load_script(source: str, *, max_bytes: int = MAX_SCRIPT_BYTES) -> WorkflowSc
         problems.append("meta.description must be a string")
     if "phases" in meta and not (isinstance(meta["phases"], list) and all(isinstance(p, str) for p in meta["phases"])):
         problems.append("meta.phases must be a list of strings")
+    if "args" in meta:  # a JSON Schema for the run's args, checked before launch (launch.validate_args)
+        try:
+            Draft202012Validator.check_schema(meta["args"])
+        except SchemaError as error:
+            problems.append(f"meta.args must be a JSON Schema: {error.message}")
     if problems:
         raise ScriptError("; ".join(problems), 1)
     blanked = re.sub(r"[^\n]", " ", source[:parser.position])

@@ -44,7 +44,7 @@ def run_workflow(session_id: uuid.UUID, body):
         project = session.get(Project, chat.project_id)
         script, origin = launch.resolve_script(project, _personal_dir(), name=body.get("name"), path=body.get("path"),
                                                script=body.get("script"))
-    args = launch.validate_args(body.get("args"))
+    args = launch.validate_args(body.get("args"), script)
     check = launch.check_compiles(script, args, state().settings.workflow_script_timeout_seconds)
     if body.get("dry_run"):
         with state().db.transaction() as session:

@@ -3,6 +3,8 @@ export const meta = {
   description: "Several hunters search different parts of the project for bugs in parallel; every claim is checked by an independent skeptic, and confirmed bugs are ranked by severity.",
   whenToUse: "A broad bug sweep where false positives are expensive: you only want claims that survive an adversarial check.",
   phases: ["hunt", "judge", "rank"],
+  args: { type: "object", properties: { goal: { type: "string" }, hunters: { type: "integer", description: "1-8, default 4" } } },
+  example: { goal: "crashes and data loss", hunters: 4 },
 };
 
 // args: {goal?: string, hunters?: number (1-8, default 4)}

@@ -3,6 +3,8 @@ export const meta = {
   description: "Answer a question about the code base by splitting it into sub-questions, researching each in parallel, and writing one cited report.",
   whenToUse: "A question that needs reading many files: how a feature works end to end, where a behaviour comes from, what would break if X changed.",
   phases: ["plan", "research", "report"],
+  args: { type: "object", properties: { question: { type: "string" }, angles: { type: "integer", description: "2-8, default 4" } } },
+  example: { question: "How are runs recovered after a crash?" },
 };
 
 // args: {question: string, angles?: number (2-8, default 4)}

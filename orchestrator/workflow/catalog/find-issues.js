@@ -3,6 +3,8 @@ export const meta = {
   description: "Hunt for bugs area by area, then have each candidate checked by an independent verifier; only confirmed issues are reported.",
   whenToUse: "You suspect a module has bugs and want a short list of real, verified issues rather than a long list of maybes.",
   phases: ["map", "hunt", "verify"],
+  args: { type: "object", properties: { area: { type: "string" }, kinds: { type: "string" } } },
+  example: { area: "src/", kinds: "error handling" },
 };
 
 // args: {area?: string, kinds?: string}

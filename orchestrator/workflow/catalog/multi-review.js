@@ -3,6 +3,8 @@ export const meta = {
   description: "Several reviewers with different lenses (correctness, security, performance, tests) review the same target in parallel; a judge merges and ranks their findings.",
   whenToUse: "An important change deserves more than one pair of eyes, and you want the overlap between reviewers to raise confidence.",
   phases: ["review", "judge"],
+  args: { type: "object", properties: { target: { type: "string" }, lenses: { type: "array", items: { type: "string" } } } },
+  example: { target: "src/app.py", lenses: ["correctness", "security"] },
 };
 
 // args: {target: string, lenses?: string[]}

@@ -3,6 +3,8 @@ export const meta = {
   description: "Draft an implementation plan, have an independent reviewer check it against the code, and revise until it holds (at most a few rounds).",
   whenToUse: "Before a change that touches several modules: you want a plan that has survived a sceptical read.",
   phases: ["plan", "verify"],
+  args: { type: "object", properties: { task: { type: "string" }, rounds: { type: "integer", description: "1-4, default 2" } } },
+  example: { task: "add input validation to the signup form" },
 };
 
 // args: {task: string, rounds?: number (1-4, default 2)}

@@ -3,6 +3,8 @@ export const meta = {
   description: "Review code file by file: pick the files in scope, review each in parallel with a critical reviewer, then summarise the findings by severity.",
   whenToUse: "Before merging a change or when inheriting a module: you want concrete findings with file and line, not a general impression.",
   phases: ["scope", "review", "summary"],
+  args: { type: "object", properties: { target: { type: "string", description: "paths, a module or a description; default: the whole project" }, focus: { type: "string" }, maxFiles: { type: "integer" } } },
+  example: { target: "src/", focus: "error handling" },
 };
 
 // args: {target?: string (paths, a module or a description; default: the whole project), focus?: string, maxFiles?: number}
