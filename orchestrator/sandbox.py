@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import logging
 import os
 import select
@@ -101,7 +102,7 @@ class Sandbox:
 
     def command(self, argv: Sequence[str], root: Path, cwd: Path, *, network: bool = False,
                 environment: dict[str, str] | None = None, cgroup: Path | None = None,
-                read_only: Sequence[Path] = ()) -> list[str]:
+                read_only: Sequence[Path] = (), info_fd: int | None = None) -> list[str]:
         """The full argv that runs `argv` in the sandbox with `root` writable and `cwd` as working directory."""
         environment = environment or self.environment(root)
         if self.mode == "off":
@@ -114,6 +115,8 @@ class Sandbox:
                    "--hostname", "sandbox", "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--clearenv"]
         if not (network and self.allow_network):
             wrapped.append("--unshare-net")
+        if info_fd is not None:  # bwrap writes {"child-pid": <the namespace's PID 1, as the host sees it>}
+            wrapped += ["--info-fd", str(info_fd)]
         for name, value in environment.items():
             wrapped += ["--setenv", name, value]
         bound: list[Path] = []
@@ -152,17 +155,27 @@ class Sandbox:
         sandbox itself (bwrap, prlimit) could not be started; a missing program inside the sandbox is
         exit code 127 with bwrap's message on stderr."""
         root = _real(root)
-        cgroup = make_cgroup(self.cgroup_root, self.limits.processes) if self.mode == "bwrap" else None
+        sandboxed = self.mode == "bwrap"
+        cgroup = make_cgroup(self.cgroup_root, self.limits.processes) if sandboxed else None
+        info_read, info_write = os.pipe() if sandboxed else (None, None)
         try:
             process = subprocess.Popen(self.command(argv, root, cwd, network=network,
                                                     environment=environment or self.environment(root),
-                                                    cgroup=cgroup, read_only=read_only),
-                                       cwd=cwd if self.mode == "off" else "/", env=environment or self.environment(root),
-                                       stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, start_new_session=True)
+                                                    cgroup=cgroup, read_only=read_only, info_fd=info_write),
+                                       cwd=cwd if not sandboxed else "/", env=environment or self.environment(root),
+                                       stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, start_new_session=True,
+                                       pass_fds=(info_write,) if info_write is not None else ())
         except BaseException:
             remove_cgroup(cgroup)
+            for descriptor in (info_read, info_write):
+                if descriptor is not None:
+                    os.close(descriptor)
             raise
-        return SandboxedProcess(process, cgroup)
+        namespace = None
+        if info_read is not None and info_write is not None:
+            os.close(info_write)
+            namespace = _watch_namespace(info_read)
+        return SandboxedProcess(process, cgroup, namespace)
 
     def run(self, argv: Sequence[str], root: Path, cwd: Path, *, timeout: float) -> subprocess.CompletedProcess[str]:
         """Run to the end and capture text output (short helper commands such as git)."""
@@ -195,6 +208,12 @@ class Sandbox:
                 "it needs user namespaces (sysctl kernel.unprivileged_userns_clone=1; in Docker, a seccomp profile "
                 "that allows them, see deploy/README.md), or set BOOCODE_SANDBOX=off to run commands unsandboxed "
                 "(not for shared servers)"])
+        if self.cgroup_root is not None:
+            for leftover in self.cgroup_root.glob("boocode-*"):  # from workers killed mid-command
+                try:
+                    leftover.rmdir()  # only an empty one goes: a live command's cgroup is never empty
+                except OSError:
+                    pass
         if self.cgroup_root is None:
             logger.info("no writable pids cgroup: the sandbox's process cap is RLIMIT_NPROC only, which does not "
                         "bind a worker running as root")
@@ -203,9 +222,10 @@ class Sandbox:
 class SandboxedProcess:
     """A started sandbox. `kill()` ends it and everything in it; always call it (also after wait)."""
 
-    def __init__(self, popen: subprocess.Popen[bytes], cgroup: Path | None) -> None:
+    def __init__(self, popen: subprocess.Popen[bytes], cgroup: Path | None, namespace: int | None = None) -> None:
         self.popen = popen
         self.cgroup = cgroup
+        self.namespace = namespace  # a pidfd of the namespace's PID 1: readable once the namespace is empty
 
     @property
     def pid(self) -> int:
@@ -239,6 +259,14 @@ class SandboxedProcess:
         if self.popen.poll() is None:
             self.popen.kill()
         self.popen.wait()
+        if self.namespace is not None:
+            # bwrap's outer process may exit before the kernel has finished killing what was left in the
+            # namespace; PID 1 of a namespace exits only after every other process in it is gone.
+            poller = select.poll()
+            poller.register(self.namespace, select.POLLIN)
+            poller.poll(NAMESPACE_EXIT_MS)
+            os.close(self.namespace)
+            self.namespace = None
         kill_cgroup(self.cgroup)
         remove_cgroup(self.cgroup)
 
@@ -262,6 +290,23 @@ def private_entries(top: str) -> tuple[str, ...]:
             if stat.S_ISREG(mode) and not mode & 0o004:
                 found.append(path)
     return tuple(sorted(found))
+
+
+NAMESPACE_EXIT_MS = 10_000
+
+
+def _watch_namespace(info: int) -> int | None:
+    """A pidfd of the sandbox's PID 1, from bwrap's --info-fd JSON; None if bwrap wrote none (it failed)."""
+    data = b""
+    try:
+        while chunk := os.read(info, 4096):  # bwrap writes the JSON in pieces, then closes its end
+            data += chunk
+        child = json.loads(data or b"{}").get("child-pid")
+        return os.pidfd_open(int(child)) if child else None
+    except (OSError, ValueError, AttributeError):
+        return None
+    finally:
+        os.close(info)  # only after EOF: closing early would kill bwrap with SIGPIPE
 
 
 def bubblewrap() -> str:

@@ -64,7 +64,7 @@ def test_no_process_outlives_its_command(root: Path) -> None:
     assert not result.is_error and "started" in result.content, result.content
     assert processes_with("sleep 970") == []
     timed = call(context, "run_command", argv=["sh", "-c", "setsid sleep 9706 & sleep 9707"], timeout_seconds=1)
-    assert timed.data["timed_out"]
+    assert timed.data["timed_out"], timed.content
     assert processes_with("sleep 970") == []
 
 
