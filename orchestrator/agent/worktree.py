@@ -41,37 +41,31 @@ class Worktree:
 HARDENED = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-c", "protocol.allow=never")
 
 
-def _git(cwd: Path, *arguments: str, check: bool = True, sandbox: Sandbox | None = None,
+def _git(cwd: Path, *arguments: str, sandbox: Sandbox, check: bool = True,
          root: Path | None = None) -> subprocess.CompletedProcess[str]:
-    command = ["git", *HARDENED, *arguments]
+    """git in the sandbox, `root` (default `cwd`) writable, hooks and fsmonitor off."""
     try:
-        if sandbox is not None:
-            result = sandbox.run(command, root or cwd, cwd, timeout=GIT_TIMEOUT)
-        else:  # read-only questions (rev-parse) where no sandbox is at hand, e.g. a launch check
-            environment = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/nonexistent", "GIT_TERMINAL_PROMPT": "0",
-                           "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C"}
-            result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=GIT_TIMEOUT,
-                                    env=environment)
+        result = sandbox.run(["git", *HARDENED, *arguments], root or cwd, cwd, timeout=GIT_TIMEOUT)
     except FileNotFoundError:
         raise WorktreeError("git is not installed on this worker") from None
     except subprocess.TimeoutExpired:
         raise WorktreeError(f"git {arguments[0]} took longer than {GIT_TIMEOUT}s") from None
-    if sandbox is not None and result.returncode != 0 and result.stderr.startswith("bwrap: execvp"):
+    if result.returncode != 0 and result.stderr.startswith("bwrap: execvp"):
         raise WorktreeError("git is not installed on this worker (or not on BOOCODE_TOOL_PATH)")
     if check and result.returncode != 0:
         raise WorktreeError(f"git {' '.join(arguments[:2])} failed: {(result.stderr or result.stdout).strip()}")
     return result
 
 
-def repository_problem(root: Path) -> str | None:
+def repository_problem(root: Path, sandbox: Sandbox) -> str | None:
     """Why agents of this project cannot get worktrees, or None when they can."""
     if not root.is_dir():
         return f"the project root {root} does not exist"
     try:
-        inside = _git(root, "rev-parse", "--is-inside-work-tree", check=False)
+        inside = _git(root, "rev-parse", "--is-inside-work-tree", check=False, sandbox=sandbox)
         if inside.returncode != 0 or inside.stdout.strip() != "true":
             return f"the project root {root} is not a git repository"
-        if _git(root, "rev-parse", "--verify", "--quiet", "HEAD", check=False).returncode != 0:
+        if _git(root, "rev-parse", "--verify", "--quiet", "HEAD", check=False, sandbox=sandbox).returncode != 0:
             return f"the git repository at {root} has no commit yet to branch from"
     except WorktreeError as error:
         return str(error)

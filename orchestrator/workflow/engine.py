@@ -36,6 +36,7 @@ from orchestrator.domain.enums import TERMINAL_STATUSES, MessageRole, RunStatus
 from orchestrator.errors import RunCancelledError
 from orchestrator.jobs import task_for_kind
 from orchestrator.lifecycle import Defer, Finish, Handler, RunContext, RunOutcome
+from orchestrator.sandbox import Sandbox as CommandSandbox
 from orchestrator.settings import Settings
 from orchestrator.store import runs, workflows
 from orchestrator.store import sessions as chat_sessions
@@ -57,6 +58,7 @@ class WorkflowConfig:
     memory_bytes: int = 128 * 1024 * 1024
     sandbox_processes: int = 2
     personal_dir: Path | None = None
+    command_sandbox: CommandSandbox = CommandSandbox()  # where the worktree check's git runs (orchestrator/sandbox.py)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "WorkflowConfig":
@@ -64,7 +66,7 @@ class WorkflowConfig:
                    script_timeout_seconds=settings.workflow_script_timeout_seconds,
                    memory_bytes=settings.workflow_memory_mb * 1024 * 1024,
                    sandbox_processes=settings.workflow_sandbox_processes,
-                   personal_dir=settings.data_dir / "workflows")
+                   personal_dir=settings.data_dir / "workflows", command_sandbox=CommandSandbox.from_settings(settings))
 
 
 def handler_from_settings(settings: Settings) -> Handler:
@@ -117,7 +119,7 @@ def tick(context: RunContext, config: WorkflowConfig) -> RunOutcome:
 
     def worktree_problem() -> str | None:
         if not git_problem:
-            git_problem.append(worktree.repository_problem(root))
+            git_problem.append(worktree.repository_problem(root, config.command_sandbox))
         return git_problem[0]
 
     def settle(call: dict[str, Any]) -> Settled | Nested | None:
