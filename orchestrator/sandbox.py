@@ -209,11 +209,7 @@ class Sandbox:
                 "that allows them, see deploy/README.md), or set BOOCODE_SANDBOX=off to run commands unsandboxed "
                 "(not for shared servers)"])
         if self.cgroup_root is not None:
-            for leftover in self.cgroup_root.glob("boocode-*"):  # from workers killed mid-command
-                try:
-                    leftover.rmdir()  # only an empty one goes: a live command's cgroup is never empty
-                except OSError:
-                    pass
+            remove_leftover_cgroups(self.cgroup_root)
         if self.cgroup_root is None:
             logger.info("no writable pids cgroup: the sandbox's process cap is RLIMIT_NPROC only, which does not "
                         "bind a worker running as root")
@@ -352,7 +348,7 @@ def find_pids_cgroup() -> Path | None:
 def make_cgroup(base: Path | None, processes: int) -> Path | None:
     if base is None:
         return None
-    path = base / f"boocode-{uuid.uuid4().hex[:12]}"
+    path = base / f"boocode-{os.getpid()}-{uuid.uuid4().hex[:12]}"  # named after its maker (see below)
     try:
         path.mkdir()
         (path / "pids.max").write_text(str(processes))
@@ -360,6 +356,30 @@ def make_cgroup(base: Path | None, processes: int) -> Path | None:
         remove_cgroup(path)
         return None
     return path
+
+
+def remove_leftover_cgroups(base: Path) -> None:
+    """Remove the cgroups of processes that died mid-command (a killed worker). Only those whose maker
+    is gone: a live maker's cgroup may be empty for a moment between its creation and the command
+    joining it, and removing it then made that command fail."""
+    for leftover in base.glob("boocode-*"):
+        maker = leftover.name.split("-")[1]
+        if maker.isdigit() and _alive(int(maker)):
+            continue
+        try:
+            leftover.rmdir()  # only an empty one goes: a live command's cgroup is never empty
+        except OSError:
+            pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def kill_cgroup(path: Path | None) -> None:
