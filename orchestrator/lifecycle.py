@@ -1,12 +1,14 @@
 """Executing a run under its lease: the helper every task kind goes through.
 
     execute_run(run_id):
-        claim the lease (one conditional UPDATE; lose the race -> return)
+        claim the lease and read the run and its journal (one transaction; lose the race -> return)
         taken over from dead holders max_crashes times in a row without progress -> fail `worker_crashed`
         start a keeper thread that renews the lease every lease_seconds / 3
         call the kind's handler with a RunContext
             ctx.step(key, body): journal hit -> recorded output; else started -> body -> finished
             ctx.check(): raise if the run was cancelled or the lease was lost
+        Continue while nothing else waits for a worker and the time slice lasts -> call it again
+            (the next turn in this task: no hand-back, no new task, no new claim; ADR 0006)
         record the outcome once (finish_run is fenced), stop the keeper
 
 A handler's expected failures are data (`RunOutcome` with an error); an exception it raises is
@@ -21,6 +23,7 @@ import hashlib
 import json
 import logging
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -43,11 +46,13 @@ Enqueue = Callable[[str, str], None]
 
 @dataclass(frozen=True)
 class Finish:
-    """The run ends with this status (terminal), result and error."""
+    """The run ends with this status (terminal), result and error. `record(session)`, if given, runs in
+    the transaction that records the outcome (a handler closes its spans there)."""
 
     status: RunStatus = RunStatus.COMPLETED
     result: Any = None
     error: dict[str, Any] | None = None
+    record: Callable[[Session], None] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -114,14 +119,17 @@ class LeaseKeeper:
 
 @dataclass
 class RunContext:
-    """What a handler sees: its run, journaled steps, and the way to check it may go on."""
+    """What a handler sees: its run, its journal (`steps`, read at the claim and kept up to date by
+    `step`), journaled steps, and the way to check it may go on."""
 
     db: Database
     lease: runs.Lease
     run: Run
     keeper: LeaseKeeper
     enqueue: Enqueue
+    steps: dict[str, journal.Entry] = field(default_factory=dict)
     journal_hits: int = field(default=0)
+    turns_in_task: int = field(default=0)  # handler calls this task made before the current one (ADR 0006)
 
     def check(self) -> None:
         self.keeper.raise_if_lost()
@@ -136,13 +144,11 @@ class RunContext:
         (a message, say) exists exactly when the result does. `interrupted`, given for steps with side
         effects, supplies the output to record instead of running the body again when a previous
         attempt started but never finished (a crash in the middle). `begin(session)` runs in the
-        transaction that journals `started` (a tool's span opens there), so nothing can fail between
-        that commit and the body: a step is `started` only when its body is about to run.
+        transaction that journals `started` (a span opens there), so nothing can fail between that
+        commit and the body: a step is `started` only when its body is about to run.
         """
         self.check()
-        input_hash = hash_input(input) if input is not None else None
-        with self.db.transaction() as session:
-            recorded = journal.load_step(session, self.lease.run_id, step_key)
+        recorded = self.steps.get(step_key)
         if recorded is not None and recorded.status in (StepStatus.FINISHED.value, StepStatus.INTERRUPTED.value):
             self.journal_hits += 1
             return recorded.output
@@ -151,10 +157,12 @@ class RunContext:
             self._finish(step_key, output, record, StepStatus.INTERRUPTED)
             return output
         with self.db.transaction() as session:
-            journal.begin_step(session, self.lease, step_key, kind=kind, input_hash=input_hash,
+            journal.begin_step(session, self.lease, step_key, kind=kind,
+                               input_hash=hash_input(input) if input is not None else None,
                                detail=input if isinstance(input, dict) else None)
             if begin is not None:
                 begin(session)
+        self.steps[step_key] = journal.Entry(StepStatus.STARTED.value)
         try:
             output = body()
         except Exception as error:
@@ -163,16 +171,21 @@ class RunContext:
             with self.db.transaction() as session:
                 journal.finish_step(session, self.lease, step_key, status=StepStatus.FAILED,
                                     error={"type": type(error).__name__, "message": str(error)})
+            self.steps[step_key] = journal.Entry(StepStatus.FAILED.value)
             raise
         self._finish(step_key, output, record, StepStatus.FINISHED)
         return output
 
     def _finish(self, step_key: str, output: Any, record: Callable[[Session, Any], None] | None,
                 status: StepStatus) -> None:
+        """Journal the result with what `record` writes, in one transaction (what it writes comes first
+        in the event log, then `step.finished`)."""
         with self.db.transaction() as session:
-            journal.finish_step(session, self.lease, step_key, output=output, status=status)
+            runs.check_fence(session, self.lease)  # first: the run row before the session row (lock order)
             if record is not None:
                 record(session, output)
+            journal.finish_step(session, self.lease, step_key, output=output, status=status)
+        self.steps[step_key] = journal.Entry(status.value, output)
 
 
 Handler = Callable[[RunContext], RunOutcome]
@@ -226,64 +239,44 @@ def crash_failure(session: Session, lease: runs.Lease) -> dict[str, Any]:
             "details": {"crashes": lease.crashes, "holders": list(lease.crash_log), "last_step": step}}
 
 
+@dataclass(frozen=True)
+class TimeSlice:
+    """How long a task may keep its run going from one turn to the next (ADR 0006): while `others_waiting`
+    says no other task waits for a worker, and for at most `seconds`. 0 seconds: one turn per task."""
+
+    seconds: float = 0.0
+    others_waiting: Callable[[], bool] = field(default=lambda: True, compare=False)
+
+    def allows(self, started: float) -> bool:
+        return time.monotonic() - started < self.seconds and not self.others_waiting()
+
+
 def execute_run(db: Database, run_id: uuid.UUID, *, owner: str, lease_seconds: float,
                 handlers: dict[str, Handler], enqueue: Enqueue,
-                on_finish: dict[str, FinishHook] | None = None, max_crashes: int = 3) -> str:
+                on_finish: dict[str, FinishHook] | None = None, max_crashes: int = 3,
+                time_slice: TimeSlice = TimeSlice()) -> str:
     """Claim and run one run. Returns what happened: claimed-and-finished, skipped, or lost."""
     with db.transaction() as session:
         lease = runs.claim_run(session, run_id, owner, lease_seconds)
         run = runs.load_run(session, run_id) if lease else None
+        steps = journal.entries(session, run_id) if lease else {}
     if lease is None or run is None:
         return "skipped"
     log_extra = {"run_id": str(run_id), "epoch": lease.epoch, "kind": lease.kind}
     logger.info("claimed run", extra=log_extra)
     with LeaseKeeper(db, lease, lease_seconds) as keeper:
-        context = RunContext(db=db, lease=lease, run=run, keeper=keeper, enqueue=enqueue)
-        handler = handlers.get(lease.kind)
-        try:
-            if lease.crashes >= max_crashes:
-                with db.transaction() as session:
-                    outcome = Finish(RunStatus.FAILED, error=crash_failure(session, lease))
-                    spans.end_open_spans(session, run_id, "error")
-                logger.error("run failed: it crashed its worker too often", extra={**log_extra, "crashes": lease.crashes})
-            elif handler is None:
-                outcome = Finish(RunStatus.FAILED, error={
-                    "code": "unsupported_run_kind",
-                    "message": f"this server has no executor for runs of kind {lease.kind!r}; "
-                               f"known kinds: {', '.join(sorted(handlers))}"})
-            else:
-                outcome = handler(context)
-            keeper.raise_if_lost()
-        except RunCancelledError:
-            logger.info("run was cancelled while running", extra=log_extra)
-            return "cancelled"
-        except StaleLeaseError:
-            logger.warning("lost the lease; another worker owns the run now", extra=log_extra)
-            return "lost"
-        except (OperationalError, InterfaceError):
-            logger.warning("database unreachable mid-run; the run resumes after its lease expires",
-                           extra=log_extra, exc_info=True)
-            return "interrupted"
-        except Exception as error:
-            logger.exception("run failed", extra=log_extra)
-            outcome = Finish(RunStatus.FAILED, error={"code": "internal_error", "type": type(error).__name__,
-                                                      "message": str(error)})
+        context = RunContext(db=db, lease=lease, run=run, keeper=keeper, enqueue=enqueue, steps=steps)
+        started = time.monotonic()
+        while True:
+            outcome = _handle(context, handlers.get(lease.kind), sorted(handlers), max_crashes, log_extra)
+            if not (isinstance(outcome, Continue) and time_slice.allows(started)):
+                break
+            context.turns_in_task += 1  # the lease is still ours: the next turn's first write is fenced
+        if isinstance(outcome, str):
+            return outcome
         try:
             with db.transaction() as session:
-                if isinstance(outcome, Park):
-                    handed_back = runs.park_run(session, lease)  # True: decided meanwhile, go on at once
-                elif isinstance(outcome, (Continue, Defer)):
-                    handed_back = runs.requeue_run(session, lease, deferred=isinstance(outcome, Defer))
-                    if handed_back and isinstance(outcome, Defer) and outcome.wake is not None and \
-                            outcome.wake(session):
-                        outcome = Continue()
-                else:
-                    parent_id = runs.lock_parent(session, lease)
-                    recorded = runs.finish_run(session, lease, outcome.status, result=outcome.result,
-                                               error=outcome.error)
-                    hook = (on_finish or {}).get(lease.kind)
-                    started = set_going_by_end(session, lease.session_id, lease.kind, parent_id,
-                                               hook(session, lease) if recorded and hook is not None else [])
+                outcome, handed_back, going = _record_outcome(session, lease, outcome, on_finish)
         except StaleLeaseError:
             logger.warning("lost the lease before recording the outcome", extra=log_extra)
             return "lost"
@@ -293,6 +286,62 @@ def execute_run(db: Database, run_id: uuid.UUID, *, owner: str, lease_seconds: f
         return "waiting" if isinstance(outcome, Park) and not handed_back else "continued"
     if isinstance(outcome, Defer):
         return "deferred"
-    for run_to_start in started:  # a parent's next tick, the session's next run, the kind's own
+    for run_to_start in going:  # a parent's next tick, the session's next run, the kind's own
         enqueue(task_for_kind(run_to_start.kind), str(run_to_start.id))
     return "finished"
+
+
+def _handle(context: RunContext, handler: Handler | None, known: list[str], max_crashes: int,
+            log_extra: dict[str, Any]) -> RunOutcome | str:
+    """The handler's outcome, or what ended the task instead: cancelled, lost or interrupted."""
+    lease = context.lease
+    try:
+        if lease.crashes >= max_crashes:
+            logger.error("run failed: it crashed its worker too often", extra={**log_extra, "crashes": lease.crashes})
+            with context.db.transaction() as session:
+                error = crash_failure(session, lease)
+            return Finish(RunStatus.FAILED, error=error,
+                          record=lambda session: spans.end_open_spans(session, lease.run_id, "error"))
+        if handler is None:
+            return Finish(RunStatus.FAILED, error={
+                "code": "unsupported_run_kind",
+                "message": f"this server has no executor for runs of kind {lease.kind!r}; known kinds: {', '.join(known)}"})
+        outcome = handler(context)
+        context.keeper.raise_if_lost()
+        return outcome
+    except RunCancelledError:
+        logger.info("run was cancelled while running", extra=log_extra)
+        return "cancelled"
+    except StaleLeaseError:
+        logger.warning("lost the lease; another worker owns the run now", extra=log_extra)
+        return "lost"
+    except (OperationalError, InterfaceError):
+        logger.warning("database unreachable mid-run; the run resumes after its lease expires",
+                       extra=log_extra, exc_info=True)
+        return "interrupted"
+    except Exception as error:
+        logger.exception("run failed", extra=log_extra)
+        return Finish(RunStatus.FAILED, error={"code": "internal_error", "type": type(error).__name__,
+                                               "message": str(error)})
+
+
+def _record_outcome(session: Session, lease: runs.Lease, outcome: RunOutcome,
+                    on_finish: dict[str, FinishHook] | None) -> tuple[RunOutcome, bool, list[Run]]:
+    """Hand the lease back as the outcome says, in the caller's transaction: (the outcome, whether the
+    run must be enqueued again, the runs its end sets going)."""
+    if isinstance(outcome, Park):
+        return outcome, runs.park_run(session, lease), []  # True: decided meanwhile, go on at once
+    if isinstance(outcome, (Continue, Defer)):
+        handed_back = runs.requeue_run(session, lease, deferred=isinstance(outcome, Defer))
+        if handed_back and isinstance(outcome, Defer) and outcome.wake is not None and outcome.wake(session):
+            return Continue(), True, []
+        return outcome, handed_back, []
+    parent_id = runs.lock_parent(session, lease)
+    runs.check_fence(session, lease)  # the run row before the session row, which `record` may lock
+    if outcome.record is not None:
+        outcome.record(session)
+    recorded = runs.finish_run(session, lease, outcome.status, result=outcome.result, error=outcome.error)
+    hook = (on_finish or {}).get(lease.kind)
+    going = set_going_by_end(session, lease.session_id, lease.kind, parent_id,
+                             hook(session, lease) if recorded and hook is not None else [])
+    return outcome, False, going

@@ -146,6 +146,11 @@ class Settings:
     # Fault-injection seam for tests and drills: a worker waits this long after a task arrives before it
     # claims the run, which makes the window "received but not claimed" wide enough to kill a worker in.
     claim_delay_seconds: float = 0.0
+    # How long a task may take its run from one turn to the next while no other task waits for a
+    # worker (ADR 0006); 0 hands the lease back after every turn (one turn per task).
+    turn_slice_seconds: float = 5.0
+    # A streaming answer's deltas are committed (and so sent to clients) at most once per this interval.
+    stream_flush_seconds: float = 0.1
     max_request_bytes: int = 1024 * 1024
     max_image_bytes: int = 20 * 1024 * 1024
     # The web edge: proxies trusted for X-Forwarded-* (web/proxies.py), sign-in throttling
@@ -250,6 +255,8 @@ FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "visibility_timeout_seconds": ("BOOCODE_VISIBILITY_TIMEOUT_SECONDS", _parse_positive_int),
     "max_worker_crashes": ("BOOCODE_MAX_WORKER_CRASHES", _parse_positive_int),
     "claim_delay_seconds": ("BOOCODE_CLAIM_DELAY_SECONDS", _parse_non_negative_float),
+    "turn_slice_seconds": ("BOOCODE_TURN_SLICE_SECONDS", _parse_non_negative_float),
+    "stream_flush_seconds": ("BOOCODE_STREAM_FLUSH_SECONDS", _parse_positive_float),
     "max_request_bytes": ("BOOCODE_MAX_REQUEST_BYTES", _parse_positive_int),
     "max_image_bytes": ("BOOCODE_MAX_IMAGE_BYTES", _parse_positive_int),
     "trusted_proxies": ("BOOCODE_TRUSTED_PROXIES", _parse_non_negative_int),

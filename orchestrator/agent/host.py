@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from orchestrator.agent.types import discover_agent_types
+from orchestrator.agent.types import agent_type_problem, discover_agent_types
 from orchestrator.domain.enums import RunStatus
 from orchestrator import lifecycle
 from orchestrator.jobs import SUBAGENT_TASK, task_for_kind
@@ -29,10 +29,9 @@ class SubagentHost:
     def spawn_subagent(self, arguments: dict[str, Any], call_key: str) -> ToolResult:
         agent_type = arguments.get("agentType")
         if agent_type is not None:
-            known, _ = discover_agent_types(self.root)
-            if agent_type not in known:
-                return ToolResult(content=f"error: unknown agentType {agent_type!r}; known: {', '.join(sorted(known))}",
-                                  is_error=True)
+            problem = agent_type_problem(discover_agent_types(self.root)[0], agent_type)
+            if problem is not None:
+                return ToolResult(content=f"error: {problem}", is_error=True)
         spec = {key: arguments[key] for key in ("label", "agentType", "model") if arguments.get(key)}
         task_id = subagents.task_id_for(self.context.run.id, call_key)
         with self.context.db.transaction() as session:

@@ -2,7 +2,9 @@
 
 Deltas are committed to Postgres like every event (so a client that reconnects mid-stream replays
 them), but in batches: at most one `text.delta` / `tool_call.delta` event per interval, each fenced
-by the lease so a worker that lost its run cannot add to it. The fence also notices cancellation,
+by the lease so a worker that lost its run cannot add to it; the last batch is written with the
+model call's result (`write`). The first delta opens the first interval, so a model that answers
+within one interval costs no transaction of its own. The fence also notices cancellation,
 which stops a stream within one interval.
 """
 
@@ -10,6 +12,8 @@ from __future__ import annotations
 
 import time
 from typing import Any
+
+from sqlalchemy.orm import Session
 
 from orchestrator.store import runs
 from orchestrator.store.database import Database
@@ -27,7 +31,7 @@ class DeltaPublisher:
         self._text: list[str] = []
         self._calls: dict[int, dict[str, Any]] = {}
         self._attempt = 1
-        self._last_flush = time.monotonic()
+        self._last_flush: float | None = None  # the first delta opens the first window
 
     def add(self, delta: dict[str, Any]) -> None:
         if delta["attempt"] != self._attempt:
@@ -40,22 +44,31 @@ class DeltaPublisher:
                                                            "name": delta["name"], "arguments": ""})
             slot.update(id=delta["id"] or slot["id"], name=delta["name"] or slot["name"])
             slot["arguments"] += delta["arguments"]
-        if time.monotonic() - self._last_flush >= self.interval:
+        now = time.monotonic()
+        if self._last_flush is None:
+            self._last_flush = now
+        elif now - self._last_flush >= self.interval:
             self.flush()
 
     def flush(self) -> None:
+        """Commit what is pending now (mid-stream, once per interval)."""
         self._last_flush = time.monotonic()
         if not self._text and not self._calls:
             return
         with self.db.transaction() as session:
             if runs.check_fence(session, self.lease) == RunStatus.CANCELLED.value:
                 raise RunCancelledError(f"run {self.lease.run_id} was cancelled")
-            if self._text:
-                append_event(session, self.lease.session_id, "text.delta",
-                             {"turn": self.turn, "attempt": self._attempt, "text": "".join(self._text)},
-                             run_id=self.lease.run_id)
-            for call in self._calls.values():
-                append_event(session, self.lease.session_id, "tool_call.delta",
-                             {"turn": self.turn, "attempt": self._attempt, **call}, run_id=self.lease.run_id)
+            self.write(session)
+
+    def write(self, session: Session) -> None:
+        """Append what is pending in the caller's (fenced) transaction: the stream's last deltas go in
+        the transaction that records the model call, not one of their own."""
+        if self._text:
+            append_event(session, self.lease.session_id, "text.delta",
+                         {"turn": self.turn, "attempt": self._attempt, "text": "".join(self._text)},
+                         run_id=self.lease.run_id)
+        for call in self._calls.values():
+            append_event(session, self.lease.session_id, "tool_call.delta",
+                         {"turn": self.turn, "attempt": self._attempt, **call}, run_id=self.lease.run_id)
         self._text.clear()
         self._calls.clear()

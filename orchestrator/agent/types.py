@@ -103,3 +103,11 @@ def discover_agent_types(project_root: Path) -> tuple[dict[str, AgentType], list
                 continue
             found[definition.name] = definition
     return found, problems
+
+
+def agent_type_problem(known: dict[str, AgentType], name: str) -> str | None:
+    """The one check of an `agentType` name (a workflow's agent(), a subagent, a child run's spec):
+    None when the project knows it, else what to tell the caller."""
+    if name in known:
+        return None
+    return f"unknown agentType {name!r}; known: {', '.join(sorted(known))}"

@@ -77,3 +77,27 @@ class PartType(StrEnum):
     TOOL_RESULT = "tool_result"
     DIFF = "diff"
     ERROR = "error"
+
+
+class ApprovalStatus(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+
+
+class SpanStatus(StrEnum):
+    RUNNING = "running"
+    OK = "ok"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+
+
+class CallStatus(StrEnum):
+    """A workflow agent() call's status (workflow_calls.status)."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    REFUSED = "refused"

@@ -29,6 +29,21 @@ def put_blob(session: Session, data: bytes, media_type: str) -> str:
     return digest
 
 
+def put_blobs(session: Session, items: list[tuple[bytes, str]]) -> list[str]:
+    """Store many (data, media type) pairs idempotently with one look-up and at most one insert, sending
+    only the bytes not stored yet (a prompt's earlier messages are, turn after turn); their digests."""
+    digests = [hashlib.sha256(data).hexdigest() for data, _ in items]
+    known = set(session.scalars(select(Blob.sha256).where(Blob.sha256.in_(set(digests))))) if digests else set()
+    now, missing = datetime.now(timezone.utc), {}
+    for digest, (data, media_type) in zip(digests, items):
+        if digest not in known:
+            missing[digest] = {"sha256": digest, "size": len(data), "media_type": media_type, "data": data,
+                               "created_at": now}
+    if missing:
+        session.execute(insert(Blob).values(list(missing.values())).on_conflict_do_nothing(index_elements=[Blob.sha256]))
+    return digests
+
+
 def put_project_blob(session: Session, project_id: uuid.UUID, data: bytes, media_type: str) -> str:
     """Store `data` as an upload to `project_id` and return its digest."""
     digest = put_blob(session, data, media_type)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from contextlib import contextmanager
 from typing import Any, Iterator, Protocol
 
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, event, exc
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -50,8 +51,8 @@ class Database:
             if self._engine is not None:
                 # Inherited over fork: drop the parent's connections without closing them under it.
                 self._engine.dispose(close=False)
-            self._engine = create_engine(self.url, pool_pre_ping=True, pool_size=self._pool_size,
-                                         max_overflow=20)
+            self._engine = create_engine(self.url, pool_size=self._pool_size, max_overflow=20)
+            ping_when_idle(self._engine)
             self._engine_pid = os.getpid()
             self._sessionmaker = sessionmaker(self._engine, expire_on_commit=False)
         return self._engine
@@ -81,6 +82,30 @@ class Database:
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
+
+
+IDLE_PING_SECONDS = 1.0
+
+
+def ping_when_idle(engine: Engine) -> None:
+    """Test a pooled connection before reuse only when it sat idle for a while (a Postgres restart meanwhile
+    would have broken it). `pool_pre_ping` pings on every checkout: a round trip, and a transaction of
+    its own, per unit of work. A connection that breaks within a second of its last use fails that one
+    transaction with OperationalError, which every caller already treats as Postgres being unreachable."""
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_connection: Any, record: Any) -> None:
+        record.info["checked_in"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(connection: Any, record: Any, _proxy: Any) -> None:
+        if time.monotonic() - record.info.get("checked_in", 0.0) < IDLE_PING_SECONDS:
+            return
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+            connection.rollback()
+        except Exception as error:
+            raise exc.DisconnectionError(f"pooled connection is broken: {error}") from error
 
 
 def add_to_outbox(session: Session, event: dict[str, Any]) -> None:

@@ -6,6 +6,12 @@ and a reader that sees `seq = n` has already been able to see every `seq < n`: r
 `seq > since` can never skip an event that commits later. A rolled-back transaction gives its
 number back, so the sequence has no gaps.
 
+Two statements per transaction, not two per event: the first event of a session in a transaction
+takes the row lock with the increment; later ones in the same transaction count on from it in memory
+(nobody else can take a number while the lock is held). Just before the commit, `write_pending`
+stores the last number handed out and inserts the transaction's event rows in one statement. (An
+event is therefore not visible to queries inside the transaction that appends it; none needs to be.)
+
 Event data is made storable (`storable.py`) before it is written, so the published copy equals the
 stored one even when a tool's output held NUL bytes.
 """
@@ -16,7 +22,8 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import event as orm_event
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from orchestrator.errors import NotFoundError
@@ -36,9 +43,15 @@ def serialize_event(event: Event) -> dict[str, Any]:
     }
 
 
-def append_event(session: Session, session_id: uuid.UUID, event_type: str, data: dict[str, Any] | None = None,
-                 *, run_id: uuid.UUID | None = None) -> dict[str, Any]:
-    """Record an event in the caller's transaction; it is published after that transaction commits."""
+SEQUENCES_KEY = "boocode_sequences"  # session.info: {session_id: [seq written to the row, seq handed out]}
+
+
+def next_seq(session: Session, session_id: uuid.UUID) -> int:
+    """The session's next event number, under its row lock (taken by the first call in a transaction)."""
+    sequences = session.info.setdefault(SEQUENCES_KEY, {})
+    if session_id in sequences:
+        sequences[session_id][1] += 1
+        return int(sequences[session_id][1])
     seq = session.execute(
         update(ChatSession)
         .where(ChatSession.id == session_id)
@@ -47,11 +60,43 @@ def append_event(session: Session, session_id: uuid.UUID, event_type: str, data:
     ).scalar_one_or_none()
     if seq is None:
         raise NotFoundError(f"session {session_id} does not exist")
-    event = Event(session_id=session_id, seq=seq, type=event_type, run_id=run_id, data=storable(data or {}),
-                  created_at=datetime.now(timezone.utc))
-    session.add(event)
-    session.flush()
-    payload = serialize_event(event)
+    sequences[session_id] = [seq, seq]
+    return int(seq)
+
+
+PENDING_KEY = "boocode_pending_events"  # session.info: event rows to insert just before the commit
+
+
+def write_pending(session: Session) -> None:
+    """Store the last number handed out per session and insert the pending event rows (before commit)."""
+    for session_id, (written, handed_out) in session.info.pop(SEQUENCES_KEY, {}).items():
+        if handed_out != written:
+            session.execute(update(ChatSession).where(ChatSession.id == session_id).values(last_seq=handed_out))
+    rows = session.info.pop(PENDING_KEY, [])
+    if rows:
+        session.execute(insert(Event), rows)
+
+
+@orm_event.listens_for(Session, "before_commit")
+def _write_pending(session: Session) -> None:
+    write_pending(session)
+
+
+@orm_event.listens_for(Session, "after_soft_rollback")
+def _forget_pending(session: Session, _transaction: Any) -> None:
+    session.info.pop(SEQUENCES_KEY, None)  # the numbers went back with the rollback
+    session.info.pop(PENDING_KEY, None)
+
+
+def append_event(session: Session, session_id: uuid.UUID, event_type: str, data: dict[str, Any] | None = None,
+                 *, run_id: uuid.UUID | None = None) -> dict[str, Any]:
+    """Record an event in the caller's transaction; it is published after that transaction commits."""
+    row = {"session_id": session_id, "seq": next_seq(session, session_id), "type": event_type, "run_id": run_id,
+           "data": storable(data or {}), "created_at": datetime.now(timezone.utc)}
+    session.info.setdefault(PENDING_KEY, []).append(row)
+    payload = {"seq": row["seq"], "session_id": str(session_id), "type": event_type,
+               "run_id": str(run_id) if run_id else None, "data": row["data"],
+               "created_at": row["created_at"].isoformat()}
     add_to_outbox(session, payload)
     return payload
 

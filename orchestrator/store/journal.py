@@ -8,6 +8,7 @@ its recorded result is written exactly once: `finish_step` only moves a `started
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -27,6 +28,21 @@ def serialize_step(step: Step) -> dict[str, Any]:
             "output": step.output, "error": step.error, "attempt": step.attempt, "epoch": step.epoch,
             "started_at": step.started_at.isoformat(),
             "finished_at": step.finished_at.isoformat() if step.finished_at else None}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What a holder knows of a step: its status and recorded output. Within one lease only its holder
+    writes the run's journal (every write is fenced), so entries read at the claim stay true for it."""
+
+    status: str
+    output: Any = None
+
+
+def entries(session: Session, run_id: uuid.UUID) -> dict[str, Entry]:
+    """The run's journal as entries by step key, in one query."""
+    rows = session.execute(select(Step.step_key, Step.status, Step.output).where(Step.run_id == run_id))
+    return {row.step_key: Entry(row.status, row.output) for row in rows}
 
 
 def load_step(session: Session, run_id: uuid.UUID, step_key: str) -> Step | None:

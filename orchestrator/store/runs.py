@@ -21,13 +21,18 @@ from typing import Any
 from sqlalchemy import case, func, or_, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
-from orchestrator.domain.enums import TERMINAL_STATUSES, RunStatus, StepStatus
+from orchestrator.domain.enums import TERMINAL_STATUSES, RunKind, RunStatus, StepStatus
 from orchestrator.errors import ConflictError, NotFoundError, RunCancelledError, StaleLeaseError
 from orchestrator.store.events import append_event
 from orchestrator.store.models import Run, Step
 from orchestrator.store.spans import end_open_spans
 
 CLAIMABLE = (RunStatus.QUEUED.value, RunStatus.RUNNING.value)
+# session.info: the (run, epoch) pairs fenced in this transaction. The share lock taken by the first
+# check holds until commit, so neither the epoch nor the status can change under it.
+FENCES_KEY = "boocode_fences"
+# Kinds that advance by ticks and are woken by a finishing child (a workflow's or a flow's agents).
+TICKING_KINDS = (RunKind.WORKFLOW.value, RunKind.FLOW.value)
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,7 @@ def claim_run(session: Session, run_id: uuid.UUID, owner: str, lease_seconds: fl
 def _update_held(session: Session, lease: Lease, **values: Any) -> None:
     """Update the run only while `lease` still holds it (same epoch, still running); otherwise raise
     `RunCancelledError` (cancelled meanwhile) or `StaleLeaseError` (someone else holds it now)."""
+    session.info.pop(FENCES_KEY, None)  # the status may change here: fence afresh afterwards
     updated = session.execute(
         update(Run)
         .where(Run.id == lease.run_id, Run.lease_epoch == lease.epoch, Run.status == RunStatus.RUNNING.value)
@@ -197,7 +203,7 @@ def parent_to_wake(session: Session, parent_id: uuid.UUID) -> Run | None:
     Many children finishing at once ask for one tick: the first sets `tick_pending`, the others see it
     set; the tick clears it as it starts (`take_tick`), and a tick that ends while children finished
     meanwhile goes on by itself (RunOutcome.wake). Lock the parent first (`lock_parent`)."""
-    return session.scalar(update(Run).where(Run.id == parent_id, Run.kind == "workflow",
+    return session.scalar(update(Run).where(Run.id == parent_id, Run.kind.in_(TICKING_KINDS),
                                             Run.status.in_(CLAIMABLE), Run.tick_pending.is_(False))
                           .values(tick_pending=True).returning(Run))
 
@@ -242,12 +248,16 @@ def renew_lease(session: Session, lease: Lease, lease_seconds: float) -> None:
 def check_fence(session: Session, lease: Lease) -> str:
     """Refuse a write by a stale lease holder; return the run's status. Holds a share lock on the run row
     until commit."""
+    fenced = session.info.setdefault(FENCES_KEY, {})
+    if (lease.run_id, lease.epoch) in fenced:  # checked in this transaction: the share lock still holds
+        return str(fenced[(lease.run_id, lease.epoch)])
     row = session.execute(select(Run.lease_epoch, Run.status).where(Run.id == lease.run_id)
                           .with_for_update(read=True)).one_or_none()
     if row is None or row.lease_epoch != lease.epoch:
         raise StaleLeaseError(f"run {lease.run_id}: epoch {lease.epoch} is stale "
                               f"(current {row.lease_epoch if row else 'none'}); write refused")
-    return row.status
+    fenced[(lease.run_id, lease.epoch)] = row.status
+    return str(row.status)
 
 
 def finish_run(session: Session, lease: Lease, status: RunStatus, *, result: Any = None,
@@ -264,6 +274,7 @@ def finish_run(session: Session, lease: Lease, status: RunStatus, *, result: Any
 
 def cancel_run(session: Session, run_id: uuid.UUID, *, reason: str = "cancelled by a user") -> Run:
     """Cancel a run and its unfinished descendants. The lease holder notices at its next renewal."""
+    session.info.pop(FENCES_KEY, None)
     run = session.get(Run, run_id, with_for_update=True, populate_existing=True)
     if run is None:
         raise NotFoundError(f"run {run_id} does not exist")

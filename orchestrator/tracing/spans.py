@@ -1,4 +1,5 @@
-"""The agent's spans: run > turn > model call / tool call, written in the journal's transactions.
+"""An agent run's spans: run > turn > model call / tool call, written in the journal's transactions
+(the rows and their events are orchestrator/store/spans.py; what goes in them is decided here).
 
 Model call spans carry the prompt as segments (each segment's content stored once as a blob, so a
 long session costs storage linear in its length), usage, cost and the cache diagnosis against the
@@ -13,10 +14,11 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from orchestrator.lifecycle import RunContext
+from orchestrator.domain.keys import RUN_SPAN, model_key, tool_key, turn_key
 from orchestrator.llm.client import ModelResult, Provider, ToolCallRequest
 from orchestrator.llm.prices import compute_cost, price_for
 from orchestrator.store import blobs, spans
+from orchestrator.store.models import Run
 from orchestrator.tools.base import ToolResult
 from orchestrator.tracing.cache import diagnose, prompt_segments
 
@@ -31,40 +33,41 @@ def payload(session: Session, text: str) -> dict[str, Any]:
     return {"blob": digest, "size": len(text), "preview": text[:500]}
 
 
-def open_turn(session: Session, context: RunContext, turn: int) -> None:
-    run, keys = context.run, {"run_id": context.run.id, "session_id": context.run.session_id}
-    spans.start_span(session, **keys, key="run", kind="run", name=run.kind, restart=False)
-    spans.start_span(session, **keys, key=f"turn/{turn:04d}", kind="turn", name=f"turn {turn}", parent_key="run",
+def open_turn(session: Session, run: Run, turn: int) -> None:
+    keys = {"run_id": run.id, "session_id": run.session_id}
+    spans.start_span(session, **keys, key=RUN_SPAN, kind="run", name=run.kind, restart=False)
+    spans.start_span(session, **keys, key=turn_key(turn), kind="turn", name=f"turn {turn}", parent_key=RUN_SPAN,
                      turn=turn, restart=False)
 
 
-def close_turn(session: Session, context: RunContext, turn: int, status: str = "ok") -> None:
-    spans.end_span(session, run_id=context.run.id, key=f"turn/{turn:04d}", status=status)
+def close_turn(session: Session, run: Run, turn: int, status: str = "ok") -> None:
+    spans.end_span(session, run_id=run.id, key=turn_key(turn), status=status)
 
 
-def close_run(session: Session, context: RunContext, status: str, result: Any = None) -> None:
-    summary = spans.summarize(session, run_id=context.run.id)
-    spans.end_span(session, run_id=context.run.id, key="run", status=status,
-                   attributes={"summary": summary, "result": result})
+def close_run(session: Session, run: Run, status: str, result: Any = None) -> None:
+    summary = spans.summarize(session, run_id=run.id)
+    spans.end_span(session, run_id=run.id, key=RUN_SPAN, status=status, attributes={"summary": summary, "result": result})
 
 
-def start_model_span(session: Session, context: RunContext, turn: int, provider: Provider,
+def start_model_span(session: Session, run: Run, turn: int, provider: Provider,
                      messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> None:
     segments = prompt_segments(provider.model, {}, tools, messages)
     contents = [{"model": provider.model}, tools, *messages]
-    for segment, content in zip(segments, contents):
-        segment["blob"] = blobs.put_blob(session, json.dumps(content, sort_keys=True).encode(), "application/json")
-    spans.start_span(session, run_id=context.run.id, session_id=context.run.session_id, key=f"turn/{turn:04d}/model",
-                     kind="model_call", name=provider.model, parent_key=f"turn/{turn:04d}", turn=turn,
+    digests = blobs.put_blobs(session, [(json.dumps(content, sort_keys=True).encode(), "application/json")
+                                        for content in contents])
+    for segment, digest in zip(segments, digests):
+        segment["blob"] = digest
+    spans.start_span(session, run_id=run.id, session_id=run.session_id, key=model_key(turn),
+                     kind="model_call", name=provider.model, parent_key=turn_key(turn), turn=turn,
                      attributes={"model": provider.model, "provider": provider.name, "prompt_segments": segments,
                                  "cache_lifetime_seconds": provider.cache_lifetime_seconds})
 
 
-def finish_model_span(session: Session, context: RunContext, turn: int, result: ModelResult,
+def finish_model_span(session: Session, run: Run, turn: int, result: ModelResult,
                       provider: Provider) -> dict[str, Any]:
-    key = f"turn/{turn:04d}/model"
-    span = spans.load_span(session, context.run.id, key)
-    previous = spans.previous_model_call(session, context.run.session_id, span.position if span else None)
+    key = model_key(turn)
+    span = spans.load_span(session, run.id, key)
+    previous = spans.previous_model_call(session, run.session_id, span.position if span else None)
     cost = compute_cost(result.usage, price_for(result.model or provider.model, provider.prices))
     cache = diagnose(span.attributes.get("prompt_segments", []) if span else [], result.usage,
                      previous=previous.attributes.get("prompt_segments") if previous else None,
@@ -77,21 +80,21 @@ def finish_model_span(session: Session, context: RunContext, turn: int, result: 
                   "latency_ms": result.latency_ms, "time_to_first_token_ms": result.time_to_first_token_ms,
                   "error": result.error, "output": payload(session, result.text),
                   "tool_calls": [call.name for call in result.tool_calls]}
-    spans.end_span(session, run_id=context.run.id, key=key, status="error" if result.error else "ok",
+    spans.end_span(session, run_id=run.id, key=key, status="error" if result.error else "ok",
                    attributes=attributes)
     return attributes
 
 
-def start_tool_span(session: Session, context: RunContext, turn: int, index: int, call: ToolCallRequest) -> None:
-    spans.start_span(session, run_id=context.run.id, session_id=context.run.session_id,
-                     key=f"turn/{turn:04d}/tool/{index}", kind="tool_call", name=call.name,
-                     parent_key=f"turn/{turn:04d}", turn=turn,
+def start_tool_span(session: Session, run: Run, turn: int, index: int, call: ToolCallRequest) -> None:
+    spans.start_span(session, run_id=run.id, session_id=run.session_id,
+                     key=tool_key(turn, index), kind="tool_call", name=call.name,
+                     parent_key=turn_key(turn), turn=turn,
                      attributes={"tool": call.name, "tool_call_id": call.id,
                                  "arguments": payload(session, call.arguments)})
 
 
-def finish_tool_span(session: Session, context: RunContext, turn: int, index: int, result: ToolResult) -> None:
+def finish_tool_span(session: Session, run: Run, turn: int, index: int, result: ToolResult) -> None:
     status = "interrupted" if result.data.get("interrupted") else ("error" if result.is_error else "ok")
-    spans.end_span(session, run_id=context.run.id, key=f"turn/{turn:04d}/tool/{index}", status=status,
+    spans.end_span(session, run_id=run.id, key=tool_key(turn, index), status=status,
                    attributes={"result": payload(session, result.content), "is_error": result.is_error,
                                "has_diff": result.diff is not None, "data": result.data})

@@ -9,7 +9,8 @@ import uuid
 
 from celery import Celery
 
-from orchestrator.lifecycle import execute_run
+from orchestrator import jobs
+from orchestrator.lifecycle import TimeSlice, execute_run
 from orchestrator.runkinds import RUN_KINDS, load_finish_hooks, load_handlers
 from worker.runtime import WorkerRuntime
 from worker.tasks.base import durable_task
@@ -38,9 +39,24 @@ def send_with_retries(app: Celery, task_name: str, run_id: str, attempts: int = 
     return False
 
 
+def others_waiting(runtime: WorkerRuntime) -> bool:
+    """Whether a task waits in any queue this worker consumes (kombu keeps each queue as a Redis list
+    under the prefix). Prefetching is 1 per process with late acks, so a waiting task is in Redis, not
+    held by this worker. Redis unreachable counts as busy: hand the lease back as before ADR 0006."""
+    keys = [f"{runtime.settings.redis_prefix}:celery:{queue}" for queue in jobs.QUEUES]
+    try:
+        pipeline = runtime.redis.pipeline(transaction=False)
+        for key in keys:
+            pipeline.llen(key)
+        return any(pipeline.execute())
+    except Exception:
+        return True
+
+
 def register(app: Celery, runtime: WorkerRuntime) -> None:
     handlers = load_handlers(runtime.settings)
     finish_hooks = load_finish_hooks(runtime.settings)
+    time_slice = TimeSlice(runtime.settings.turn_slice_seconds, lambda: others_waiting(runtime))
 
     def enqueue(task_name: str, run_id: str) -> None:
         send_with_retries(app, task_name, run_id)
@@ -50,7 +66,7 @@ def register(app: Celery, runtime: WorkerRuntime) -> None:
             time.sleep(runtime.settings.claim_delay_seconds)  # a declared fault-injection seam; 0 by default
         return execute_run(runtime.db, run_id, owner=runtime.owner, lease_seconds=runtime.settings.lease_seconds,
                            handlers=handlers, enqueue=enqueue, on_finish=finish_hooks,
-                           max_crashes=runtime.settings.max_worker_crashes)
+                           max_crashes=runtime.settings.max_worker_crashes, time_slice=time_slice)
 
     for task_name in sorted({spec.task for spec in RUN_KINDS.values()}):
         durable_task(app, runtime, task_name)(execute)
