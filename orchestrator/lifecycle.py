@@ -25,6 +25,7 @@ import logging
 import threading
 import time
 import uuid
+from datetime import datetime
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -33,6 +34,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from orchestrator.domain.enums import RunStatus, StepStatus
+from orchestrator.domain.failure import Failure, as_dict
 from orchestrator.errors import LeaseError, RunCancelledError, StaleLeaseError
 from orchestrator.jobs import task_for_kind
 from orchestrator.store import journal, runs, spans, subagents
@@ -51,7 +53,7 @@ class Finish:
 
     status: RunStatus = RunStatus.COMPLETED
     result: Any = None
-    error: dict[str, Any] | None = None
+    error: Failure | dict[str, Any] | None = None
     record: Callable[[Session], None] | None = field(default=None, compare=False)
 
 
@@ -67,6 +69,7 @@ class Defer:
     happened meanwhile (its wake-up call may have found the lease still held), so go on at once."""
 
     wake: Callable[[Session], bool] | None = None
+    wake_at: datetime | None = None  # and at the latest then (the recovery sweep enqueues it)
 
 
 @dataclass(frozen=True)
@@ -228,15 +231,15 @@ def cancel(session: Session, run_id: uuid.UUID, limits: subagents.Limits, *,
                                  subagents.after_cancel(session, run, limits))
 
 
-def crash_failure(session: Session, lease: runs.Lease) -> dict[str, Any]:
+def crash_failure(session: Session, lease: runs.Lease) -> Failure:
     """The poison-run guard's error: the run's executions keep killing (or hanging) their workers."""
     last = journal.latest_step(session, lease.run_id)
     step = {"step_key": last.step_key, "status": last.status, "attempt": last.attempt} if last else None
-    return {"code": "worker_crashed",
-            "message": f"the worker running this run died {lease.crashes} times in a row without the run making "
-                       f"progress{f' (each time in step {last.step_key})' if last else ''}; it was stopped so it "
-                       "cannot take workers down forever (BOOCODE_MAX_WORKER_CRASHES)",
-            "details": {"crashes": lease.crashes, "holders": list(lease.crash_log), "last_step": step}}
+    return Failure("worker_crashed",
+                   f"the worker running this run died {lease.crashes} times in a row without the run making "
+                   f"progress{f' (each time in step {last.step_key})' if last else ''}; it was stopped so it "
+                   "cannot take workers down forever (BOOCODE_MAX_WORKER_CRASHES)",
+                   details={"crashes": lease.crashes, "holders": list(lease.crash_log), "last_step": step})
 
 
 @dataclass(frozen=True)
@@ -303,9 +306,9 @@ def _handle(context: RunContext, handler: Handler | None, known: list[str], max_
             return Finish(RunStatus.FAILED, error=error,
                           record=lambda session: spans.end_open_spans(session, lease.run_id, "error"))
         if handler is None:
-            return Finish(RunStatus.FAILED, error={
-                "code": "unsupported_run_kind",
-                "message": f"this server has no executor for runs of kind {lease.kind!r}; known kinds: {', '.join(known)}"})
+            return Finish(RunStatus.FAILED, error=Failure(
+                "unsupported_run_kind",
+                f"this server has no executor for runs of kind {lease.kind!r}; known kinds: {', '.join(known)}"))
         outcome = handler(context)
         context.keeper.raise_if_lost()
         return outcome
@@ -321,8 +324,8 @@ def _handle(context: RunContext, handler: Handler | None, known: list[str], max_
         return "interrupted"
     except Exception as error:
         logger.exception("run failed", extra=log_extra)
-        return Finish(RunStatus.FAILED, error={"code": "internal_error", "type": type(error).__name__,
-                                               "message": str(error)})
+        return Finish(RunStatus.FAILED, error=Failure("internal_error", str(error),
+                                                      context={"type": type(error).__name__}))
 
 
 def _record_outcome(session: Session, lease: runs.Lease, outcome: RunOutcome,
@@ -332,7 +335,9 @@ def _record_outcome(session: Session, lease: runs.Lease, outcome: RunOutcome,
     if isinstance(outcome, Park):
         return outcome, runs.park_run(session, lease), []  # True: decided meanwhile, go on at once
     if isinstance(outcome, (Continue, Defer)):
-        handed_back = runs.requeue_run(session, lease, deferred=isinstance(outcome, Defer))
+        deferred = isinstance(outcome, Defer)
+        handed_back = runs.requeue_run(session, lease, deferred=deferred,
+                                       wake_at=outcome.wake_at if isinstance(outcome, Defer) else None)
         if handed_back and isinstance(outcome, Defer) and outcome.wake is not None and outcome.wake(session):
             return Continue(), True, []
         return outcome, handed_back, []
@@ -340,7 +345,7 @@ def _record_outcome(session: Session, lease: runs.Lease, outcome: RunOutcome,
     runs.check_fence(session, lease)  # the run row before the session row, which `record` may lock
     if outcome.record is not None:
         outcome.record(session)
-    recorded = runs.finish_run(session, lease, outcome.status, result=outcome.result, error=outcome.error)
+    recorded = runs.finish_run(session, lease, outcome.status, result=outcome.result, error=as_dict(outcome.error))
     hook = (on_finish or {}).get(lease.kind)
     going = set_going_by_end(session, lease.session_id, lease.kind, parent_id,
                              hook(session, lease) if recorded and hook is not None else [])

@@ -34,6 +34,7 @@ from orchestrator.agent.prompt import image_digests, render_messages, system_pro
 from orchestrator.agent.streaming import DeltaPublisher
 from orchestrator.agent.tool_calls import TurnTools, run_tool_calls
 from orchestrator.domain.enums import MessageRole, RunStatus
+from orchestrator.domain.failure import Failure
 from orchestrator.domain.keys import STEP_CAP, feedback_key, model_key, repeating_key
 from orchestrator.errors import ConfigurationError, RunCancelledError
 from orchestrator.lifecycle import Continue, Defer, Finish, Handler, Park, RunContext, RunOutcome
@@ -104,6 +105,8 @@ def settle_worktree(context: RunContext, outcome: RunOutcome, sandbox: Sandbox) 
     info = worktree.release(root, str(context.run.id), sandbox)
     if outcome.status == RunStatus.COMPLETED and isinstance(outcome.result, dict):
         return replace(outcome, result={**outcome.result, "worktree": info})
+    if isinstance(outcome.error, Failure):
+        return replace(outcome, error=outcome.error.with_context(worktree=info))
     return replace(outcome, error={**(outcome.error or {}), "worktree": info})
 
 
@@ -150,28 +153,28 @@ def prepare_turn(context: RunContext, config: AgentConfig, project: Project) -> 
     try:
         provider = resolve_provider(project.provider, config.provider, config.secret_key)
     except ConfigurationError as error:
-        return Finish(RunStatus.FAILED, error={"code": "provider_misconfigured", "message": error.problems[0]})
+        return Finish(RunStatus.FAILED, error=Failure("provider_misconfigured", error.problems[0]))
     if provider is None:
-        return Finish(RunStatus.FAILED, error={
-            "code": "no_model_provider",
-            "message": "no model is configured: set the project's provider (boocode project provider), or "
-                       "BOOCODE_MODEL_BASE_URL and BOOCODE_MODEL (and BOOCODE_MODEL_API_KEY if the endpoint needs one) "
-                       "for the web and worker processes"})
+        return Finish(RunStatus.FAILED, error=Failure(
+            "no_model_provider",
+            "no model is configured: set the project's provider (boocode project provider), or "
+            "BOOCODE_MODEL_BASE_URL and BOOCODE_MODEL (and BOOCODE_MODEL_API_KEY if the endpoint needs one) "
+            "for the web and worker processes"))
     try:
         profile = agent_profile(context.run, project, provider)
     except ProfileError as error:
-        return Finish(RunStatus.FAILED, error=error.error)
+        return Finish(RunStatus.FAILED, error=error.failure)
     root = Path(project.root_path)
     if profile.spec.get("isolation") == "worktree":  # a workflow agent with its own checkout
         try:
             root = worktree.ensure(root, str(context.run.id), config.sandbox).path
         except worktree.WorktreeError as error:
-            return Finish(RunStatus.FAILED, error={"code": "worktree_failed", "message": str(error)})
+            return Finish(RunStatus.FAILED, error=Failure("worktree_failed", str(error)))
     timeout = profile.spec.get("timeoutSeconds")
     if timeout and context.run.started_at is not None and \
             (datetime.now(timezone.utc) - context.run.started_at).total_seconds() > float(timeout):
-        return Finish(RunStatus.FAILED, error={
-            "code": "agent_timeout", "message": f"the agent ran longer than its timeout of {timeout}s"})
+        return Finish(RunStatus.FAILED, error=Failure("agent_timeout",
+                                                      f"the agent ran longer than its timeout of {timeout}s"))
     host = SubagentHost(context, root, config.subagent_limits) if "spawn_subagent" in profile.tools else None
     tool_context = ToolContext(root=root, sandbox=config.sandbox, network=wants_network(project.approval_policy),
                                policy=project.approval_policy,
@@ -201,11 +204,10 @@ def call_model_step(context: RunContext, config: AgentConfig, turn: Turn, number
     provider, profile = turn.provider, turn.profile
     digests = image_digests(history)
     if digests and not provider.vision:
-        return Finish(RunStatus.FAILED, error={
-            "code": "model_cannot_see_images",
-            "message": f"the configured model {provider.model!r} is text-only, so the images were not sent and no "
-                       "call was made: use a vision-capable model and set BOOCODE_MODEL_VISION=true, or resend "
-                       "the message without images"})
+        return Finish(RunStatus.FAILED, error=Failure(
+            "model_cannot_see_images",
+            f"the configured model {provider.model!r} is text-only, so the images were not sent and no call was "
+            "made: use a vision-capable model and set BOOCODE_MODEL_VISION=true, or resend the message without images"))
     images: dict[str, str] = {}
     if digests:
         with context.db.transaction() as session:
@@ -232,11 +234,11 @@ def call_model_step(context: RunContext, config: AgentConfig, turn: Turn, number
 
 def stop_repeating(context: RunContext, turn: int, result: ModelResult) -> RunOutcome:
     call = result.tool_calls[0]
-    return stop_run(context, repeating_key(turn), {
-        "code": "model_repeating",
-        "message": f"Stopped: the model made the same call {call.name}({call.arguments}) {MAX_REPEATS + 1} times in "
-                   "a row without using its result, so it was not making progress. A larger model may manage this "
-                   "task; or send a follow-up that says what to do next."}, turn=turn)
+    return stop_run(context, repeating_key(turn), Failure(
+        "model_repeating",
+        f"Stopped: the model made the same call {call.name}({call.arguments}) {MAX_REPEATS + 1} times in a row "
+        "without using its result, so it was not making progress. A larger model may manage this task; or send a "
+        "follow-up that says what to do next."), turn=turn)
 
 
 def data_url(blob: Blob) -> str:
@@ -268,8 +270,8 @@ def conclude(context: RunContext, turn: int, result: ModelResult, profile: Agent
 
         context.step(feedback_key(turn), lambda: {"text": feedback}, kind="schema_feedback", record=record)
         return Continue()
-    error = {"code": "schema_invalid",
-             "message": f"the agent's answer did not match the schema after {SCHEMA_RETRIES + 1} tries: {problem}"}
+    error = Failure("schema_invalid", f"the agent's answer did not match the schema after {SCHEMA_RETRIES + 1} "
+                                      f"tries: {problem}")
     return Finish(RunStatus.FAILED, error=error, record=close_spans(context, turn, "error"))
 
 
@@ -304,18 +306,17 @@ def record_assistant_message(session: Session, context: RunContext, turn: int, o
 
 
 def stop_at_step_cap(context: RunContext, turns: int, max_steps: int) -> RunOutcome:
-    return stop_run(context, STEP_CAP, {
-        "code": "step_cap_reached",
-        "message": f"Stopped after {turns} model calls: the step cap of {max_steps} (BOOCODE_AGENT_MAX_STEPS) was "
-                   "reached before a final answer. The work so far is in the messages above; send a follow-up "
-                   "to continue."})
+    return stop_run(context, STEP_CAP, Failure(
+        "step_cap_reached",
+        f"Stopped after {turns} model calls: the step cap of {max_steps} (BOOCODE_AGENT_MAX_STEPS) was reached "
+        "before a final answer. The work so far is in the messages above; send a follow-up to continue."))
 
 
-def stop_run(context: RunContext, step_key: str, error: dict[str, Any], turn: int | None = None) -> RunOutcome:
-    """End the run as failed with `error`, told to the user as the run's last message (journaled once)."""
+def stop_run(context: RunContext, step_key: str, failure: Failure, turn: int | None = None) -> RunOutcome:
+    """End the run as failed, told to the user as the run's last message (journaled once)."""
     def record(session: Session, output: dict[str, Any]) -> None:
         chat_sessions.add_message(session, context.run.session_id, MessageRole.ASSISTANT,
                                   [{"type": "error", **output}], run_id=context.run.id)
 
-    context.step(step_key, lambda: error, kind="stop", record=record)
-    return Finish(RunStatus.FAILED, error=error, record=close_spans(context, turn, "error"))
+    context.step(step_key, failure.to_dict, kind="stop", record=record)
+    return Finish(RunStatus.FAILED, error=failure, record=close_spans(context, turn, "error"))

@@ -12,7 +12,8 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from orchestrator.agent.types import agent_type_problem, discover_agent_types
-from orchestrator.llm.client import Provider
+from orchestrator.domain.failure import Failure
+from orchestrator.llm.provider import Provider
 from orchestrator.store.models import Project
 from orchestrator.tools.registry import CORE_TOOLS, TOOLS
 
@@ -21,9 +22,9 @@ SCHEMA_RETRIES = 2
 
 
 class ProfileError(Exception):
-    def __init__(self, error: dict[str, Any]) -> None:
-        super().__init__(error["message"])
-        self.error = error
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ def agent_profile(run: Any, project: Project, provider: Provider) -> AgentProfil
         known, _ = discover_agent_types(Path(project.root_path))
         problem = agent_type_problem(known, spec["agentType"])
         if problem is not None:
-            raise ProfileError({"code": "unknown_agent_type", "message": problem})
+            raise ProfileError(Failure("unknown_agent_type", problem))
         agent_type = known[spec["agentType"]]
         tools, prompt, model = agent_type.tools, agent_type.prompt, model or agent_type.model
     if model:

@@ -14,7 +14,8 @@ import time
 from contextlib import contextmanager
 from typing import Any, Iterator, Protocol
 
-from sqlalchemy import create_engine, event, exc
+from sqlalchemy import create_engine, exc
+from sqlalchemy import event as orm_event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -92,11 +93,11 @@ def ping_when_idle(engine: Engine) -> None:
     would have broken it). `pool_pre_ping` pings on every checkout: a round trip, and a transaction of
     its own, per unit of work. A connection that breaks within a second of its last use fails that one
     transaction with OperationalError, which every caller already treats as Postgres being unreachable."""
-    @event.listens_for(engine, "checkin")
+    @orm_event.listens_for(engine, "checkin")
     def _checked_in(_connection: Any, record: Any) -> None:
         record.info["checked_in"] = time.monotonic()
 
-    @event.listens_for(engine, "checkout")
+    @orm_event.listens_for(engine, "checkout")
     def _checked_out(connection: Any, record: Any, _proxy: Any) -> None:
         if time.monotonic() - record.info.get("checked_in", 0.0) < IDLE_PING_SECONDS:
             return

@@ -22,6 +22,7 @@ from sqlalchemy import case, func, or_, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
 from orchestrator.domain.enums import TERMINAL_STATUSES, RunKind, RunStatus, StepStatus
+from orchestrator.domain.failure import Failure
 from orchestrator.errors import ConflictError, NotFoundError, RunCancelledError, StaleLeaseError
 from orchestrator.store.events import append_event
 from orchestrator.store.models import Run, Step
@@ -162,13 +163,14 @@ def _release_unless_cancelled(session: Session, lease: Lease, **values: Any) -> 
     return True
 
 
-def requeue_run(session: Session, lease: Lease, *, deferred: bool = False) -> bool:
+def requeue_run(session: Session, lease: Lease, *, deferred: bool = False, wake_at: datetime | None = None) -> bool:
     """Give the lease back with the run still to do (its next turn, or waiting behind another run).
     True when the caller should enqueue it; False when it was cancelled meanwhile. A deferred run
-    (someone else wakes it) keeps its sweep back-off, so the sweep looks at it less and less often."""
+    (someone else wakes it) keeps its sweep back-off, so the sweep looks at it less and less often;
+    with `wake_at` the sweep enqueues it then at the latest, whatever its back-off."""
     back_off = {} if deferred else {"dispatches": 0}
     return _release_unless_cancelled(session, lease, status=RunStatus.QUEUED.value, enqueued_at=func.now(),
-                                     **back_off)
+                                     wake_at=wake_at, **back_off)
 
 
 def park_run(session: Session, lease: Lease) -> bool:
@@ -295,7 +297,7 @@ def cancel_run(session: Session, run_id: uuid.UUID, *, reason: str = "cancelled 
         if RunStatus(current.status).is_terminal:
             continue
         current.status = RunStatus.CANCELLED.value
-        current.error = {"code": "cancelled", "message": reason}
+        current.error = Failure("cancelled", reason).to_dict()
         current.finished_at = datetime.now(timezone.utc)
         current.updated_at = current.finished_at
         current.lease_expires_at = None
