@@ -10,24 +10,8 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from orchestrator.errors import ValidationError
+from orchestrator.domain.probe import validate_probe_input
 from orchestrator.lifecycle import Finish, RunContext, RunOutcome
-
-MAX_STEPS = 10_000
-MAX_STEP_SECONDS = 60.0
-
-
-def validate_probe_input(data: dict[str, Any]) -> dict[str, Any]:
-    steps = data.get("steps", 3)
-    step_seconds = data.get("step_seconds", 0.1)
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
-        raise ValidationError(f"steps must be a whole number from 1 to {MAX_STEPS}", details={"field": "steps"})
-    if isinstance(step_seconds, bool) or not isinstance(step_seconds, (int, float)) \
-            or not 0 <= step_seconds <= MAX_STEP_SECONDS:
-        raise ValidationError(f"step_seconds must be a number from 0 to {MAX_STEP_SECONDS}",
-                              details={"field": "step_seconds"})
-    return {"steps": steps, "step_seconds": float(step_seconds)}
-
 
 def run_probe(context: RunContext) -> RunOutcome:
     spec = validate_probe_input(context.run.input)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.llm.client import Provider
+from orchestrator.llm.provider import Provider
 from orchestrator.llm.prices import Price
 from orchestrator.secrets import decrypt, encrypt
 from orchestrator.settings import Settings
