@@ -245,3 +245,23 @@ def fake() -> Iterator[FakeModelServer]:
     server = FakeModelServer().start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def agent(make_stack, fake: FakeModelServer, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A stack whose workers use the fake model; returns (stack, api, chat, project root, start_worker)."""
+    stack = make_stack(model_base_url=fake.base_url, model_name="gpt-4o-mini", model_api_key="sk-fake-secret",
+                       agent_max_steps=6)
+    root = tmp_path / "root"
+    chat = new_session(stack.api, root)
+    (root / "README.md").write_text("# Demo\nversion = 1\n")
+    workers: list[WorkerProcess] = []
+
+    def start_worker(name: str = "agent") -> WorkerProcess:
+        worker = WorkerProcess(stack.settings, tmp_path, name=f"{name}-{len(workers)}@localhost").start()
+        workers.append(worker)
+        return worker
+
+    yield stack, stack.api, chat, root, start_worker
+    for worker in workers:
+        worker.stop()

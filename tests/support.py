@@ -1,7 +1,10 @@
-"""Test helpers: a live server in a thread, real Celery worker processes, and an API client.
+"""Test helpers: a live server in a thread, real Celery worker processes, an API client, and the
+small readers several test modules share (events and messages of a session, what a request to the
+fake model said, example workflow arguments).
 
 Everything here talks over real sockets to real services. Behaviour is changed only through
-settings (lease length, sweep interval, Redis prefix), never by patching code.
+settings (lease length, sweep interval, Redis prefix), never by patching code. A helper used by more
+than one test module lives here (fixtures in conftest.py), never imported from another test module.
 """
 
 from __future__ import annotations
@@ -240,3 +243,63 @@ class WebProcess(ProcessGroup):
 
 # A real 1 x 1 GIF: uploads are decoded before they are accepted, so a bare "GIF89a" header is refused.
 TINY_GIF = (b"GIF89a\x01\x00\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")
+
+
+# ---------------------------------------------------------------- what a session holds, read over the API
+
+def events_of(api: Api, session_id: str) -> list[dict]:
+    """Every event of the session, paging through the replay endpoint."""
+    found, since = [], 0
+    while page := api.ok("GET", f"/api/sessions/{session_id}/events?since={since}&limit=500")["events"]:
+        found.extend(page)
+        since = page[-1]["seq"]
+    return found
+
+
+def messages_of(api: Api, session_id: str) -> list[dict]:
+    return api.ok("GET", f"/api/sessions/{session_id}/messages")["messages"]
+
+
+# ---------------------------------------------------------------- what a request to the fake model says
+
+def text_of(message: dict[str, Any]) -> str:
+    """A chat message's text, whether its content is a string or a list of parts."""
+    content = message.get("content") or ""
+    return content if isinstance(content, str) else " ".join(part.get("text", "") for part in content)
+
+
+def first_user_text(body: dict[str, Any]) -> str:
+    """The prompt an agent was started with: fake model responders tell agents apart by it."""
+    return text_of(next(message for message in body["messages"] if message["role"] == "user"))
+
+
+def tool_names(body: dict[str, Any]) -> set[str]:
+    """The tools the request offered: only a chat agent is offered `spawn_subagent`."""
+    return {tool["function"]["name"] for tool in body.get("tools") or []}
+
+
+# ---------------------------------------------------------------- workflows
+
+WORKFLOW_DONE = ("completed", "completed_with_failures", "failed", "cancelled")
+
+# Arguments each built-in workflow accepts (the catalog tests run every one of them).
+CATALOG_ARGS = {
+    "deep-research": {"question": "How are runs recovered after a crash?"},
+    "review-code": {"target": "src/"},
+    "find-issues": {"area": "src/"},
+    "multi-review": {"target": "src/app.py"},
+    "plan-verify": {"task": "add a --verbose flag"},
+    "bounty-hunt": {"hunters": 2},
+}
+
+
+def example_for(schema: dict[str, Any]) -> Any:
+    """The smallest value a JSON Schema accepts (enough for the catalog's schemas)."""
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if kind == "object":
+        return {name: example_for(schema["properties"][name]) for name in schema.get("required", [])}
+    if kind == "array":
+        return [example_for(schema.get("items", {"type": "string"})) for _ in range(max(schema.get("minItems", 0), 2))]
+    return {"string": "src/app.py", "integer": 7, "number": 1.5, "boolean": True}.get(kind, "x")

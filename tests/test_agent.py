@@ -4,45 +4,11 @@ from __future__ import annotations
 
 import json
 import threading
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import new_session
 from tests.fakes.model_server import FakeModelServer, Reply, deepseek_usage, openai_usage
-from tests.support import Api, WorkerProcess, wait_for
-
-
-@pytest.fixture
-def agent(make_stack, fake: FakeModelServer, tmp_path: Path):  # type: ignore[no-untyped-def]
-    """A stack whose workers use the fake model; returns (stack, api, chat, project root, start_worker)."""
-    stack = make_stack(model_base_url=fake.base_url, model_name="gpt-4o-mini", model_api_key="sk-fake-secret",
-                       agent_max_steps=6)
-    root = tmp_path / "root"
-    chat = new_session(stack.api, root)
-    (root / "README.md").write_text("# Demo\nversion = 1\n")
-    workers: list[WorkerProcess] = []
-
-    def start_worker(name: str = "agent") -> WorkerProcess:
-        worker = WorkerProcess(stack.settings, tmp_path, name=f"{name}-{len(workers)}@localhost").start()
-        workers.append(worker)
-        return worker
-
-    yield stack, stack.api, chat, root, start_worker
-    for worker in workers:
-        worker.stop()
-
-
-def events_of(api: Api, session_id: str) -> list[dict]:
-    found, since = [], 0
-    while page := api.ok("GET", f"/api/sessions/{session_id}/events?since={since}&limit=500")["events"]:
-        found.extend(page)
-        since = page[-1]["seq"]
-    return found
-
-
-def messages_of(api: Api, session_id: str) -> list[dict]:
-    return api.ok("GET", f"/api/sessions/{session_id}/messages")["messages"]
+from tests.support import events_of, messages_of, wait_for
 
 
 def test_a_multi_turn_run_with_tools(agent, fake: FakeModelServer) -> None:  # type: ignore[no-untyped-def]

@@ -9,7 +9,7 @@ from orchestrator.errors import ValidationError
 from orchestrator.tools.policy import decide, validate_policy
 from orchestrator.tools.registry import TOOLS
 from tests.fakes.model_server import FakeModelServer, Reply, openai_usage
-from tests.test_agent import agent, events_of, messages_of  # noqa: F401 - fixtures
+from tests.support import events_of, messages_of
 
 
 def test_rules_in_order_then_the_defaults() -> None:
@@ -25,7 +25,7 @@ def test_rules_in_order_then_the_defaults() -> None:
         validate_policy({"rules": [{"tool": "run_command", "decision": "sometimes"}]}, list(TOOLS))
 
 
-def test_ask_waits_then_approval_resumes_the_run(agent, fake: FakeModelServer) -> None:  # type: ignore[no-untyped-def] # noqa: F811
+def test_ask_waits_then_approval_resumes_the_run(agent, fake: FakeModelServer) -> None:  # type: ignore[no-untyped-def]
     stack, api, chat, root, start_worker = agent
     command = ["python3", "-c", "open('ran.txt', 'w').write('yes')"]
     fake.script(Reply(tool_calls=[("run_command", {"argv": command})], usage=openai_usage(10, 5)),
@@ -46,7 +46,7 @@ def test_ask_waits_then_approval_resumes_the_run(agent, fake: FakeModelServer) -
     assert again.status_code == 409
 
 
-def test_deny_tells_the_model_and_nothing_runs(agent, fake: FakeModelServer) -> None:  # type: ignore[no-untyped-def] # noqa: F811
+def test_deny_tells_the_model_and_nothing_runs(agent, fake: FakeModelServer) -> None:  # type: ignore[no-untyped-def]
     stack, api, chat, root, start_worker = agent
     (root / "keep.txt").write_text("important")
     fake.script(Reply(tool_calls=[("delete_file", {"path": "keep.txt"})], usage=openai_usage(10, 5)),
@@ -62,7 +62,7 @@ def test_deny_tells_the_model_and_nothing_runs(agent, fake: FakeModelServer) -> 
     assert told["role"] == "tool" and "denied by the user: we need that file" in told["content"]
 
 
-def test_policy_rules_allow_and_deny_without_asking(agent, fake: FakeModelServer) -> None:  # type: ignore[no-untyped-def] # noqa: F811
+def test_policy_rules_allow_and_deny_without_asking(agent, fake: FakeModelServer) -> None:  # type: ignore[no-untyped-def]
     stack, api, chat, root, start_worker = agent
     api.ok("PUT", f"/api/projects/{chat['project_id']}/policy", {"rules": [
         {"tool": "run_command", "match": "echo *", "decision": "allow"},
@@ -80,7 +80,7 @@ def test_policy_rules_allow_and_deny_without_asking(agent, fake: FakeModelServer
     assert api.ok("GET", f"/api/sessions/{chat['id']}/approvals")["approvals"] == []
 
 
-def test_cancelling_a_waiting_run(agent, fake: FakeModelServer) -> None:  # type: ignore[no-untyped-def] # noqa: F811
+def test_cancelling_a_waiting_run(agent, fake: FakeModelServer) -> None:  # type: ignore[no-untyped-def]
     stack, api, chat, root, start_worker = agent
     fake.script(Reply(tool_calls=[("run_command", {"argv": ["ls"]})], usage=openai_usage(10, 5)))
     start_worker()

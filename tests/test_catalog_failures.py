@@ -19,8 +19,7 @@ from typing import Any, Callable
 
 from tests.conftest import new_session
 from tests.fakes.model_server import FakeModelServer, Reply, openai_usage
-from tests.support import WorkerProcess
-from tests.test_workflows import CATALOG_ARGS, DONE, example_for, first_user_text
+from tests.support import CATALOG_ARGS, WORKFLOW_DONE, WorkerProcess, example_for, first_user_text
 
 ROOT = re.compile(r"\(root: (\S+)\)")
 SCHEMA_MARKER = "validates against this JSON Schema:\n"
@@ -145,7 +144,7 @@ def test_every_catalog_workflow_survives_each_of_its_agents_failing(make_stack, 
     problems = []
     try:
         for case, run_id in started:
-            stack.api.wait_for_run(run_id, DONE, timeout=240)
+            stack.api.wait_for_run(run_id, WORKFLOW_DONE, timeout=240)
             status = stack.api.ok("GET", f"/api/runs/{run_id}/workflow")
             try:
                 check_case(case, status)

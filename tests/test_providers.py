@@ -13,13 +13,12 @@ from sqlalchemy import text
 from orchestrator.secrets import generate_key
 from tests.conftest import new_session
 from tests.fakes.model_server import FakeModelServer, Reply, openai_usage
-from tests.support import WorkerProcess
-from tests.test_agent import events_of  # noqa: F401 - fixture
+from tests.support import WorkerProcess, events_of
 
 SECRET = "sk-project-only-secret-0123456789"
 
 
-def test_a_project_provider_is_used_and_its_key_stays_secret(make_stack, fake: FakeModelServer,  # noqa: F811
+def test_a_project_provider_is_used_and_its_key_stays_secret(make_stack, fake: FakeModelServer,
                                                              tmp_path: Path) -> None:
     server_model = FakeModelServer().start()  # the server default: must not be called
     try:

@@ -16,6 +16,7 @@ SURFACE = {
     "trace": [],
     "workflow": ["cancel", "list", "result", "resume", "run", "status"],
     "subagent": ["cancel", "list", "result", "retry", "show"],
+    "flow": ["cancel", "list", "rerun", "result", "run", "status", "validate"],
     "model": ["fetch", "list", "serve"],
 }
 
@@ -26,6 +27,6 @@ def test_cli_commands_are_pinned() -> None:
 
 
 def test_every_listing_offers_json() -> None:
-    for group in ("user", "token", "project", "session", "run", "approval", "workflow", "subagent"):
+    for group in ("user", "token", "project", "session", "run", "approval", "workflow", "subagent", "flow"):
         listing = cli.commands[group].commands["list"]
         assert "as_json" in {parameter.name for parameter in listing.params}, group

@@ -11,8 +11,7 @@ from pathlib import Path
 
 from tests.conftest import new_session
 from tests.fakes.model_server import FakeModelServer, Reply, openai_usage
-from tests.support import WorkerProcess, wait_for
-from tests.test_subagents import first_user, tool_names
+from tests.support import WorkerProcess, first_user_text, tool_names, wait_for
 
 LEASE = 60.0
 BOUND = 10.0  # well under the 20 s a renewal takes to notice the cancel
@@ -60,9 +59,9 @@ def test_cancelling_a_subagent_from_the_api_frees_its_slot_at_once(make_stack, f
                                          ("spawn_subagent", {"prompt": "two", "label": "two"})],
                              usage=openai_usage(10, 2))
             return Reply(text="started both", usage=openai_usage(10, 2))
-        working[first_user(body)].set()
+        working[first_user_text(body)].set()
         hold.wait(60)
-        return Reply(text=f"{first_user(body)} done", usage=openai_usage(10, 2))
+        return Reply(text=f"{first_user_text(body)} done", usage=openai_usage(10, 2))
 
     fake.responder = respond
     chat = new_session(stack.api, tmp_path / "root")

@@ -24,23 +24,11 @@ from orchestrator.store import subagents as store_subagents
 from orchestrator.store import users
 from tests.conftest import new_session
 from tests.fakes.model_server import FakeModelServer, Reply, openai_usage
-from tests.support import Api, WorkerProcess, cli_environment, run_cli, wait_for
+from tests.support import (Api, WorkerProcess, cli_environment, first_user_text, run_cli, text_of, tool_names,
+                           wait_for)
 
 DONE = ("completed", "failed", "cancelled")
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
-
-def tool_names(body: dict[str, Any]) -> set[str]:
-    return {tool["function"]["name"] for tool in body.get("tools") or []}
-
-
-def text_of(message: dict[str, Any]) -> str:
-    content = message.get("content") or ""
-    return content if isinstance(content, str) else " ".join(part.get("text", "") for part in content)
-
-
-def first_user(body: dict[str, Any]) -> str:
-    return text_of(next(message for message in body["messages"] if message["role"] == "user"))
 
 
 def spawned(body: dict[str, Any]) -> dict[str, str]:
@@ -71,12 +59,12 @@ class Model:
             self.requests.append(body)
         if "spawn_subagent" in tool_names(body):
             return self.chat(body)
-        return self.sub(first_user(body), body)
+        return self.sub(first_user_text(body), body)
 
     def subagent_requests(self, prompt: str) -> list[dict[str, Any]]:
         with self.lock:
             return [body for body in self.requests
-                    if "spawn_subagent" not in tool_names(body) and first_user(body) == prompt]
+                    if "spawn_subagent" not in tool_names(body) and first_user_text(body) == prompt]
 
     def chat_requests(self) -> list[dict[str, Any]]:
         with self.lock:
@@ -251,7 +239,7 @@ def test_slots_per_user_and_per_server_are_never_exceeded_and_every_subagent_run
 
     def chat(body: dict) -> Reply:
         if body["messages"][-1]["role"] == "user":
-            return reply(calls=[("spawn_subagent", {"prompt": f"job {index} of {first_user(body)}",
+            return reply(calls=[("spawn_subagent", {"prompt": f"job {index} of {first_user_text(body)}",
                                                     "label": f"job{index}", "follow_up": False})
                                 for index in range(3)])
         return reply("started three")

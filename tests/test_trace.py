@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.model_server import FakeModelServer, Reply, openai_usage
-from tests.test_agent import agent  # noqa: F401 - fixtures
 
 
 def all_spans(api, path: str, **filters) -> list[dict]:  # type: ignore[no-untyped-def]
@@ -25,7 +24,7 @@ def all_spans(api, path: str, **filters) -> list[dict]:  # type: ignore[no-untyp
         cursor = page["next_cursor"]
 
 
-def test_a_run_leaves_a_complete_trace(agent, fake: FakeModelServer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def] # noqa: F811
+def test_a_run_leaves_a_complete_trace(agent, fake: FakeModelServer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     stack, api, chat, root, start_worker = agent
     fake.script(
         Reply(tool_calls=[("read_file", {"path": "README.md"})], usage=openai_usage(1000, 10)),

@@ -15,20 +15,15 @@ import pytest
 
 from tests.conftest import new_session
 from tests.fakes.model_server import FakeModelServer, Reply, openai_usage
-from tests.support import Api, WorkerProcess, cli_environment, run_cli, wait_for
+from tests.support import (CATALOG_ARGS, WORKFLOW_DONE, WorkerProcess, cli_environment, example_for, first_user_text,
+                           run_cli, wait_for)
 
 HEADER = 'export const meta = {name: "t", description: "a test workflow", phases: ["one", "two"]};\n'
-DONE = ("completed", "completed_with_failures", "failed", "cancelled")
 
 
 def last_user_text(body: dict[str, Any]) -> str:
     users = [message for message in body["messages"] if message["role"] == "user"]
     content = users[-1]["content"]
-    return content if isinstance(content, str) else " ".join(part.get("text", "") for part in content)
-
-
-def first_user_text(body: dict[str, Any]) -> str:
-    content = next(message for message in body["messages"] if message["role"] == "user")["content"]
     return content if isinstance(content, str) else " ".join(part.get("text", "") for part in content)
 
 
@@ -82,7 +77,7 @@ class Flow:
         return self.wait(run["id"], timeout)
 
     def wait(self, run_id: str, timeout: float = 60) -> dict:
-        self.api.wait_for_run(run_id, DONE, timeout=timeout)
+        self.api.wait_for_run(run_id, WORKFLOW_DONE, timeout=timeout)
         return self.status(run_id)
 
     def status(self, run_id: str) -> dict:
@@ -380,18 +375,6 @@ return await agent("after");
     assert len(status["agents"]) == 2 and flow.model.count("^after$") == 0
 
 
-def example_for(schema: dict[str, Any]) -> Any:
-    """The smallest value a JSON Schema accepts (enough for the catalog's schemas)."""
-    if "enum" in schema:
-        return schema["enum"][0]
-    kind = schema.get("type")
-    if kind == "object":
-        return {name: example_for(schema["properties"][name]) for name in schema.get("required", [])}
-    if kind == "array":
-        return [example_for(schema.get("items", {"type": "string"})) for _ in range(max(schema.get("minItems", 0), 2))]
-    return {"string": "src/app.py", "integer": 7, "number": 1.5, "boolean": True}.get(kind, "x")
-
-
 def schema_responder(body: dict[str, Any]) -> Reply:
     system = body["messages"][0]["content"]
     marker = "validates against this JSON Schema:\n"
@@ -399,16 +382,6 @@ def schema_responder(body: dict[str, Any]) -> Reply:
         schema = json.loads(system.split(marker, 1)[1])
         return Reply(text=json.dumps(example_for(schema)), usage=openai_usage(200, 20))
     return Reply(text=f"notes on: {first_user_text(body)[:40]}", usage=openai_usage(200, 20))
-
-
-CATALOG_ARGS = {
-    "deep-research": {"question": "How are runs recovered after a crash?"},
-    "review-code": {"target": "src/"},
-    "find-issues": {"area": "src/"},
-    "multi-review": {"target": "src/app.py"},
-    "plan-verify": {"task": "add a --verbose flag"},
-    "bounty-hunt": {"hunters": 2},
-}
 
 
 def test_the_catalog_lists_and_every_builtin_runs_end_to_end(flow: Flow) -> None:

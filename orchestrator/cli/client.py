@@ -97,10 +97,10 @@ class ApiClient:
                            f"(set BOOCODE_URL to point elsewhere)", EXIT_UNREACHABLE) from None
         if response.status_code >= 400:
             try:
-                error = response.json()["error"]
-                message = f"{error['message']} ({error['code']}, HTTP {response.status_code})"
-                if error.get("details"):
-                    message += f"\n  details: {json.dumps(error['details'])}"
+                failure = response.json()["error"]
+                message = f"{failure['message']} ({failure['code']}, HTTP {response.status_code})"
+                if failure.get("details"):
+                    message += f"\n  details: {json.dumps(failure['details'])}"
             except (ValueError, KeyError, TypeError):
                 message = f"HTTP {response.status_code}: {response.text[:300]}"
             raise CliError(message, status_exit_code(response.status_code))

@@ -1,11 +1,28 @@
-"""Printing for people (aligned columns) or for scripts (`--json`)."""
+"""Printing for people (aligned columns) or for scripts (`--json`).
+
+Every command with `--json` ends in `emit(value, as_json, printer)`: the JSON is exactly `value`, and
+the human form is `printer(value)`, so the two never drift apart in what they show.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import click
+
+
+def emit(value: Any, as_json: bool, printer: Callable[[Any], None]) -> None:
+    """`value` as JSON for scripts, else as `printer` shows it to a person."""
+    if as_json:
+        emit_json(value)
+    else:
+        printer(value)
+
+
+def table(*columns: str) -> Callable[[Sequence[dict[str, Any]]], None]:
+    """A printer for `emit`: the rows as aligned COLUMNS."""
+    return lambda rows: emit_table(rows, columns)
 
 
 def emit_json(value: Any) -> None:
@@ -61,14 +78,19 @@ def render_parts(role: str, parts: list[dict[str, Any]]) -> str:
     return "\n".join(lines) or f"{role}: (empty)"
 
 
+def approval_hint(data: dict[str, Any]) -> str:
+    """An `approval.requested` event as a person acts on it: what waits, and the command that decides."""
+    return (f"approval needed: {data.get('tool')} {json.dumps(data.get('arguments'))} — "
+            f"boocode approval approve {data.get('id')} (or deny)")
+
+
 def describe_event(event: dict[str, Any]) -> str:
     data = event.get("data") or {}
     detail = ""
     if event["type"] == "message.created":
         detail = render_parts(data.get("role", "?"), data.get("parts", []))
     elif event["type"] == "approval.requested":
-        detail = (f"approval needed: {data.get('tool')} {json.dumps(data.get('arguments'))} — "
-                  f"boocode approval approve {data.get('id')} (or deny)")
+        detail = approval_hint(data)
     elif event["type"] == "text.delta":
         detail = repr(data.get("text", ""))[:80]
     elif event["type"].startswith("step."):

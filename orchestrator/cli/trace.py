@@ -6,7 +6,20 @@ from typing import Any
 
 import click
 
+from orchestrator.cli import EXIT_NOT_FOUND, output
 from orchestrator.cli.client import ApiClient, CliError
+from orchestrator.cli.context import Context, json_option, pass_context
+
+
+@click.command()
+@click.argument("identifier")
+@json_option
+@pass_context
+def trace(context: Context, identifier: str, as_json: bool) -> None:
+    """The span tree of a RUN or a SESSION: timings, tokens, cost, cache status."""
+    kind, found, summary = fetch_spans(context.api(), identifier)
+    output.emit({"kind": kind[:-1], "spans": found, "summary": summary}, as_json,
+                lambda shown: print_tree(shown["spans"], shown["summary"]))
 
 
 def fetch_spans(api: ApiClient, identifier: str) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
@@ -15,7 +28,7 @@ def fetch_spans(api: ApiClient, identifier: str) -> tuple[str, list[dict[str, An
         try:
             summary = api.get(f"/api/{kind}/{identifier}/trace-summary")["summary"]
         except CliError as error:
-            if error.exit_code == 4 and kind == "runs":
+            if error.exit_code == EXIT_NOT_FOUND and kind == "runs":  # not a run: try it as a session
                 continue
             raise
         found: list[dict[str, Any]] = []

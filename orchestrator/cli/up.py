@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 import click
 import httpx
@@ -59,7 +60,7 @@ def log_directory(settings: Settings) -> Path:
     return settings.data_dir / "logs"
 
 
-def open_log(settings: Settings, name: str) -> "object":
+def open_log(settings: Settings, name: str) -> BinaryIO:
     """The child's output goes to <data dir>/logs/<name>.log (appended, readable by this user only)."""
     directory = log_directory(settings)
     ensure_private_directory(directory)
@@ -308,10 +309,10 @@ def ensure_secret_key(settings: Settings) -> Settings:
 
 def ready_block(settings: Settings, credentials: Path) -> str:
     """What a person needs once everything runs, in one place (the test suites wait for its first line)."""
-    default_data_dir = Settings.__dataclass_fields__["data_dir"].default_factory()  # type: ignore[misc]
+    default_data_dir = Settings.__dataclass_fields__["data_dir"].default_factory()  # type: ignore[misc, operator]
     data_dir = "" if settings.data_dir == default_data_dir else f"export BOOCODE_DATA_DIR={settings.data_dir}; "
-    activate = Path(sys.prefix) / "bin" / "activate"
-    activate = f"source {activate}; " if sys.prefix != sys.base_prefix and activate.exists() else ""
+    script = Path(sys.prefix) / "bin" / "activate"
+    activate = f"source {script}; " if sys.prefix != sys.base_prefix and script.exists() else ""
     model = "the embedded model (first turns take a while on a small CPU)" if settings.model_name == MODEL_ALIAS \
         else (settings.model_name or "none configured")
     return "\n".join([
