@@ -20,11 +20,12 @@ def _tables(url: str) -> set[str]:
 
 
 def _schema(url: str) -> dict[str, frozenset[str]]:
-    """Tables and their columns: what a migration step changes."""
+    """Tables with their columns and indexes: what a migration step changes."""
     engine = create_engine(url, poolclass=pool.NullPool)
     try:
         inspector = inspect(engine)
         return {table: frozenset(column["name"] for column in inspector.get_columns(table))
+                | frozenset(f"index {index['name']}" for index in inspector.get_indexes(table))
                 for table in inspector.get_table_names() if table != "alembic_version"}
     finally:
         engine.dispose()

@@ -107,7 +107,7 @@ class Message(Base):
     __tablename__ = "messages"
     __table_args__ = (
         CheckConstraint("role IN ('user', 'assistant', 'tool', 'system')", name="ck_messages_role"),
-        Index("ix_messages_session_seq", "session_id", "seq"),
+        Index("ix_messages_session_seq_run", "session_id", "seq", postgresql_include=["run_id"]),
     )
 
     id: Mapped[uuid.UUID] = _uuid_pk()
@@ -133,6 +133,9 @@ class Run(Base):
               postgresql_where="status IN ('queued', 'running')"),
         Index("ix_runs_open_subagents", "created_by", "created_at",
               postgresql_where="kind = 'subagent' AND status IN ('queued', 'running', 'waiting')"),
+        Index("ix_runs_session_chat", "session_id", "created_at", "id",
+              postgresql_where="kind = 'agent' AND parent_id IS NULL"),
+        Index("ix_runs_session_children", "session_id", "id", postgresql_where="parent_id IS NOT NULL"),
     )
 
     id: Mapped[uuid.UUID] = _uuid_pk()

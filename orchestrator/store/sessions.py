@@ -4,6 +4,11 @@
 A message's parts are made storable (`storable.py`: NUL escaped, lone surrogates replaced) before
 they are written, so the stored message, its event and what the caller gets back are the same. An
 image part may reference only a blob uploaded to the session's own project.
+
+Opening a session costs a page, not the session (docs/web-ui.md, "Big sessions"): the conversation
+is read in keyset pages by `seq` (`after` forwards, `before` backwards from the newest), child runs'
+messages are left out from the index alone (`ix_messages_session_seq_run` carries `run_id`), and the
+session list reads one run per session for its activity badge.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import func, or_, select, tuple_
+from sqlalchemy import Select, func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from orchestrator.domain.enums import MessageRole
@@ -59,21 +64,18 @@ def list_sessions(session: Session, project_id: uuid.UUID, *, limit: int = 100) 
 
 def add_message(session: Session, session_id: uuid.UUID, role: MessageRole, parts: list[dict[str, Any]], *,
                 created_by: uuid.UUID | None = None, run_id: uuid.UUID | None = None) -> Message:
-    chat = load_session(session, session_id)
-    missing = blobs_outside_project(session, chat.project_id,
-                                    [part["blob"] for part in parts if part.get("type") == "image"])
+    images = [part["blob"] for part in parts if part.get("type") == "image"]
+    missing = blobs_outside_project(session, load_session(session, session_id).project_id, images) if images else []
     if missing:
         raise ValidationError("the message refers to images that were not uploaded to this project; "
                               "upload them to one of its sessions first", details={"missing_blobs": missing})
     parts = storable(parts)
-    message = Message(session_id=session_id, role=role.value, parts=parts, created_by=created_by, run_id=run_id,
-                      created_at=datetime.now(timezone.utc), seq=0)
-    session.add(message)
-    session.flush()
+    message_id = uuid.uuid4()
     event = append_event(session, session_id, "message.created",
-                         {"message_id": str(message.id), "role": role.value, "parts": parts}, run_id=run_id)
-    message.seq = event["seq"]
-    session.flush()
+                         {"message_id": str(message_id), "role": role.value, "parts": parts}, run_id=run_id)
+    message = Message(id=message_id, session_id=session_id, role=role.value, parts=parts, created_by=created_by,
+                      run_id=run_id, created_at=datetime.now(timezone.utc), seq=event["seq"])
+    session.add(message)  # inserted with the transaction's other rows, in one batch
     return message
 
 
@@ -99,17 +101,53 @@ def session_references_blob(session: Session, session_id: uuid.UUID, digest: str
                                                    owned.exists()).limit(1)) is not None
 
 
-def list_messages(session: Session, session_id: uuid.UUID, *, after_seq: int = 0, limit: int = 200,
-                  run_id: uuid.UUID | None = None) -> list[Message]:
-    """The session's conversation (messages of child runs, such as a workflow's agents, are left out:
-    ask for one run's messages with `run_id`)."""
+def conversation_query(session_id: uuid.UUID, *, after_seq: int = 0, before_seq: int | None = None,
+                       run_id: uuid.UUID | None = None) -> Select:
+    """The messages with seq in (after_seq, before_seq), unordered: the session's conversation
+    (messages of child runs, such as a workflow's agents, are left out) or, with `run_id`, one run's."""
     query = select(Message).where(Message.session_id == session_id, Message.seq > after_seq)
+    if before_seq is not None:
+        query = query.where(Message.seq < before_seq)
     if run_id is not None:
-        query = query.where(Message.run_id == run_id)
-    else:
-        children = select(Run.id).where(Run.session_id == session_id, Run.parent_id.is_not(None))
-        query = query.where(or_(Message.run_id.is_(None), Message.run_id.not_in(children)))
-    return list(session.scalars(query.order_by(Message.seq).limit(limit)))
+        return query.where(Message.run_id == run_id)
+    children = select(Run.id).where(Run.session_id == session_id, Run.parent_id.is_not(None))
+    return query.where(or_(Message.run_id.is_(None), Message.run_id.not_in(children)))
+
+
+def page_query(session_id: uuid.UUID, *, after_seq: int = 0, before_seq: int | None = None, limit: int = 200,
+               run_id: uuid.UUID | None = None) -> Select:
+    """With `before_seq`, the newest `limit` messages below it (newest first), else the oldest `limit`
+    after `after_seq`: either way an index range scan that stops after `limit` rows."""
+    query = conversation_query(session_id, after_seq=after_seq, before_seq=before_seq, run_id=run_id)
+    return query.order_by(Message.seq.desc() if before_seq is not None else Message.seq).limit(limit)
+
+
+def list_messages(session: Session, session_id: uuid.UUID, *, after_seq: int = 0, before_seq: int | None = None,
+                  limit: int = 200, run_id: uuid.UUID | None = None) -> list[Message]:
+    """A page of the conversation in seq order: `before_seq` pages back from the newest (the session's
+    `last_seq` + 1 gives the latest page), `after_seq` pages forwards from the oldest."""
+    found = list(session.scalars(page_query(session_id, after_seq=after_seq, before_seq=before_seq, limit=limit,
+                                            run_id=run_id)))
+    return found[::-1] if before_seq is not None else found
+
+
+def count_messages_before(session: Session, session_id: uuid.UUID, before_seq: int, *,
+                          run_id: uuid.UUID | None = None) -> int:
+    """How many messages of the conversation come before `before_seq` (the UI's "N earlier messages").
+    The one read here that grows with the session, so it is asked for, not always sent: an index-only
+    count over `ix_messages_session_seq_run`."""
+    keys = conversation_query(session_id, before_seq=before_seq, run_id=run_id).with_only_columns(Message.seq)
+    return session.scalar(select(func.count()).select_from(keys.subquery())) or 0
+
+
+def latest_chat_run_query(session_ids: list[uuid.UUID]) -> Select:
+    """Each listed session with the status of its latest top-level agent run (None if it never ran):
+    one backward step on `ix_runs_session_chat` per session, however many runs it holds."""
+    latest = (select(Run.status)
+              .where(Run.session_id == ChatSession.id, Run.kind == "agent", Run.parent_id.is_(None))
+              .order_by(Run.created_at.desc(), Run.id.desc()).limit(1)
+              .correlate(ChatSession).scalar_subquery())
+    return select(ChatSession.id, latest.label("status")).where(ChatSession.id.in_(session_ids))
 
 
 def activity(session: Session, session_ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
@@ -117,12 +155,7 @@ def activity(session: Session, session_ids: list[uuid.UUID]) -> dict[uuid.UUID, 
     `waiting` (for an approval), `failed`, `cancelled`, or `idle` (finished well, or never ran)."""
     if not session_ids:
         return {}
-    ranked = (select(Run.session_id, Run.status,
-                     func.row_number().over(partition_by=Run.session_id,
-                                            order_by=(Run.created_at.desc(), Run.id.desc())).label("rank"))
-              .where(Run.session_id.in_(session_ids), Run.kind == "agent", Run.parent_id.is_(None)).subquery())
-    latest = session.execute(select(ranked.c.session_id, ranked.c.status).where(ranked.c.rank == 1)).all()
     mapping = {"queued": "running", "running": "running", "waiting": "waiting", "failed": "failed",
                "cancelled": "cancelled", "interrupted": "failed"}
-    found = {row.session_id: mapping.get(row.status, "idle") for row in latest}
+    found = {row.id: mapping.get(row.status, "idle") for row in session.execute(latest_chat_run_query(session_ids))}
     return {session_id: found.get(session_id, "idle") for session_id in session_ids}

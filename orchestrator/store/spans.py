@@ -11,8 +11,8 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Numeric, and_, func, not_, select, update
+from sqlalchemy.dialects.postgresql import array, insert
 from sqlalchemy.orm import Session
 
 from orchestrator.store.events import append_event
@@ -20,6 +20,8 @@ from orchestrator.store.models import Span
 
 SPAN_NAMESPACE = uuid.UUID("6f1d1d2a-5b0e-4c53-9d0c-2f8a6c7e9b11")
 MAX_PAGE = 200
+TOKEN_KEYS = ("input_total", "uncached", "cache_read", "cache_write", "output", "reasoning")
+UNREPORTED = ["cache_not_reported", "no_usage_reported"]  # usage flags: the provider said nothing of its cache
 
 
 def span_id(run_id: uuid.UUID, key: str) -> uuid.UUID:
@@ -121,40 +123,35 @@ def list_spans(session: Session, *, session_id: uuid.UUID | None = None, run_id:
 
 
 def summarize(session: Session, *, session_id: uuid.UUID | None = None, run_id: uuid.UUID | None = None) -> dict[str, Any]:
-    """Calls, tokens, cost, cache hit rate and wall time over model and tool call spans."""
-    query = select(Span).where(Span.kind.in_(["model_call", "tool_call", "run"]))
+    """Calls, tokens, cost, cache hit rate and wall time over model and tool call spans: one aggregate
+    in Postgres, so a session of thousands of calls costs one row over the wire, not every span."""
+    model = Span.kind == "model_call"
+
+    def total(path: tuple[str, str], where: Any) -> Any:
+        return func.coalesce(func.sum(Span.attributes[path].astext.cast(Numeric)).filter(where), 0)
+
+    # Over the calls that report it: a provider that says nothing is "unknown" (None), not a 0% miss
+    # (llama.cpp reports no cache reads).
+    reported = and_(model, not_(func.coalesce(Span.attributes[("usage", "flags")].has_any(array(UNREPORTED)), False)))
+    query = select(func.count().filter(model).label("model_calls"),
+                   func.count().filter(Span.kind == "tool_call").label("tool_calls"),
+                   func.count().filter(Span.kind != "run", Span.status.in_(("error", "interrupted"))).label("errors"),
+                   *(total(("usage", key), model).label(key) for key in TOKEN_KEYS),
+                   total(("usage", "input_total"), reported).label("reported_input"),
+                   total(("cost", "total"), model).label("cost_total"),
+                   total(("cost", "saved"), model).label("cost_saved"),
+                   func.coalesce(func.sum(Span.duration_ms).filter(Span.kind == "run"), 0).label("duration"))
+    query = query.where(Span.kind.in_(["model_call", "tool_call", "run"]))
     if session_id is not None:
         query = query.where(Span.session_id == session_id)
     if run_id is not None:
         query = query.where(Span.run_id == run_id)
-    tokens = dict.fromkeys(("input_total", "uncached", "cache_read", "cache_write", "output", "reasoning"), 0)
-    cost = {"total": 0.0, "saved": 0.0}
-    model_calls = tool_calls = errors = 0
-    reported_input = 0  # input tokens of calls whose provider reports cache reads (llama.cpp does not)
-    duration = 0.0
-    for span in session.scalars(query):
-        if span.kind == "run":
-            duration += span.duration_ms or 0.0
-            continue
-        if span.status in ("error", "interrupted"):
-            errors += 1
-        if span.kind == "tool_call":
-            tool_calls += 1
-            continue
-        model_calls += 1
-        usage = span.attributes.get("usage") or {}
-        for key in tokens:
-            tokens[key] += int(usage.get(key, 0))
-        if not {"cache_not_reported", "no_usage_reported"} & set(usage.get("flags") or []):
-            reported_input += int(usage.get("input_total", 0))
-        span_cost = span.attributes.get("cost") or {}
-        cost["total"] += float(span_cost.get("total", 0.0))
-        cost["saved"] += float(span_cost.get("saved", 0.0))
-    # Over the calls that report it: a provider that says nothing is "unknown" (None), not a 0% miss.
-    hit_rate = round(tokens["cache_read"] / reported_input, 4) if reported_input else None
-    return {"model_calls": model_calls, "tool_calls": tool_calls, "errors": errors, "tokens": tokens,
-            "cost": {key: round(value, 8) for key, value in cost.items()}, "cache_hit_rate": hit_rate,
-            "duration_ms": round(duration, 1)}
+    row = session.execute(query).one()
+    tokens = {key: int(getattr(row, key)) for key in TOKEN_KEYS}
+    hit_rate = round(tokens["cache_read"] / int(row.reported_input), 4) if row.reported_input else None
+    return {"model_calls": row.model_calls, "tool_calls": row.tool_calls, "errors": row.errors, "tokens": tokens,
+            "cost": {"total": round(float(row.cost_total), 8), "saved": round(float(row.cost_saved), 8)},
+            "cache_hit_rate": hit_rate, "duration_ms": round(float(row.duration), 1)}
 
 
 def run_usage(session: Session, run_id: uuid.UUID) -> tuple[int, float, str | None]:

@@ -7,23 +7,26 @@ first message posted to it; a member can rename it at any time (`PUT …/title`)
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from flask import Blueprint, Response, request
 from orchestrator.domain.enums import MessageRole, Role, RunKind
 from orchestrator.domain.images import check_image, sniff_image_type
 from orchestrator.domain.parts import IMAGE_MEDIA_TYPES, validate_user_parts
 from orchestrator.errors import NotFoundError
-from orchestrator.probe import validate_probe_input
+from orchestrator.domain.probe import validate_probe_input
 from orchestrator.store import blobs, events, runs
 from orchestrator.store import sessions as chat_sessions
 from web import schemas
 from web.api import operation
 from web.auth import current_user, load_visible_session
 from web.errors import HttpError
+from web.inputs import BIGINT_MAX
 from web.state import state
 
 bp = Blueprint("sessions", __name__, url_prefix="/api/sessions")
 TITLE_LENGTH = 60
+MESSAGE_PAGE = 200  # the default page; schemas.LIMIT caps it at 500
 
 
 @operation(bp, "GET", "/<uuid:session_id>", summary="Get a session")
@@ -52,14 +55,31 @@ def title_from(parts: list[dict]) -> str | None:
     return cut.rstrip(" ,.;:") + "…"
 
 
-@operation(bp, "GET", "/<uuid:session_id>/messages", summary="List messages in order",
-           query={"after": schemas.SEQ, "limit": schemas.LIMIT})
+MESSAGES_QUERY = {
+    "after": {**schemas.SEQ, "description": "only messages with a greater seq (paging forwards, oldest first)"},
+    "before": {**schemas.SEQ, "description": "the newest messages with a smaller seq (paging back: the session's "
+                                             "last_seq + 1 for the latest page, then each page's `next_before`)"},
+    "limit": {**schemas.LIMIT, "description": f"messages per page (default {MESSAGE_PAGE})"},
+    "count": {"type": "string", "enum": ["earlier"],
+              "description": "`earlier`: the answer also says how many messages come before this page (`earlier`)"},
+}
+
+
+@operation(bp, "GET", "/<uuid:session_id>/messages", summary="List messages in order (keyset pages by seq)",
+           query=MESSAGES_QUERY)
 def list_messages(session_id: uuid.UUID, query):
+    """A page costs its own size: `before` pages back from the newest without reading what comes before."""
+    after, before, limit = query.get("after", 0), query.get("before"), query.get("limit", MESSAGE_PAGE)
     with state().db.transaction() as session:
         load_visible_session(session, session_id, Role.VIEWER)
-        found = chat_sessions.list_messages(session, session_id, after_seq=query.get("after", 0),
-                                            limit=query.get("limit", 200))
-        return {"messages": [chat_sessions.serialize_message(message) for message in found]}
+        found = chat_sessions.list_messages(session, session_id, after_seq=after, before_seq=before, limit=limit)
+        page: dict[str, Any] = {"messages": [chat_sessions.serialize_message(message) for message in found]}
+        if before is not None:  # a short page reached the start of the conversation
+            page["next_before"] = found[0].seq if len(found) == limit else None
+        if query.get("count") == "earlier":
+            below = found[0].seq if found else before if before is not None else min(after + 1, BIGINT_MAX)
+            page["earlier"] = chat_sessions.count_messages_before(session, session_id, below)
+        return page
 
 
 @operation(bp, "POST", "/<uuid:session_id>/messages", summary="Post a user message; queues an agent run",

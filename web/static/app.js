@@ -201,7 +201,7 @@ async function showSession(sessionId, tab) {
   // the server names a session from its first message: show the name it chose
   const onSent = () => api("GET", `/api/sessions/${sessionId}`)
     .then(({session}) => { if (session.title !== chat.title) title.show(session.title); }).catch(() => null);
-  const conversation = await createChat({sessionId, canWrite, onSent});
+  const conversation = await createChat({sessionId, canWrite, since: chat.last_seq, onSent});
   const trace = createTrace({sessionId});
   const cache = createCache({sessionId});
   const panels = {chat: conversation.node, trace: trace.node, cache: cache.node};

@@ -6,9 +6,9 @@ import {ENDED, api, el, imageURL, toast, upload} from "./api.js";
 import {markdownNode} from "./markdown.js";
 
 const DIFF_LINES_SHOWN = 40;
-const WINDOW = 120;      // messages put in the page at first
-const STEP = 80;         // messages added each time the reader scrolls to the top of what is shown
-const PAGE = 500;        // messages fetched per request
+const WINDOW = 120;      // the newest messages fetched and shown at first
+const STEP = 80;         // older messages fetched each time the reader scrolls to the top of what is shown
+const PAGE = 500;        // older messages fetched per request when jumping back to a turn
 
 // A unified diff with added and removed lines coloured; long ones collapsed behind "show more".
 function diffNode(part) {
@@ -234,18 +234,17 @@ function composer(sessionId, onSend) {
   return form;
 }
 
-export async function createChat({sessionId, canWrite, onSent = () => null}) {
-  // The whole conversation is kept in memory; only the newest WINDOW messages (and whatever the reader
-  // scrolls back to) are in the page, so a session of thousands of messages stays fast.
-  const all = [];
-  const seen = new Set();
-  for (let after = 0; ;) {
-    const {messages} = await api("GET", `/api/sessions/${sessionId}/messages?after=${after}&limit=${PAGE}`);
-    for (const message of messages) { all.push(message); seen.add(message.id); }
-    if (messages.length < PAGE) break;
-    after = messages[messages.length - 1].seq;
-  }
-  let firstShown = Math.max(0, all.length - WINDOW);
+// `since` is the session's last_seq when the page opened: the newest page is read up to it and the
+// event stream follows from it, so no message is missed or shown twice.
+export async function createChat({sessionId, canWrite, since, onSent = () => null}) {
+  // Only the newest WINDOW messages are fetched; older ones are fetched a page at a time (keyset by
+  // seq) as the reader scrolls back, so opening a session of 10,000 messages costs one small page.
+  const messagesPath = `/api/sessions/${sessionId}/messages`;
+  const first = await api("GET", `${messagesPath}?before=${since + 1}&limit=${WINDOW}&count=earlier`);
+  const all = [...first.messages];  // what is in the page, in seq order
+  const seen = new Set(all.map((message) => message.id));
+  let earlierCount = first.earlier;  // messages before all[0] not fetched yet
+  let fetching = null;
   const sentinel = el("div", {class: "sentinel", "aria-hidden": "true"});
   const earlier = el("p", {class: "status earlier"});
   const list = el("section", {class: "messages", "aria-label": "Conversation", tabindex: "0"}, sentinel, earlier);
@@ -288,18 +287,28 @@ export async function createChat({sessionId, canWrite, onSent = () => null}) {
     }
     return node;
   };
-  const showEarlier = () => {
-    if (firstShown === 0) return false;
-    const from = Math.max(0, firstShown - STEP);
-    const keep = list.scrollHeight - list.scrollTop;
-    earlier.after(...all.slice(from, firstShown).map(messageNode));
-    firstShown = from;
-    list.scrollTop = list.scrollHeight - keep;
-    earlier.textContent = firstShown ? `${firstShown} earlier messages — scroll up to see them` : "";
-    return true;
+  const sayEarlier = () => {
+    earlier.textContent = earlierCount ? `${earlierCount} earlier messages — scroll up to see them` : "";
   };
-  earlier.textContent = firstShown ? `${firstShown} earlier messages — scroll up to see them` : "";
-  list.append(...all.slice(firstShown).map(messageNode));
+  // Fetch up to `count` older messages and put them above what is shown, keeping the reader's place;
+  // false once the start of the conversation is reached. One fetch at a time.
+  const showEarlier = (count = STEP) => {
+    if (!earlierCount || !all.length) return Promise.resolve(false);
+    fetching ??= api("GET", `${messagesPath}?before=${all[0].seq}&limit=${count}`).then(({messages, next_before: more}) => {
+      const fresh = messages.filter((message) => !seen.has(message.id));
+      fresh.forEach((message) => seen.add(message.id));
+      const keep = list.scrollHeight - list.scrollTop;
+      earlier.after(...fresh.map(messageNode));
+      all.unshift(...fresh);
+      list.scrollTop = list.scrollHeight - keep;
+      earlierCount = more === null ? 0 : Math.max(0, earlierCount - fresh.length);
+      sayEarlier();
+      return fresh.length > 0;
+    }).finally(() => { fetching = null; });
+    return fetching;
+  };
+  sayEarlier();
+  list.append(...all.map(messageNode));
   new IntersectionObserver((entries) => { if (entries.some((entry) => entry.isIntersecting)) showEarlier(); },
                            {root: list, rootMargin: "200px 0px 0px 0px"}).observe(sentinel);
 
@@ -416,16 +425,24 @@ export async function createChat({sessionId, canWrite, onSent = () => null}) {
   };
 
   // Scroll to a turn of one of the chat's runs (`index` counts its turns from 0): the run's assistant
-  // message of that turn (or, failing that, the message that started the run), bringing earlier
-  // messages into the page as needed.
-  const jumpTo = (runId, index) => {
+  // message of that turn (or, failing that, the message that started the run), fetching earlier
+  // pages until the run's first (user) message is in the page.
+  const jumpTo = async (runId, index) => {
+    const started = () => all.some((message) => message.run_id === runId && message.role === "user");
+    while (!started() && await showEarlier(PAGE)) { /* bring the run's start into the page */ }
     const ofRun = all.filter((message) => message.run_id === runId);
     const target = ofRun.filter((message) => message.role === "assistant")[index] || ofRun[0];
     if (!target) return false;
-    while (all.indexOf(target) < firstShown && showEarlier()) { /* bring it into the page */ }
     const found = list.querySelector(`[data-id="${target.id}"]`);
     if (!found) return false;
-    found.scrollIntoView({block: "start"});
+    // At the top of the view, put back there frame after frame while the messages around it take
+    // their real sizes (content-visibility: auto lays them out only as they come near the view).
+    const offset = () => found.getBoundingClientRect().top - list.getBoundingClientRect().top;
+    const place = (frames) => {
+      if (Math.abs(offset()) > 2) found.scrollIntoView({block: "start"});
+      if (frames > 0) requestAnimationFrame(() => place(frames - 1));
+    };
+    place(20);
     found.classList.add("highlight");
     setTimeout(() => found.classList.remove("highlight"), 1500);
     return true;

@@ -1,8 +1,34 @@
 // The session timeline: one entry per turn of the chat's own runs (model, tokens, duration, tool calls),
 // kept current from span events; a running turn's duration ticks every half second. Runs and turns
 // are numbered as in the trace and cache views ("run 2 · turn 1"). Choosing a turn scrolls the chat to it.
+// It opens with the turns of the newest RECENT_RUNS chat runs (spans read from the first span of the
+// oldest of them on), so a session of thousands of turns opens as fast as a short one; "Earlier
+// turns" reads the rest.
 
-import {allSpans, duration, el, number, runNumbers, turnNumber} from "./api.js";
+import {api, duration, el, number, runNumbers, turnNumber} from "./api.js";
+
+const RECENT_RUNS = 50;
+const KINDS = ["turn", "model_call", "tool_call"];
+
+// The position just before the first span of the RECENT_RUNS-th newest chat run (0: read from the start).
+async function recentStart(chatRunsNewestFirst) {
+  if (chatRunsNewestFirst.length <= RECENT_RUNS) return 0;
+  const oldest = chatRunsNewestFirst[RECENT_RUNS - 1];
+  const {spans: [first]} = await api("GET", `/api/runs/${oldest.id}/spans?limit=1`);
+  return first ? first.position - 1 : 0;
+}
+
+// A session's spans of one kind with positions in (after, until]: keyset pages, stopping past `until`.
+async function spansBetween(sessionId, kind, after, until = null) {
+  const found = [];
+  for (let cursor = after; cursor !== null;) {
+    const page = await api("GET", `/api/sessions/${sessionId}/spans?kind=${kind}&limit=200&cursor=${cursor}`);
+    const within = until === null ? page.spans : page.spans.filter((span) => span.position <= until);
+    found.push(...within);
+    cursor = within.length < page.spans.length ? null : page.next_cursor;
+  }
+  return found;
+}
 
 export async function createTimeline({sessionId, onPick}) {
   const turns = new Map();   // "run/turn" → {run, turn, started, ended, status, model, tokens, tools:Set}
@@ -11,7 +37,8 @@ export async function createTimeline({sessionId, onPick}) {
   const runs = await numbers.load();
   runs.filter((run) => run.kind === "agent" && !run.parent_id).forEach((run) => chatRuns.add(run.id));
   const items = el("ol", {class: "timeline-list"});
-  const node = el("nav", {class: "timeline", "aria-label": "Session timeline"}, el("h2", {}, "Timeline"), items);
+  const earlier = el("button", {type: "button", class: "secondary small", hidden: true}, "Earlier turns");
+  const node = el("nav", {class: "timeline", "aria-label": "Session timeline"}, el("h2", {}, "Timeline"), earlier, items);
 
   const entry = (span) => {
     const key = `${span.run_id}/${span.turn}`;
@@ -59,10 +86,18 @@ export async function createTimeline({sessionId, onPick}) {
       if (shown) shown.textContent = duration(length(turn));
     }
   }, 500);
-  for (const kind of ["turn", "model_call", "tool_call"]) {
-    for (const span of await allSpans(`/api/sessions/${sessionId}/spans?kind=${kind}`)) take(span);
+  const start = await recentStart(runs.filter((run) => run.kind === "agent" && !run.parent_id));
+  for (const kind of KINDS) {
+    for (const span of await spansBetween(sessionId, kind, start)) take(span);
   }
   render();
+  earlier.hidden = start === 0;
+  earlier.addEventListener("click", async () => {
+    earlier.disabled = true;
+    for (const kind of KINDS) (await spansBetween(sessionId, kind, 0, start)).forEach(take);
+    earlier.hidden = true;
+    render();
+  });
   let timer = null;
   const handle = (event) => {
     if (event.type === "run.queued" && event.data.kind === "agent" && !event.data.parent_id) {
