@@ -221,9 +221,12 @@ def call_model_step(context: RunContext, config: AgentConfig, turn: Turn, number
         trace.start_model_span(session, context.run, number, provider, messages, tools)
 
     def body() -> dict[str, Any]:
-        result = model_client(config, provider).complete(
-            messages, tools, on_delta=deltas.add, should_stop=lambda: context.keeper.lost is not None,
-            options=profile.request_options(), require_tool=provider.require_tool_first and number == 0)
+        try:
+            result = model_client(config, provider).complete(
+                messages, tools, on_delta=deltas.add, should_stop=lambda: context.keeper.lost is not None,
+                options=profile.request_options(), require_tool=provider.require_tool_first and number == 0)
+        finally:
+            deltas.stop()  # before the result's transaction, which writes what is still pending
         return result.to_dict()
 
     context.step(model_key(number), body, kind="model_call", input={"turn": number, "model": provider.model},
