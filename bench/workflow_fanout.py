@@ -7,8 +7,8 @@ Ours:     one workflow run whose script is `parallel(N thunks of agent())`, thro
           `worker.celery_app` (one worker of 2 processes): every agent is a durable child run with its
           own lease, prompt message, model call over HTTP, journal entry, spans and events, and the
           workflow's ticks replay the script against the journal. The fake model answers at once.
-Prints wall time, agents (tasks) per second and peak memory (RSS of the worker's processes, summed)
-for both, and the ratios. Asserts nothing.
+Prints wall time, agents (tasks) per second, peak memory (RSS of the worker's processes and their
+sandbox processes, summed) and ticks for both, and the ratios. Asserts nothing.
 
 Then the sandbox's share of a tick, in this process: the same script replayed against a journal that
 answers every call (the last tick's work) or none (the first tick's), once through a pooled sandbox
@@ -21,10 +21,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
+import shutil
 import statistics
+import tempfile
 import threading
 import time
-from typing import Any
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
 
 import psutil
 from celery import group
@@ -69,6 +75,41 @@ class PeakMemory:
         self._stop.set()
         self._thread.join()
         return self.peak
+
+
+TASK_DONE = re.compile(r"task done task=(\S+) run_id=\S+ outcome=(\S+) seconds=([0-9.]+)")
+
+
+@contextmanager
+def logging_tasks_to(path: Path) -> Iterator[None]:
+    """Workers started inside log at INFO to `path` (`bench.common.start_worker` reads BENCH_LOG_LEVEL
+    and BENCH_WORKER_LOG), so each task's duration can be read back afterwards."""
+    saved = {name: os.environ.get(name) for name in ("BENCH_LOG_LEVEL", "BENCH_WORKER_LOG")}
+    os.environ.update(BENCH_LOG_LEVEL="INFO", BENCH_WORKER_LOG=str(path))
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def task_seconds(log: Path) -> dict[str, list[float]]:
+    """Seconds each task took, by task name (`workflows.tick`, `turns.run`), skipped claims left out."""
+    seconds: dict[str, list[float]] = {}
+    for match in TASK_DONE.finditer(log.read_text(errors="replace") if log.exists() else ""):
+        if match.group(2) != "skipped":
+            seconds.setdefault(match.group(1), []).append(float(match.group(3)))
+    return seconds
+
+
+def print_task_shares(seconds: dict[str, list[float]], wall: float) -> None:
+    busy = 2 * wall  # one worker of 2 processes
+    for name, values in sorted(seconds.items()):
+        print(f"  {name:14} {len(values):6} tasks, {sum(values):8.2f}s in all ({sum(values) / busy:5.1%} of the "
+              f"2 processes' time), median {statistics.median(values) * 1000:7.1f} ms, max {max(values) * 1000:7.1f} ms")
 
 
 def tick_seconds(count: int, answered: bool, out_of_process: bool, repeats: int) -> float:
@@ -148,7 +189,9 @@ def main() -> None:
             run = create_workflow_run(session, chat, owner.id, load_script(SCRIPT), {"type": "inline"},
                                       {"agents": count}, {"concurrency": options.concurrency})
             run_id = run.id
-        worker = start_worker("worker.celery_app", place.settings.to_environment(), f"ours-{place.tag}@bench")
+        log = Path(tempfile.mkdtemp(prefix="bench-fanout-")) / "worker.log"
+        with logging_tasks_to(log):
+            worker = start_worker("worker.celery_app", place.settings.to_environment(), f"ours-{place.tag}@bench")
         memory = PeakMemory(worker.pid)
         started = time.monotonic()
         TaskQueue(place.settings).enqueue_run("workflow", run_id)
@@ -173,17 +216,22 @@ def main() -> None:
             gaps = sorted(((later - earlier).total_seconds() for earlier, later in zip(moments, moments[1:])),
                           reverse=True)[:3]
         stop(worker)
+        seconds = task_seconds(log)
+        shutil.rmtree(log.parent, ignore_errors=True)
         db.dispose()
     fake.stop()
 
     print(f"bare celery group of {count} no-op tasks : {baseline_seconds:8.2f}s  {count / baseline_seconds:8.1f} tasks/s  "
-          f"peak RSS {baseline_memory / 2**20:7.1f} MiB")
+          f"peak RSS {baseline_memory / 2**20:7.1f} MiB  ({count} tasks, no ticks)")
     print(f"workflow of {count} agent() calls      : {ours_seconds:8.2f}s  {count / ours_seconds:8.1f} agents/s "
           f"peak RSS {ours_memory / 2**20:7.1f} MiB  ({status}; {recorded} results recorded, value "
-          f"{(result or {}).get('value')}, {ticks} ticks; longest idle gaps {', '.join(f'{gap:.1f}s' for gap in gaps)})")
+          f"{(result or {}).get('value')}, {ticks} ticks = {ticks / max(count, 1):.2f} per agent; "
+          f"longest idle gaps {', '.join(f'{gap:.1f}s' for gap in gaps)})")
     print(f"ratio (ours / baseline)                : {ours_seconds / baseline_seconds:8.1f}x wall time, "
           f"{(ours_seconds - baseline_seconds) / count * 1000:.1f} ms extra per agent, "
           f"{ours_memory / max(baseline_memory, 1):.2f}x memory")
+    print("where the worker's time went (from its log):")
+    print_task_shares(seconds, ours_seconds)
     print_sandbox_cost(count)
 
 

@@ -1,25 +1,37 @@
 """The workflow journal: one row per `agent()` call (settled once from its child run) and the log.
 
-Every write here happens in a transaction of the tick that holds the workflow run's lease and is
-fenced by its epoch (`check_fence`), so a stale tick cannot dispatch or settle anything.
+Every query the workflow engine makes lives here; the engine decides, this module reads and writes.
+Every write happens in a transaction of the tick that holds the workflow run's lease and is fenced
+by its epoch (`check_fence`), so a stale tick cannot dispatch or settle anything.
+
+A tick of a wide fan-out touches many calls at once, so the hot paths work in sets: the finished
+children of all running calls are read in one query and their usage in one more
+(`settle_finished_children`), the calls a tick dispatches are started together (`start_calls`), and
+log lines go in one statement (`add_logs`).
 """
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Iterable
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, exists, func, select
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
-from orchestrator.domain.enums import RunStatus
+from orchestrator.domain.enums import TERMINAL_STATUSES, MessageRole, RunStatus
+from orchestrator.errors import NotFoundError
+from orchestrator.store import runs
+from orchestrator.store import sessions as chat_sessions
 from orchestrator.store.events import append_event
-from orchestrator.store.models import Run, WorkflowCall, WorkflowLog
+from orchestrator.store.models import Project, Run, Span, WorkflowCall, WorkflowLog
 from orchestrator.store.spans import run_usage
 
 SETTLED = ("completed", "failed", "cancelled", "refused")
+TERMINAL = [status.value for status in TERMINAL_STATUSES]
+LOG_ROWS_PER_STATEMENT = 1000  # 6 parameters a row, well under Postgres' 65,535
+Usage = tuple[int, float, "str | None"]  # tokens, cost, model: what spans.run_usage gives for one run
 
 
 def serialize_call(call: WorkflowCall, current_pass: int) -> dict[str, Any]:
@@ -41,8 +53,22 @@ def serialize_log(entry: WorkflowLog) -> dict[str, Any]:
     return {"level": entry.level, "phase": entry.phase, "text": entry.text, "created_at": entry.created_at.isoformat()}
 
 
-def load_calls(session: Session, run_id: uuid.UUID) -> dict[str, WorkflowCall]:
-    rows = session.scalars(select(WorkflowCall).where(WorkflowCall.run_id == run_id).order_by(WorkflowCall.id))
+def load_calls(session: Session, run_id: uuid.UUID, *, prompts: bool = True) -> dict[str, WorkflowCall]:
+    """Every call of the run by key. A tick replays from the values and never reads the prompts (the
+    script makes them again), so it leaves them out (`prompts=False`): a 1,000-agent run's prompts are
+    not read on every tick."""
+    query = select(WorkflowCall).where(WorkflowCall.run_id == run_id).order_by(WorkflowCall.id)
+    if not prompts:
+        query = query.options(defer(WorkflowCall.prompt, raiseload=True))
+    return {row.call_key: row for row in session.scalars(query)}
+
+
+def load_calls_by_key(session: Session, run_id: uuid.UUID, keys: Iterable[str]) -> dict[str, WorkflowCall]:
+    """The rows of just these calls (a tick writing what its replay decided needs only those)."""
+    wanted = list(set(keys))
+    if not wanted:
+        return {}
+    rows = session.scalars(select(WorkflowCall).where(WorkflowCall.run_id == run_id, WorkflowCall.call_key.in_(wanted)))
     return {row.call_key: row for row in rows}
 
 
@@ -52,26 +78,116 @@ def list_logs(session: Session, run_id: uuid.UUID, limit: int = 2000) -> list[Wo
 
 
 def add_logs(session: Session, run: Run, entries: list[dict[str, Any]]) -> int:
-    """Insert log lines not written by an earlier replay; each new one is announced once."""
-    added = 0
-    for entry in entries:
-        row = session.execute(
-            insert(WorkflowLog).values(run_id=run.id, log_key=entry["key"], level=entry["level"],
-                                       phase=entry.get("phase"), text=entry["text"][:10_000],
-                                       created_at=datetime.now(timezone.utc))
-            .on_conflict_do_nothing(constraint="uq_workflow_logs_run_key").returning(WorkflowLog.id)
-        ).scalar_one_or_none()
-        if row is not None:
-            added += 1
+    """Insert log lines not written by an earlier replay; each new one is announced once, in the order
+    the script wrote them. Every replay hands over all its lines again, so they go in one statement
+    per LOG_ROWS_PER_STATEMENT rows, the ones already there skipped by the unique key."""
+    unique = list({entry["key"]: entry for entry in entries}.values())
+    added_keys: set[str] = set()
+    now = datetime.now(timezone.utc)
+    for start in range(0, len(unique), LOG_ROWS_PER_STATEMENT):
+        rows = [{"run_id": run.id, "log_key": entry["key"], "level": entry["level"], "phase": entry.get("phase"),
+                 "text": entry["text"][:10_000], "created_at": now}
+                for entry in unique[start:start + LOG_ROWS_PER_STATEMENT]]
+        added_keys.update(session.scalars(insert(WorkflowLog).values(rows)
+                                          .on_conflict_do_nothing(constraint="uq_workflow_logs_run_key")
+                                          .returning(WorkflowLog.log_key)))
+    for entry in unique:
+        if entry["key"] in added_keys:
             append_event(session, run.session_id, "workflow.log",
                          {"level": entry["level"], "phase": entry.get("phase"), "text": entry["text"][:10_000]},
                          run_id=run.id)
-    return added
+    return len(added_keys)
 
 
-def settle_from_child(session: Session, run: Run, call: WorkflowCall, child: Run) -> None:
-    """Record a finished child's outcome on its call, once (the caller holds the workflow's lease)."""
-    tokens, cost, model = run_usage(session, child.id)
+def project_root(session: Session, project_id: uuid.UUID) -> str:
+    """The directory a workflow's script and agents work in: its project's root."""
+    root = session.scalar(select(Project.root_path).where(Project.id == project_id))
+    if root is None:
+        raise NotFoundError(f"project {project_id} does not exist")
+    return root
+
+
+def settle_finished_children(session: Session, run: Run, calls: dict[str, WorkflowCall]) -> list[WorkflowCall]:
+    """Settle every running call whose child run has finished, whatever their number: the children in
+    one query, their usage in one more. Returns the calls settled, in the order their children ended."""
+    running = {call.child_run_id: call for call in calls.values() if call.status == "running" and call.child_run_id}
+    if not running:
+        return []
+    finished = list(session.scalars(select(Run).where(Run.id.in_(list(running)), Run.status.in_(TERMINAL))
+                                    .order_by(Run.finished_at, Run.id)))
+    usage = usage_of_runs(session, [child.id for child in finished])
+    for child in finished:
+        settle_from_child(session, run, running[child.id], child, usage=usage[child.id])
+    return [running[child.id] for child in finished]
+
+
+def usage_of_runs(session: Session, run_ids: list[uuid.UUID]) -> dict[uuid.UUID, Usage]:
+    """`spans.run_usage` for many runs in one query: the same sums in the same order, per run."""
+    usage: dict[uuid.UUID, Usage] = {run_id: (0, 0.0, None) for run_id in run_ids}
+    if not run_ids:
+        return usage
+    totals: dict[uuid.UUID, list[Any]] = {run_id: [0, 0.0, None] for run_id in run_ids}
+    rows = session.execute(select(Span.run_id, Span.attributes)
+                           .where(Span.run_id.in_(run_ids), Span.kind == "model_call").order_by(Span.position))
+    for run_id, attributes in rows:
+        figures, counted = totals[run_id], attributes.get("usage") or {}
+        figures[0] += int(counted.get("input_total", 0)) + int(counted.get("output", 0))
+        figures[1] += float((attributes.get("cost") or {}).get("total", 0.0))
+        figures[2] = attributes.get("model") or figures[2]
+    return {run_id: (tokens, round(cost, 8), model) for run_id, (tokens, cost, model) in totals.items()}
+
+
+def child_finished_unsettled(session: Session, run_id: uuid.UUID) -> bool:
+    """Has a child of this workflow finished whose call still says `running` (a tick would settle it)?"""
+    return bool(session.scalar(select(exists().where(
+        WorkflowCall.run_id == run_id, WorkflowCall.status == "running",
+        Run.id == WorkflowCall.child_run_id, Run.status.in_(TERMINAL)))))
+
+
+def children_of_running_calls(session: Session, calls: Iterable[WorkflowCall]) -> dict[uuid.UUID, Run]:
+    """The child runs of the calls still `running`, by id, in one query."""
+    ids = [call.child_run_id for call in calls if call.status == "running" and call.child_run_id is not None]
+    if not ids:
+        return {}
+    return {child.id: child for child in session.scalars(select(Run).where(Run.id.in_(ids)))}
+
+
+def start_calls(session: Session, run: Run, starts: list[tuple[dict[str, Any], WorkflowCall | None]],
+                pass_number: int) -> list[uuid.UUID]:
+    """Start a child agent run for each `(agent() call, its row from an earlier pass or None)`, the
+    prompt as the child's first message, and mark each call `running` with its child, all in the
+    caller's transaction. Returns the child run ids, in order, to enqueue after the commit."""
+    now = datetime.now(timezone.utc)
+    started: list[tuple[WorkflowCall, uuid.UUID]] = []
+    for call, row in starts:
+        options = call.get("options") or {}
+        child = runs.create_run(session, project_id=run.project_id, session_id=run.session_id, kind="agent",
+                                input={"spec": {"key": call["key"], "workflow_run_id": str(run.id), **options}},
+                                created_by=run.created_by, parent_id=run.id)
+        chat_sessions.add_message(session, run.session_id, MessageRole.USER,
+                                  [{"type": "text", "text": call["prompt"]}], run_id=child.id)
+        if row is None:
+            row = WorkflowCall(run_id=run.id, call_key=call["key"], prompt=call["prompt"], options=options, attempts=1)
+            session.add(row)
+        else:  # a failed or stopped call from an earlier pass runs again
+            row.attempts += 1
+        row.status, row.child_run_id, row.pass_number = "running", child.id, pass_number
+        row.label, row.phase, row.value, row.error = options.get("label"), options.get("phase"), None, None
+        row.model, row.started_at, row.finished_at, row.tokens, row.cost = options.get("model"), now, None, 0, 0.0
+        started.append((row, child.id))
+    session.flush()
+    for row, child_id in started:
+        append_event(session, run.session_id, "workflow.agent.started",
+                     {"key": row.call_key, "label": row.label, "phase": row.phase, "child_run_id": str(child_id),
+                      "attempt": row.attempts}, run_id=run.id)
+    return [child_id for _, child_id in started]
+
+
+def settle_from_child(session: Session, run: Run, call: WorkflowCall, child: Run, *,
+                      usage: Usage | None = None) -> None:
+    """Record a finished child's outcome on its call, once (the caller holds the workflow's lease);
+    `usage` when the caller read it already (`usage_of_runs`)."""
+    tokens, cost, model = usage if usage is not None else run_usage(session, child.id)
     call.tokens, call.cost, call.model = tokens, cost, model or call.model
     call.finished_at = child.finished_at or datetime.now(timezone.utc)
     if child.status == RunStatus.COMPLETED.value:
@@ -83,7 +199,6 @@ def settle_from_child(session: Session, run: Run, call: WorkflowCall, child: Run
         call.status = "cancelled" if child.status == RunStatus.CANCELLED.value else "failed"
         call.value = None
         call.error = child.error or {"code": child.status, "message": f"the agent ended {child.status}"}
-    session.flush()
     append_event(session, run.session_id, "workflow.agent.finished",
                  {"key": call.call_key, "label": call.label, "phase": call.phase, "status": call.status,
                   "child_run_id": str(child.id), "tokens": tokens, "cost": cost, "model": call.model,

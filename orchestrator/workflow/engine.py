@@ -1,11 +1,12 @@
 """Advancing a workflow run: short "tick" tasks that replay the script against its journal.
 
     tick(workflow run):
-        settle calls whose child run has finished (value, tokens, cost onto the call row)
+        settle every call whose child run has finished (value, tokens, cost onto the call row), at once
         new isolate (in a pooled sandbox process); start the script; replay: serve every settled call
-            in the order the script made them (an unchanged call from an earlier pass is "cached");
-            refuse what breaks a rule (unknown agentType, invalid schema, agent cap) so that call throws
-        dispatch new calls as child agent runs, up to the run's concurrency
+            in the order the script made them (an unchanged call from an earlier pass is "cached"),
+            each batch of ready answers in one request; refuse what breaks a rule (unknown agentType,
+            invalid schema, agent cap) so that call throws
+        dispatch new calls as child agent runs, up to the run's concurrency, in one transaction
         the script returned or threw                -> finish: completed / completed_with_failures / failed
         agents are in flight                        -> defer; a finishing child enqueues the next tick
         nothing in flight and the script still waits -> failed: it waits for something that never comes
@@ -19,35 +20,31 @@ worker process is untouched and its pool starts another sandbox process.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
-from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from orchestrator.agent import worktree
 from orchestrator.agent.types import discover_agent_types
-from orchestrator.domain.enums import TERMINAL_STATUSES, MessageRole, RunStatus
+from orchestrator.domain.enums import RunStatus
 from orchestrator.errors import RunCancelledError
 from orchestrator.jobs import task_for_kind
 from orchestrator.lifecycle import Defer, Finish, Handler, RunContext, RunOutcome
 from orchestrator.sandbox import Sandbox as CommandSandbox
 from orchestrator.settings import Settings
 from orchestrator.store import runs, workflows
-from orchestrator.store import sessions as chat_sessions
-from orchestrator.store.events import append_event
-from orchestrator.store.models import Project, Run, WorkflowCall
+from orchestrator.store.models import Run, WorkflowCall
 from orchestrator.workflow.catalog import discover, read_project_script
 from orchestrator.workflow.sandbox import Nested, Sandbox, SandboxError, Settled, replay
 from orchestrator.workflow.script import ScriptError, load_script
 
 logger = logging.getLogger(__name__)
-TERMINAL = [status.value for status in TERMINAL_STATUSES]
 
 
 @dataclass(frozen=True)
@@ -106,54 +103,18 @@ def tick(context: RunContext, config: WorkflowConfig) -> RunOutcome:
     with context.db.transaction() as session:
         _fence(session, context)
         runs.take_tick(session, context.lease)
-        project = session.get(Project, run.project_id)
-        calls = workflows.load_calls(session, run.id)
-        _settle_finished_children(session, run, calls)
-    root = Path(project.root_path)
-    agent_types, _ = discover_agent_types(root)
+        root = Path(workflows.project_root(session, run.project_id))
+        calls = workflows.load_calls(session, run.id, prompts=False)
+        workflows.settle_finished_children(session, run, calls)
     in_flight = sum(1 for call in calls.values() if call.status == "running")
-    admitted = sum(1 for call in calls.values() if call.status != "refused")
-    plan = _Plan(fresh=[], refusals=[], served=[], touched=[])
-    nested_scripts: dict[str, Any] = {}
-    git_problem: list[str | None] = []  # asked at most once per tick, and only if an agent wants a worktree
-
-    def worktree_problem() -> str | None:
-        if not git_problem:
-            git_problem.append(worktree.repository_problem(root, config.command_sandbox))
-        return git_problem[0]
-
-    def settle(call: dict[str, Any]) -> Settled | Nested | None:
-        nonlocal admitted
-        if call.get("kind") == "workflow":
-            return _nested(call, root, config, nested_scripts)
-        key = call["key"]
-        plan.touched.append(key)
-        row = calls.get(key)
-        if row is not None and not (row.status in ("failed", "cancelled") and row.pass_number < pass_number):
-            if row.status == "running":
-                return None
-            if row.status == "completed":
-                if row.pass_number < pass_number:
-                    plan.served.append(row)
-                return Settled(True, row.value, tokens=row.tokens)
-            if row.status == "refused" or (row.error or {}).get("code") == "schema_invalid":
-                return Settled(False, message=(row.error or {}).get("message", "the agent call was refused"))
-            return Settled(True, None, tokens=row.tokens)  # stopped or died: null, listed in failures
-        refusal = _refusal(call, agent_types, admitted, max_agents, row is not None, worktree_problem)
-        if refusal is not None:
-            plan.refusals.append((call, refusal))
-            return Settled(False, message=refusal["message"])
-        if row is None:
-            admitted += 1
-        plan.fresh.append(call)
-        return None
-
+    journal = _Journal(calls, root, config, pass_number, max_agents)
+    plan = journal.plan
     try:
         with Sandbox(script, spec.get("args"), timeout_seconds=config.script_timeout_seconds,
                      memory_bytes=config.memory_bytes, pool_size=config.sandbox_processes) as sandbox:
             sandbox.set_budget(caps.get("max_tokens"), 0)
             sandbox.start()
-            replay(sandbox, settle)
+            replay(sandbox, journal.settle)
             state = sandbox.state()
     except SandboxError as error:
         _record(context, run, plan, [], [], pass_number)
@@ -163,26 +124,93 @@ def tick(context: RunContext, config: WorkflowConfig) -> RunOutcome:
         return _fail(context, failure)
 
     slots = max(concurrency - in_flight, 0)
-    dispatch = plan.fresh[:slots]
-    children = _record(context, run, plan, dispatch, state["logs"], pass_number)
+    children = _record(context, run, plan, plan.fresh[:slots], state["logs"], pass_number)
     for child_id in children:
         context.enqueue(task_for_kind("agent"), str(child_id))
 
     if state["done"]:
         return _conclude(context, run, state, plan, pass_number)
     if in_flight or children:
-        return Defer(wake=lambda session: _child_finished(session, run.id))
+        # a child that finished after this tick looked: tick again rather than wait for its wake-up call
+        return Defer(wake=lambda session: workflows.child_finished_unsettled(session, run.id))
     return _fail(context, {"code": "script_stalled",
                            "message": "the script is waiting for something that never finishes: no agent is running "
                                       "and none is left to start (an await on a promise nothing resolves?)"})
 
 
+class _Journal:
+    """One tick's answers to the script's calls (`replay`'s `settle`), from the calls loaded at its
+    start; what the tick must then write (fresh calls, refusals, calls served from an earlier pass)
+    collects in `plan`. The project's git check and each distinct schema's check run at most once
+    per tick, however many calls ask: a fan-out replays every call on every tick."""
+
+    def __init__(self, calls: dict[str, WorkflowCall], root: Path, config: WorkflowConfig, pass_number: int,
+                 max_agents: int) -> None:
+        self.calls, self.root, self.config = calls, root, config
+        self.pass_number, self.max_agents = pass_number, max_agents
+        self.agent_types, _ = discover_agent_types(root)
+        self.admitted = sum(1 for call in calls.values() if call.status != "refused")
+        self.plan = _Plan(fresh=[], refusals=[], served=[], touched=[])
+        self.nested_scripts: dict[str, Any] = {}
+        self.checked: dict[str, dict[str, Any] | None] = {}  # a call's rule checks but the cap, by options
+        self._git_problem: list[str | None] = []
+
+    def worktree_problem(self) -> str | None:
+        if not self._git_problem:
+            self._git_problem.append(worktree.repository_problem(self.root, self.config.command_sandbox))
+        return self._git_problem[0]
+
+    def settle(self, call: dict[str, Any]) -> Settled | Nested | None:
+        if call.get("kind") == "workflow":
+            return _nested(call, self.root, self.config, self.nested_scripts)
+        key = call["key"]
+        self.plan.touched.append(key)
+        row = self.calls.get(key)
+        if row is not None and not (row.status in ("failed", "cancelled") and row.pass_number < self.pass_number):
+            return _journaled(row, self.pass_number, self.plan)
+        refusal = self._refusal(call, retry=row is not None)
+        if refusal is not None:
+            self.plan.refusals.append((call, refusal))
+            return Settled(False, message=refusal["message"])
+        if row is None:
+            self.admitted += 1
+        self.plan.fresh.append(call)
+        return None
+
+    def _refusal(self, call: dict[str, Any], retry: bool) -> dict[str, Any] | None:
+        options = call.get("options") or {}
+        identity = json.dumps({name: options.get(name) for name in RULED_OPTIONS}, sort_keys=True)
+        if identity not in self.checked:
+            self.checked[identity] = _refusal(options, self.agent_types, self.worktree_problem)
+        if self.checked[identity] is not None:
+            return self.checked[identity]
+        if not retry and self.admitted >= self.max_agents:
+            return {"code": "agent_cap_reached",
+                    "message": f"agent(): this run may start at most {self.max_agents} agents and has started "
+                               f"{self.admitted}"}
+        return None
+
+
+def _journaled(row: WorkflowCall, pass_number: int, plan: _Plan) -> Settled | None:
+    """The answer the journal holds for a call (None: its agent is still running)."""
+    if row.status == "running":
+        return None
+    if row.status == "completed":
+        if row.pass_number < pass_number:
+            plan.served.append(row)
+        return Settled(True, row.value, tokens=row.tokens)
+    if row.status == "refused" or (row.error or {}).get("code") == "schema_invalid":
+        return Settled(False, message=(row.error or {}).get("message", "the agent call was refused"))
+    return Settled(True, None, tokens=row.tokens)  # stopped or died: null, listed in failures
+
+
 EFFORTS = ("minimal", "low", "medium", "high")
+RULED_OPTIONS = ("isolation", "effort", "agentType", "schema")  # what `_refusal` looks at
 
 
-def _refusal(call: dict[str, Any], agent_types: dict[str, Any], admitted: int, max_agents: int,
-             retry: bool, worktree_problem: Callable[[], str | None]) -> dict[str, Any] | None:
-    options = call.get("options") or {}
+def _refusal(options: dict[str, Any], agent_types: dict[str, Any],
+             worktree_problem: Callable[[], str | None]) -> dict[str, Any] | None:
+    """Why a call with these options may not start (the agent cap aside), or None."""
     isolation = options.get("isolation")
     if isolation is not None and isolation != "worktree":
         return {"code": "invalid_isolation",
@@ -202,9 +230,6 @@ def _refusal(call: dict[str, Any], agent_types: dict[str, Any], admitted: int, m
             Draft202012Validator.check_schema(options["schema"])
         except SchemaError as error:
             return {"code": "invalid_schema", "message": f"agent(): the schema is not valid JSON Schema: {error.message}"}
-    if not retry and admitted >= max_agents:
-        return {"code": "agent_cap_reached",
-                "message": f"agent(): this run may start at most {max_agents} agents and has started {admitted}"}
     return None
 
 
@@ -226,73 +251,34 @@ def _nested(call: dict[str, Any], root: Path, config: WorkflowConfig, cache: dic
     return cache[label]
 
 
-def _settle_finished_children(session: Session, run: Run, calls: dict[str, WorkflowCall]) -> None:
-    running = {call.child_run_id: call for call in calls.values() if call.status == "running" and call.child_run_id}
-    if not running:
-        return
-    finished = session.scalars(select(Run).where(Run.id.in_(list(running)), Run.status.in_(TERMINAL)))
-    for child in finished:
-        workflows.settle_from_child(session, run, running[child.id], child)
-
-
-def _child_finished(session: Session, run_id: Any) -> bool:
-    """A child finished after this tick looked: tick again rather than wait for its wake-up call."""
-    return bool(session.scalar(select(exists().where(
-        WorkflowCall.run_id == run_id, WorkflowCall.status == "running",
-        Run.id == WorkflowCall.child_run_id, Run.status.in_(TERMINAL)))))
-
-
 def _record(context: RunContext, run: Run, plan: _Plan, dispatch: list[dict[str, Any]],
             logs: list[dict[str, Any]], pass_number: int) -> list[Any]:
-    """Write what the replay decided, fenced: refusals, cache marks, logs, and new child runs."""
-    children = []
+    """Write what the replay decided, fenced, in one transaction: refusals, cache marks, logs, and the
+    new child runs (all of this tick's, together)."""
     with context.db.transaction() as session:
         _fence(session, context)
-        calls = workflows.load_calls(session, run.id)
+        keys = [call["key"] for call, _ in plan.refusals] + [row.call_key for row in plan.served] + \
+            [call["key"] for call in dispatch]
+        calls = workflows.load_calls_by_key(session, run.id, keys)
         for call, error in plan.refusals:
             if call["key"] not in calls:
                 calls[call["key"]] = workflows.refuse(session, run, call, pass_number, error)
         for served in plan.served:
             workflows.mark_served(session, run, calls[served.call_key], pass_number)
         workflows.add_logs(session, run, logs)
-        for call in dispatch:
-            children.append(_dispatch(session, run, call, calls.get(call["key"]), pass_number))
-    return children
-
-
-def _dispatch(session: Session, run: Run, call: dict[str, Any], row: WorkflowCall | None, pass_number: int) -> Any:
-    """A child agent run for one agent() call: its prompt is the child's first message."""
-    options = call.get("options") or {}
-    child = runs.create_run(session, project_id=run.project_id, session_id=run.session_id, kind="agent",
-                            input={"spec": {"key": call["key"], "workflow_run_id": str(run.id), **options}},
-                            created_by=run.created_by, parent_id=run.id)
-    chat_sessions.add_message(session, run.session_id, MessageRole.USER, [{"type": "text", "text": call["prompt"]}],
-                              run_id=child.id)
-    now = datetime.now(timezone.utc)
-    if row is None:
-        row = WorkflowCall(run_id=run.id, call_key=call["key"], prompt=call["prompt"], options=options, attempts=1)
-        session.add(row)
-    else:  # a failed or stopped call from an earlier pass runs again
-        row.attempts += 1
-    row.status, row.child_run_id, row.pass_number = "running", child.id, pass_number
-    row.label, row.phase, row.value, row.error = options.get("label"), options.get("phase"), None, None
-    row.model, row.started_at, row.finished_at, row.tokens, row.cost = options.get("model"), now, None, 0, 0.0
-    session.flush()
-    append_event(session, run.session_id, "workflow.agent.started",
-                 {"key": call["key"], "label": row.label, "phase": row.phase, "child_run_id": str(child.id),
-                  "attempt": row.attempts}, run_id=run.id)
-    return child.id
+        return workflows.start_calls(session, run, [(call, calls.get(call["key"])) for call in dispatch], pass_number)
 
 
 def _conclude(context: RunContext, run: Run, state: dict[str, Any], plan: _Plan, pass_number: int) -> RunOutcome:
     with context.db.transaction() as session:
         _fence(session, context)
-        calls = workflows.load_calls(session, run.id)
+        calls = workflows.load_calls(session, run.id, prompts=False)
         # agents the script started but never awaited: stop them, the run is over, and record how each
         # ended on its call (cancelled, or what it finished with meanwhile), so no report says `running`
+        children = workflows.children_of_running_calls(session, calls.values())
         for call in calls.values():
             if call.status == "running" and call.child_run_id is not None:
-                child = session.get(Run, call.child_run_id)
+                child = children.get(call.child_run_id)
                 if child is None:
                     continue
                 if not RunStatus(child.status).is_terminal:

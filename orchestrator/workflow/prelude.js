@@ -82,16 +82,22 @@
   let spent = 0;
   let total = null;
   let outcome = { done: false, result: null, error: null, chain: null };
+  let queued = [];             // results handed over by queueSteps, settled one per nextStep
+  let queuedAt = 0;
 
-  function fnv(text, seed) {
-    let hash = seed;
+  // 64-bit FNV-1a in two 32-bit halves (the same digits as BigInt arithmetic, without allocating a
+  // BigInt per character: a fan-out of 1,000 agent() calls hashes on every replay). The prime is
+  // 2^40 + 0x1b3, so hash * prime = hash * 0x1b3 + (low word << 8) in the high word.
+  function fnv(text, high, low) {
     for (let index = 0; index < text.length; index++) {
-      hash ^= BigInt(text.charCodeAt(index));
-      hash = (hash * 0x100000001b3n) & 0xffffffffffffffffn;
+      low = (low ^ text.charCodeAt(index)) >>> 0;
+      const product = low * 0x1b3;  // < 2^41: exact
+      high = (Math.imul(high, 0x1b3) + Math.floor(product / 0x100000000) + (low << 8)) >>> 0;
+      low = product >>> 0;
     }
-    return hash.toString(16).padStart(16, '0');
+    return high.toString(16).padStart(8, '0') + low.toString(16).padStart(8, '0');
   }
-  function digest(text) { return fnv(text, 0xcbf29ce484222325n) + fnv(text, 0x84222325cbf29ce4n); }
+  function digest(text) { return fnv(text, 0xcbf29ce4, 0x84222325) + fnv(text, 0x84222325, 0xcbf29ce4); }
   function stable(value) {
     if (Array.isArray(value)) return '[' + value.map(stable).join(',') + ']';
     if (value && typeof value === 'object') {
@@ -396,6 +402,20 @@
         else waiting.reject(structured ? rejection(payload) : new Error(payload));
       }
       return stringify(taken);
+    },
+    // A replay's batch of results in one message: `queueSteps` keeps them here, and each argument-less
+    // `nextStep` call settles the next one exactly as `step` would. The host makes one call per result,
+    // each a task of its own, so the isolate drains between them just as between `step` calls.
+    queueSteps(text) {
+      queued = parse(text);
+      queuedAt = 0;
+      return stringify([]);
+    },
+    nextStep() {
+      if (queuedAt >= queued.length) throw new Error('nextStep() without a queued result');
+      const [newSpent, key, ok, payload] = queued[queuedAt];
+      queued[queuedAt++] = null;
+      return methods.step(newSpent, key, ok, payload, false, null);
     },
     setBudget(newTotal, newSpent) { total = newTotal; spent = newSpent; return stringify([]); },
     state() {
