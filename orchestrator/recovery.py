@@ -8,6 +8,7 @@ once do not pile up duplicates; a duplicate that slips through is harmless becau
 claim the lease.
 
     unclaimed for lease x 2^dispatches (at most requeue-after) since it was last enqueued -> re-enqueue
+    deferred until a set time (`wake_at`: a flow step's timeout or retry back-off) that has come -> re-enqueue
 
 So a lost message costs at most one lease plus one sweep interval, and a run that is merely waiting
 in a long queue (or deferred until something else finishes) is looked at less and less often:
@@ -39,10 +40,11 @@ def select_runs_to_recover(session: Session, requeue_after_seconds: float, limit
     expired = and_(Run.status == RunStatus.RUNNING.value, Run.lease_expires_at < func.now(),
                    or_(stale_enqueue, Run.enqueued_at < Run.lease_expires_at))
     lost_enqueue = and_(Run.status == RunStatus.QUEUED.value, stale_enqueue)
-    candidates = (select(Run.id).where(or_(expired, lost_enqueue)).order_by(Run.created_at).limit(limit)
+    due = and_(Run.status == RunStatus.QUEUED.value, Run.wake_at <= func.now())  # a deferred run's set time
+    candidates = (select(Run.id).where(or_(expired, lost_enqueue, due)).order_by(Run.created_at).limit(limit)
                   .with_for_update(skip_locked=True))
     rows = session.execute(update(Run).where(Run.id.in_(candidates.scalar_subquery()))
-                           .values(enqueued_at=func.now(), dispatches=Run.dispatches + 1)
+                           .values(enqueued_at=func.now(), dispatches=Run.dispatches + 1, wake_at=None)
                            .returning(Run.id, Run.kind))
     return [(str(run_id), kind) for run_id, kind in rows]
 

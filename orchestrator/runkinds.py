@@ -46,6 +46,7 @@ RUN_KINDS: dict[str, RunKindSpec] = {spec.kind: spec for spec in (
     RunKindSpec(RunKind.PROBE.value, "runs.probe", "maintenance", "orchestrator.probe:handler_from_settings"),
     RunKindSpec(RunKind.WORKFLOW.value, "workflows.tick", "workflows",
                 "orchestrator.workflow.engine:handler_from_settings"),
+    RunKindSpec(RunKind.FLOW.value, "flows.tick", "flows", "orchestrator.flows.runner:handler_from_settings"),
 )}
 
 

@@ -7,8 +7,8 @@ from flask import Flask
 from orchestrator import services
 from orchestrator.settings import Settings, load_settings
 from web.auth import WS_PROTOCOL, init_auth
-from web.blueprints import (approvals, browser, health, projects, runs, sessions, subagents, traces, users,
-                            workflows)
+from web.blueprints import (approvals, browser, flows, health, projects, runs, sessions, subagents, traces,
+                            users, workflows)
 from web.errors import register_error_handlers
 from web.headers import init_headers
 from web.proxies import trust_proxies
@@ -31,7 +31,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     init_headers(app)
     init_auth(app)
     for blueprint in (health.bp, users.bp, projects.bp, sessions.bp, runs.bp, traces.bp, approvals.bp, workflows.bp,
-                      subagents.bp, browser.bp, websocket_bp):
+                      flows.bp, subagents.bp, browser.bp, websocket_bp):
         app.register_blueprint(blueprint)
     trust_proxies(app, settings.trusted_proxies)
     return app

@@ -78,3 +78,8 @@ RUN_WORKFLOW: JSON = {
     "oneOf": [{"required": ["name"]}, {"required": ["path"]}, {"required": ["script"]}],
 }
 RESUME_WORKFLOW = strict({"script": {"type": "string", "minLength": 1}})
+VALIDATE_FLOW = strict({"text": {"type": "string", "minLength": 1}}, ["text"])
+START_FLOW = strict({"input": {}, "session_id": {"type": "string", "format": "uuid",
+                                                 "pattern": "^[0-9a-fA-F-]{36}$"}})
+RERUN_FLOW = strict({"from_step": {"type": "string", "minLength": 1, "maxLength": 200}, "input": {}}, ["from_step"])
+TRIGGER_FLOW = strict({"input": {}})

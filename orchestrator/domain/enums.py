@@ -101,3 +101,17 @@ class CallStatus(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     REFUSED = "refused"
+
+
+class FlowStepState(StrEnum):
+    """A step's state in a flow run; the values are stored and sent to clients unchanged."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    SKIPPED = "skipped"
+    EXCLUDED = "excluded"
+    UPSTREAM_FAILED = "upstream_failed"
+    CANCELLED = "cancelled"

@@ -18,6 +18,7 @@ from typing import Any
 
 from orchestrator.flows.definition import Step
 from orchestrator.flows.rules import FINAL_STATES, StepState
+from orchestrator.store.models import FlowStep
 
 RETRYABLE_STATES = frozenset({StepState.FAILED, StepState.TIMED_OUT})
 
@@ -71,3 +72,13 @@ def is_settled(step: Step, record: StepRecord) -> bool:
 def state_for_rules(step: Step, record: StepRecord) -> StepState:
     """What a step's dependents see: a step that will be retried is still pending to them."""
     return StepState.PENDING if will_retry(step, record) else record.state
+
+
+def record_of_row(row: FlowStep) -> StepRecord:
+    return StepRecord(state=StepState(row.state), attempt=row.attempt, first_attempt=row.first_attempt,
+                      started_at=row.started_at, finished_at=row.finished_at, result=row.result, error=row.error)
+
+
+def records_of(rows: dict[str, FlowStep]) -> dict[str, StepRecord]:
+    """The rows as the pure scheduler sees them."""
+    return {step_id: record_of_row(row) for step_id, row in rows.items()}

@@ -20,19 +20,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from orchestrator.domain.enums import FlowStepState
 
-class StepState(StrEnum):
-    """A step's state in a flow run; the values are stored and sent to clients unchanged."""
 
-    PENDING = "pending"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    TIMED_OUT = "timed_out"
-    SKIPPED = "skipped"
-    EXCLUDED = "excluded"
-    UPSTREAM_FAILED = "upstream_failed"
-    CANCELLED = "cancelled"
+StepState = FlowStepState  # the states live in the domain, where the step rows' store can see them
 
 
 # States a step never leaves on its own (a retry or a rerun may still start a new attempt).

@@ -131,6 +131,7 @@ class Run(Base):
         Index("ix_runs_project_created", "project_id", "created_at"),
         Index("ix_runs_recoverable", "status", "lease_expires_at",
               postgresql_where="status IN ('queued', 'running')"),
+        Index("ix_runs_wake_at", "wake_at", postgresql_where="wake_at IS NOT NULL"),
         Index("ix_runs_open_subagents", "created_by", "created_at",
               postgresql_where="kind = 'subagent' AND status IN ('queued', 'running', 'waiting')"),
         Index("ix_runs_session_chat", "session_id", "created_at", "id",
@@ -159,6 +160,8 @@ class Run(Base):
     claims: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     # A workflow's next tick is already asked for: finishing children need not enqueue another.
     tick_pending: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default="false")
+    # A deferred run that must look again at a set time (a flow step's timeout or retry back-off).
+    wake_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # A background subagent holds one of the server's (and its user's) subagent slots from here until it ends.
     admitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # A finished subagent's result reached its session: read by the agent, or a follow-up turn was queued.
@@ -336,3 +339,51 @@ class WorkflowLog(Base):
     phase: Mapped[str | None] = mapped_column(StorableText)
     text: Mapped[str] = mapped_column(StorableText, nullable=False)
     created_at: Mapped[datetime] = _created_at()
+
+
+class FlowStep(Base):
+    """One step of a flow run: its state and its current attempt (docs/flows.md). The row is written
+    by the run's ticks under its lease; `attempt` only grows, and fences results: a child's outcome
+    counts only while its attempt is the one running here. `history` keeps every ended attempt."""
+
+    __tablename__ = "flow_steps"
+    __table_args__ = (
+        UniqueConstraint("run_id", "step_id", name="uq_flow_steps_run_step"),
+        CheckConstraint("state IN ('pending', 'running', 'completed', 'failed', 'timed_out', 'skipped', 'excluded', "
+                        "'upstream_failed', 'cancelled')", name="ck_flow_steps_state"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), nullable=False)
+    step_id: Mapped[str] = mapped_column(StorableString(200), nullable=False)
+    state: Mapped[str] = mapped_column(StorableString(16), nullable=False, default="pending")
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    first_attempt: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    child_run_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"), index=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    timed_out_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    result: Mapped[Any | None] = mapped_column(StorableJSONB)
+    error: Mapped[dict[str, Any] | None] = mapped_column(StorableJSONB)
+    reason: Mapped[str | None] = mapped_column(StorableText)
+    tokens: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0, server_default="0")
+    cost: Mapped[float] = mapped_column(Float, nullable=False, default=0.0, server_default="0")
+    model: Mapped[str | None] = mapped_column(StorableText)
+    history: Mapped[list[Any]] = mapped_column(StorableJSONB, nullable=False, default=list)
+    updated_at: Mapped[datetime] = _created_at()
+
+
+class FlowTrigger(Base):
+    """A token that lets a program (CI, a git hook) start one flow of one project. Only its SHA-256 is
+    stored; the plain token is shown once, to the owner who created it."""
+
+    __tablename__ = "flow_triggers"
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), nullable=False,
+                                                  index=True)
+    flow_name: Mapped[str] = mapped_column(StorableString(200), nullable=False)
+    token_hash: Mapped[str] = mapped_column(StorableString(64), nullable=False, unique=True)
+    created_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = _created_at()
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,103 @@
+"""Running a flow's JavaScript: `code` steps and guards (`when`, switch cases), in the workflow sandbox.
+
+    evaluate_code(code, input, steps)         -> CodeResult(ok, value | error)
+    evaluate_guards(expressions, input, steps) -> (bool, …) | GuardFailure
+
+User JavaScript never runs in a web or worker process (DESIGN §3.5-3.6): each evaluation is one
+script in a pooled sandbox *process* with the workflow engine's time and memory limits, the clock and
+randomness refused (so a replayed tick takes the same path). `input` is the run's input and `steps`
+the step views (`steps.<id>.result`, `.state`, `.error`, `.attempt`), both frozen.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from orchestrator.flows.expressions import check_expression
+from orchestrator.flows.scheduler import GuardFailure
+from orchestrator.workflow.sandbox import Sandbox, SandboxError
+from orchestrator.workflow.script import WorkflowScript
+
+PREAMBLE = "const input = args.input, steps = args.steps;\nreturn await (async () => {\n"
+PREAMBLE_LINES = PREAMBLE.count("\n")
+
+
+@dataclass(frozen=True)
+class Limits:
+    timeout_seconds: float = 2.0
+    memory_bytes: int = 128 * 1024 * 1024
+    pool_size: int | None = None
+
+
+@dataclass(frozen=True)
+class CodeResult:
+    ok: bool
+    value: Any = None
+    error: dict[str, Any] | None = None
+
+
+def _body(code: str) -> str:
+    """An expression is returned; a function body (statements, `return …;`) runs as it is."""
+    inner = f"return (\n{code}\n);" if not check_expression(code) else code
+    return PREAMBLE + inner + "\n})();"
+
+
+def _user_line(line: int | None, expression: bool) -> int | None:
+    """A line of the generated script as a line of the user's code."""
+    if line is None:
+        return None
+    shifted = line - PREAMBLE_LINES - (1 if expression else 0)
+    return shifted if shifted >= 1 else None
+
+
+def _run(body: str, scope: dict[str, Any], limits: Limits) -> dict[str, Any]:
+    script = WorkflowScript(meta={"name": "flow-step"}, body=body, source=body)
+    with Sandbox(script, scope, timeout_seconds=limits.timeout_seconds, memory_bytes=limits.memory_bytes,
+                 pool_size=limits.pool_size) as sandbox:
+        sandbox.start()
+        return sandbox.state()
+
+
+def evaluate_code(code: str, flow_input: Any, steps: Mapping[str, Any], limits: Limits) -> CodeResult:
+    """A code step's value, or why it has none (the message and the line in the step's code)."""
+    expression = not check_expression(code)
+    try:
+        state = _run(_body(code), {"input": flow_input, "steps": dict(steps)}, limits)
+    except SandboxError as error:
+        return CodeResult(False, error={"code": error.code, "message": error.message,
+                                        "line": _user_line(error.line, expression)})
+    if not state["done"]:
+        return CodeResult(False, error={"code": "code_waits", "retryable": False,
+                                        "message": "the code awaits something that never comes (agent() and "
+                                                   "workflow() are not available in a code step)"})
+    if state["error"] is not None:
+        error = state["error"]
+        return CodeResult(False, error={"code": error.get("code") or "code_error",
+                                        "message": f"{error.get('name')}: {error.get('message')}",
+                                        "line": _user_line(error.get("line"), expression)})
+    return CodeResult(True, value=json.loads(json.dumps(state["result"])))
+
+
+def evaluate_guards(expressions: tuple[str, ...], flow_input: Any, steps: Mapping[str, Any],
+                    limits: Limits) -> tuple[bool, ...] | GuardFailure:
+    """The truth value of each expression (JavaScript truthiness), in one sandbox script; the first
+    that throws fails the step with its message."""
+    parts = [f"(() => {{ try {{ return {{ok: true, value: !!(\n{text}\n)}}; }} catch (error) {{ return "
+             f"{{ok: false, index: {index}, message: String(error && error.message || error)}}; }} }})()"
+             for index, text in enumerate(expressions)]
+    body = PREAMBLE + "return [" + ",\n".join(parts) + "];\n})();"
+    try:
+        state = _run(body, {"input": flow_input, "steps": dict(steps)}, limits)
+    except SandboxError as error:
+        return GuardFailure(f"a guard could not be evaluated: {error.message}")
+    if state["error"] is not None or not state["done"]:
+        message = (state["error"] or {}).get("message", "it did not finish")
+        return GuardFailure(f"a guard could not be evaluated: {message}")
+    values = []
+    for index, answer in enumerate(state["result"]):
+        if not answer.get("ok"):
+            return GuardFailure(f"expression {index + 1} ({expressions[index][:80]!r}) threw: {answer.get('message')}")
+        values.append(bool(answer["value"]))
+    return tuple(values)

@@ -1,0 +1,342 @@
+"""The `flow` run kind: short ticks that apply the pure scheduler's decisions to a flow run.
+
+    tick(flow run):
+        one transaction: fence, take the tick, reconcile every step from its child run
+            (operations.reconcile: settle finished children, fail or retry died ones, cancel the
+            child of an attempt that already ended, re-dispatch an attempt whose child is missing)
+        repeat (a code step or a mark may unblock more steps in the same tick):
+            plan = scheduler.plan(definition, records, now, guard answers)
+            guards asked for -> evaluate them in the sandbox, plan again with the answers
+            code steps dispatched -> run them in the sandbox (outside any transaction)
+            one fenced transaction: time_out (cancel the child), mark, dispatch (agent and flow
+                steps as child runs keyed by (run, step, attempt); code steps with their result)
+            enqueue the new children after the commit
+        plan.finish -> Finish(completed | completed_with_failures | failed), with the rendered output
+        else        -> Defer: a finishing child wakes the run (`parent_to_wake`); a retry backoff or
+                       a timeout with nothing finishing is picked up by the recovery sweep
+
+No tick waits for a child: a worker slot is held only while the plan is made and applied. A child
+that finishes while a tick runs is noticed when the tick hands the lease back (`Defer.wake`). A
+late result of an attempt that timed out is never recorded: only the child of the attempt the
+row is running is looked at, and `operations.accept_result` checks that attempt again.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+from sqlalchemy.orm import Session
+
+from orchestrator import lifecycle
+from orchestrator.domain.enums import RunKind, RunStatus
+from orchestrator.errors import RunCancelledError
+from orchestrator.flows import operations, scheduler
+from orchestrator.flows.definition import AgentBody, CodeBody, FlowBody, FlowDefinition, Step, StepKind, build
+from orchestrator.flows.discovery import discover
+from orchestrator.flows.evaluation import CodeResult, Limits, evaluate_code, evaluate_guards
+from orchestrator.flows.expressions import render_template
+from orchestrator.flows.records import StepRecord, record_of_row, records_of
+from orchestrator.flows.rules import StepState
+from orchestrator.jobs import task_for_kind
+from orchestrator.lifecycle import Defer, Finish, Handler, RunContext, RunOutcome
+from orchestrator.settings import Settings
+from orchestrator.store import flows as store
+from orchestrator.store import runs, subagents
+from orchestrator.store.models import FlowStep, Run
+from orchestrator.store.workflows import project_root
+
+logger = logging.getLogger(__name__)
+MAX_PLANS_PER_TICK = 50  # code steps chain within a tick; past this the next tick goes on
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    limits: Limits = Limits()
+    subagent_limits: subagents.Limits = subagents.Limits(server=8, per_user=4)
+    personal_dir: Path | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "FlowConfig":
+        return cls(limits=Limits(timeout_seconds=settings.workflow_script_timeout_seconds,
+                                 memory_bytes=settings.workflow_memory_mb * 1024 * 1024,
+                                 pool_size=settings.workflow_sandbox_processes),
+                   subagent_limits=subagents.Limits.from_settings(settings), personal_dir=settings.data_dir / "flows")
+
+
+def handler_from_settings(settings: Settings) -> Handler:
+    """The `flow` kind's handler (orchestrator/runkinds.py)."""
+    config = FlowConfig.from_settings(settings)
+
+    def handle(context: RunContext) -> RunOutcome:
+        return tick(context, config)
+
+    return handle
+
+
+def definition_of(run: Run) -> FlowDefinition:
+    """The definition the run started with (kept in its input, so an edited file changes no run)."""
+    return build(run.input["flow"]["data"])
+
+
+def step_views(definition: FlowDefinition, records: Mapping[str, StepRecord]) -> dict[str, dict[str, Any]]:
+    """What templates, guards and code see as `steps.<id>`."""
+    views = {}
+    for step in definition.steps:
+        record = records.get(step.id, StepRecord())
+        views[step.id] = {"state": record.state.value, "result": record.result, "error": record.error,
+                          "attempt": record.attempt}
+    return views
+
+
+def tick(context: RunContext, config: FlowConfig) -> RunOutcome:
+    run = context.run
+    definition = definition_of(run)
+    flow_input = run.input.get("input")
+    with context.db.transaction() as session:
+        _fence(session, context)
+        runs.take_tick(session, context.lease)
+        rows = store.load_steps(session, run.id)
+        store.create_steps(session, run.id, [step.id for step in definition.steps if step.id not in rows])
+        rows = store.load_steps(session, run.id)
+        started = _reconcile(session, context, definition, rows, config)
+        records = records_of(rows)
+    _enqueue(context, started)
+    for _ in range(MAX_PLANS_PER_TICK):
+        plan = _plan_with_guards(definition, records, flow_input, config)
+        code = {dispatch.step: evaluate_code(definition.step(dispatch.step).body.code, flow_input,  # type: ignore[union-attr]
+                                             step_views(definition, records), config.limits)
+                for dispatch in plan.dispatch if dispatch.kind == StepKind.CODE}
+        with context.db.transaction() as session:
+            _fence(session, context)
+            rows = store.load_steps(session, run.id)
+            started = _apply(session, context, definition, rows, plan, code, flow_input, config)
+            records = records_of(rows)
+            if plan.finish is not None:
+                return _finish(definition, records, rows, plan.finish, flow_input)
+        _enqueue(context, started)
+        if not (code or plan.mark or plan.time_out):
+            break  # nothing this plan did can unblock another step before a child finishes
+    return Defer(wake=lambda session: store.child_finished_unsettled(session, run.id), wake_at=plan.wake_at)
+
+
+def _plan_with_guards(definition: FlowDefinition, records: dict[str, StepRecord], flow_input: Any,
+                      config: FlowConfig) -> scheduler.Plan:
+    """Plan, evaluating the guards it asks for until it asks for none it has no answer to. A switch
+    resolved in one plan can make its branches ask in the next: each round answers more steps."""
+    answers: dict[str, scheduler.GuardAnswer] = {}
+    while True:
+        plan = scheduler.plan(definition, records, datetime.now(timezone.utc), answers)
+        asked = [request for request in plan.evaluate_guards if request.step not in answers]
+        if not asked:
+            return plan
+        views = step_views(definition, _as_marked(records, plan))
+        for request in asked:
+            answers[request.step] = evaluate_guards(request.expressions, flow_input, views, config.limits)
+
+
+def _as_marked(records: dict[str, StepRecord], plan: scheduler.Plan) -> dict[str, StepRecord]:
+    """The records as the plan's marks leave them: a guard below a switch sees the switch's choice."""
+    marked = dict(records)
+    for mark in plan.mark:
+        marked[mark.step] = replace(marked.get(mark.step, StepRecord()), state=mark.state, attempt=mark.attempt,
+                                    result=mark.result, error=mark.error)
+    return marked
+
+
+def _child_outcome(step: Step, child: Run) -> Any:
+    """What a finished child gives its step: an agent's text (or its validated value with a schema),
+    a nested flow's output value."""
+    result = child.result if isinstance(child.result, dict) else {}
+    if isinstance(step.body, FlowBody):
+        return result.get("value")
+    return result.get("value") if isinstance(step.body, AgentBody) and step.body.schema is not None \
+        else result.get("text")
+
+
+def _reconcile(session: Session, context: RunContext, definition: FlowDefinition, rows: dict[str, FlowStep],
+               config: FlowConfig) -> list[Run]:
+    """Decide every step from its child run (operations.reconcile); returns children to enqueue."""
+    children = store.children_of(session, rows.values())
+    finished = [child.id for child in children.values() if RunStatus(child.status).is_terminal]
+    usage = store.usage_of(session, finished)
+    started: list[Run] = []
+    for step in definition.steps:
+        row = rows[step.id]
+        record = record_of_row(row)
+        child = children.get(row.child_run_id) if row.child_run_id else None
+        seen = operations.ChildRun(RunStatus(child.status), _child_outcome(step, child) if child else None,
+                                   child.error) if child is not None else None
+        if step.kind in (StepKind.SWITCH, StepKind.CODE) and seen is None and record.state == StepState.RUNNING:
+            continue  # never left running by this runner (a code step settles in its dispatch)
+        decision = operations.reconcile(step, record, seen)
+        child_attempt = int(((child.input or {}).get("spec") or {}).get("attempt", row.attempt)) if child else row.attempt
+        if isinstance(decision, operations.CancelChild) and child is not None:
+            started += _cancel_child(session, context, child.id, config, "its flow step already ended")
+        elif isinstance(decision, operations.Redispatch):
+            started += _dispatch_child(session, context.run, definition, rows, step, decision.attempt,
+                                       context.run.input.get("input"))
+        elif isinstance(decision, (operations.MarkDone, operations.MarkFailed, operations.MarkCancelled,
+                                   operations.Retry)) and child is not None:
+            if not operations.accept_result(record, child_attempt):
+                continue  # a stale attempt's late result: fenced out
+            _settle(session, context.run, row, decision, child, usage.get(child.id))
+    return started
+
+
+def _settle(session: Session, run: Run, row: FlowStep, decision: operations.Reconciliation, child: Run,
+            usage: Any) -> None:
+    if isinstance(decision, operations.MarkDone):
+        store.end_step(session, run, row, StepState.COMPLETED, result=decision.result, finished_at=child.finished_at,
+                       usage=usage)
+    elif isinstance(decision, operations.MarkCancelled):
+        store.end_step(session, run, row, StepState.CANCELLED, finished_at=child.finished_at, usage=usage,
+                       error=child.error or {"code": "cancelled", "message": "the step's run was cancelled"})
+    elif isinstance(decision, (operations.MarkFailed, operations.Retry)):
+        # a retry is the scheduler's: a failed attempt with attempts left is retried after its backoff
+        store.end_step(session, run, row, StepState.FAILED, error=dict(decision.error), finished_at=child.finished_at,
+                       usage=usage)
+
+
+def _cancel_child(session: Session, context: RunContext, child_id: Any, config: FlowConfig, reason: str) -> list[Run]:
+    """Cancel a step's child run the one way runs are cancelled (lifecycle.cancel); returns what that
+    sets going, to enqueue after the commit. It also asks to wake this run, which is ticking already:
+    clear the flag again rather than enqueue itself (a later finishing child must still wake it)."""
+    child = session.get(Run, child_id, populate_existing=True)
+    if child is None or RunStatus(child.status).is_terminal:
+        return []
+    _, going = lifecycle.cancel(session, child_id, config.subagent_limits, reason=reason)
+    runs.take_tick(session, context.lease)
+    return [other for other in going if other.id != context.run.id]
+
+
+def _prompt(step: Step, flow_input: Any, views: dict[str, Any]) -> str:
+    assert isinstance(step.body, AgentBody)
+    return render_template(step.body.prompt, flow_input, views)
+
+
+def _agent_spec(run: Run, step: Step, attempt: int) -> dict[str, Any]:
+    """A workflow agent()'s options, the way the agent runtime reads them from the child's spec."""
+    assert isinstance(step.body, AgentBody)
+    body = step.body
+    options = {"label": body.label or step.id, "agentType": body.agent_type, "model": body.model,
+               "effort": body.effort, "schema": body.schema, "isolation": body.isolation}
+    return {"key": f"{step.id}#{attempt}", "flow_run_id": str(run.id), "step": step.id, "attempt": attempt,
+            **{name: value for name, value in options.items() if value is not None}}
+
+
+def _dispatch_child(session: Session, run: Run, definition: FlowDefinition, rows: dict[str, FlowStep], step: Step,
+                    attempt: int, flow_input: Any) -> list[Run]:
+    """Start (or adopt) the child run of an agent or flow step's attempt; the row runs it."""
+    now = datetime.now(timezone.utc)
+    views = step_views(definition, records_of(rows))
+    row = rows[step.id]
+    if isinstance(step.body, AgentBody):
+        child = store.start_child(session, run, step.id, attempt, RunKind.AGENT.value,
+                                  {"spec": _agent_spec(run, step, attempt)}, _prompt(step, flow_input, views))
+    else:
+        nested = _nested_flow(session, run, step, flow_input, views)
+        if isinstance(nested, dict):
+            store.start_attempt(session, run, row, attempt, None, now)
+            store.end_step(session, run, row, StepState.FAILED, error=nested)
+            return []
+        child = store.start_child(session, run, step.id, attempt, RunKind.FLOW.value, nested, None)
+        store.create_steps(session, child.id, [nested_step["id"] for nested_step in nested["flow"]["data"]["steps"]])
+    store.start_attempt(session, run, row, attempt, child.id, now)
+    return [child] if child.status == RunStatus.QUEUED.value else []
+
+
+def _nested_flow(session: Session, run: Run, step: Step, flow_input: Any, views: dict[str, Any]
+                 ) -> dict[str, Any]:
+    """The input of a nested flow's run, or the error that fails the step (unknown flow, two levels)."""
+    assert isinstance(step.body, FlowBody)
+    if run.parent_id is not None:
+        return {"code": "flow_nesting", "retryable": False,
+                "message": "a nested flow cannot run another flow (one level of nesting, like workflows)"}
+    found, _ = discover(Path(project_root(session, run.project_id)), None)
+    entry = found.get(step.body.flow)
+    if entry is None:
+        return {"code": "unknown_flow", "retryable": False,
+                "message": f"no flow named {step.body.flow!r}; known: {', '.join(sorted(found))}"}
+    nested_input = _render_values(step.body.input, flow_input, views)
+    return {"flow": {"name": entry.name, "source": entry.source, "path": entry.path, "text": entry.text,
+                     "data": entry.data},
+            "input": nested_input, "trigger": {"type": "flow_step", "run_id": str(run.id), "step": step.id}}
+
+
+def _render_values(value: Any, flow_input: Any, views: dict[str, Any]) -> Any:
+    """A nested flow's input: every string in it is a template."""
+    if isinstance(value, str):
+        return render_template(value, flow_input, views)
+    if isinstance(value, list):
+        return [_render_values(item, flow_input, views) for item in value]
+    if isinstance(value, dict):
+        return {key: _render_values(item, flow_input, views) for key, item in value.items()}
+    return value
+
+
+def _apply(session: Session, context: RunContext, definition: FlowDefinition, rows: dict[str, FlowStep],
+           plan: scheduler.Plan, code: dict[str, CodeResult], flow_input: Any, config: FlowConfig) -> list[Run]:
+    """One plan, in the caller's fenced transaction: time outs, then marks, then dispatches."""
+    run = context.run
+    started: list[Run] = []
+    for time_out in plan.time_out:
+        row = rows[time_out.step]
+        if row.state != StepState.RUNNING.value or row.attempt != time_out.attempt:
+            continue
+        step = definition.step(time_out.step)
+        child_id = row.child_run_id
+        store.end_step(session, run, row, StepState.TIMED_OUT, timed_out=True, error={
+            "code": "step_timeout", "message": f"attempt {row.attempt} ran past {step.timeout_seconds:g} s"})
+        if child_id is not None:
+            started += _cancel_child(session, context, child_id, config, f"flow step {step.id!r} timed out")
+    for mark in plan.mark:
+        store.end_step(session, run, rows[mark.step], StepState(mark.state), attempt=mark.attempt, result=mark.result,
+                       error=dict(mark.error) if mark.error else None, reason=mark.reason)
+    now = datetime.now(timezone.utc)
+    for dispatch in plan.dispatch:
+        step = definition.step(dispatch.step)
+        if isinstance(step.body, CodeBody):
+            outcome = code[dispatch.step]
+            row = rows[dispatch.step]
+            store.start_attempt(session, run, row, dispatch.attempt, None, now)
+            if outcome.ok:
+                store.end_step(session, run, row, StepState.COMPLETED, result=outcome.value)
+            else:
+                store.end_step(session, run, row, StepState.FAILED, error=outcome.error)
+        else:
+            started += _dispatch_child(session, run, definition, rows, step, dispatch.attempt, flow_input)
+    session.flush()
+    return started
+
+
+def _finish(definition: FlowDefinition, records: dict[str, StepRecord], rows: dict[str, FlowStep],
+            finish: scheduler.Finished | scheduler.Stuck, flow_input: Any) -> RunOutcome:
+    """The run's honest ending: its output, each failed step with its error, the steps they blocked."""
+    totals = store.totals(rows.values())
+    if isinstance(finish, scheduler.Stuck):
+        return Finish(RunStatus.FAILED, error={"code": "flow_stuck", "message": finish.reason,
+                                               "waiting": list(finish.waiting), "totals": totals})
+    failures = [{"step": failed.step, "state": failed.state.value, "error": failed.error} for failed in finish.failures]
+    result = {"value": scheduler.render_output(definition, records, flow_input), "failures": failures,
+              "blocked": list(finish.blocked), "totals": totals}
+    status = RunStatus(finish.status)
+    if status == RunStatus.FAILED:
+        names = ", ".join(failure["step"] for failure in failures) or ", ".join(finish.blocked)
+        return Finish(status, result=result, error={"code": "flow_failed", "failures": failures,
+                                                    "message": f"the flow's output could not be produced: {names} failed"})
+    return Finish(status, result=result)
+
+
+def _enqueue(context: RunContext, children: list[Run]) -> None:
+    for child in children:
+        context.enqueue(task_for_kind(child.kind), str(child.id))
+
+
+def _fence(session: Session, context: RunContext) -> None:
+    """Refuse to write for a stale tick, and stop one whose run was cancelled meanwhile."""
+    if runs.check_fence(session, context.lease) == RunStatus.CANCELLED.value:
+        raise RunCancelledError(f"flow run {context.run.id} was cancelled")
