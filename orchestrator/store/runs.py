@@ -204,7 +204,14 @@ def parent_to_wake(session: Session, parent_id: uuid.UUID) -> Run | None:
 
     Many children finishing at once ask for one tick: the first sets `tick_pending`, the others see it
     set; the tick clears it as it starts (`take_tick`), and a tick that ends while children finished
-    meanwhile goes on by itself (RunOutcome.wake). Lock the parent first (`lock_parent`)."""
+    meanwhile goes on by itself (RunOutcome.wake). A workflow is woken only once its tick is due
+    (`workflows.tick_is_due`: a quarter of its running agents finished, or all). Lock the parent first
+    (`lock_parent`)."""
+    from orchestrator.store.workflows import tick_is_due  # workflows builds on runs
+
+    kind = session.scalar(select(Run.kind).where(Run.id == parent_id))
+    if kind == RunKind.WORKFLOW.value and not tick_is_due(session, parent_id):
+        return None
     return session.scalar(update(Run).where(Run.id == parent_id, Run.kind.in_(TICKING_KINDS),
                                             Run.status.in_(CLAIMABLE), Run.tick_pending.is_(False))
                           .values(tick_pending=True).returning(Run))

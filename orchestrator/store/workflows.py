@@ -16,7 +16,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
-from sqlalchemy import delete, exists, func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, defer
 
@@ -137,11 +137,21 @@ def usage_of_runs(session: Session, run_ids: list[uuid.UUID]) -> dict[uuid.UUID,
     return {run_id: (tokens, round(cost, 8), model) for run_id, (tokens, cost, model) in totals.items()}
 
 
-def child_finished_unsettled(session: Session, run_id: uuid.UUID) -> bool:
-    """Has a child of this workflow finished whose call still says `running` (a tick would settle it)?"""
-    return bool(session.scalar(select(exists().where(
-        WorkflowCall.run_id == run_id, WorkflowCall.status == "running",
-        Run.id == WorkflowCall.child_run_id, Run.status.in_(TERMINAL)))))
+# A wide fan-out ticks when a quarter of its running agents have finished (or all of them), not once
+# per finished agent: each tick replays the whole script, so ticking per child cost more than the
+# children. Narrow ones (fewer than 4 running) still tick on every finish.
+TICK_FRACTION = 4
+
+
+def tick_is_due(session: Session, run_id: uuid.UUID) -> bool:
+    """Should a tick of this workflow run now? Asked by a finishing child (`runs.parent_to_wake`, with
+    the workflow's row locked, so finishing children count one after another and the last one always
+    sees everything finished) and by the tick handing its lease back (`Defer.wake`), by the same rule."""
+    running, finished = session.execute(
+        select(func.count(), func.count().filter(Run.status.in_(TERMINAL)))
+        .select_from(WorkflowCall).join(Run, Run.id == WorkflowCall.child_run_id)
+        .where(WorkflowCall.run_id == run_id, WorkflowCall.status == "running")).one()
+    return bool(finished) and (finished == running or TICK_FRACTION * finished >= running)
 
 
 def children_of_running_calls(session: Session, calls: Iterable[WorkflowCall]) -> dict[uuid.UUID, Run]:
