@@ -208,7 +208,8 @@ def set_going_by_end(session: Session, ended_session_id: uuid.UUID, kind: str, p
     `parent_to_wake`). In the transaction that ended the run; the caller enqueues after the commit.
     The parent row must have been locked first (`runs.lock_parent`)."""
     going = {run.id: run for run in started}
-    following = runs.next_queued_run(session, ended_session_id, kind)
+    # child runs never queue behind each other, so only a top-level run's end lets the next one go
+    following = runs.next_queued_run(session, ended_session_id, kind) if parent_id is None else None
     if following is not None:
         going[following.id] = following
     parent = runs.parent_to_wake(session, parent_id) if parent_id else None

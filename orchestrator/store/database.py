@@ -72,12 +72,23 @@ class Database:
                 session.rollback()
                 raise
             outbox = session.info.pop(OUTBOX_KEY)
-        for event in outbox:
-            try:
+        if outbox:
+            self._publish(outbox)
+
+    def _publish(self, events: list[dict[str, Any]]) -> None:
+        """Hand committed events to the transport, in one round trip where it can; a failure is logged only
+        (transport only: Postgres already holds the events, and subscribers fill gaps from it)."""
+        try:
+            many = getattr(self.publisher, "publish_many", None)
+            if many is not None and len(events) > 1:
+                many(events)
+                return
+            for event in events:
                 self.publisher.publish(event)
-            except Exception:  # transport only; Postgres already holds the event
-                logger.warning("could not publish event", extra={"session_id": event.get("session_id"),
-                                                                 "seq": event.get("seq")}, exc_info=True)
+        except Exception:
+            logger.warning("could not publish events", extra={"session_id": events[0].get("session_id"),
+                                                              "seqs": [event.get("seq") for event in events]},
+                           exc_info=True)
 
     def dispose(self) -> None:
         if self._engine is not None:
@@ -93,9 +104,10 @@ def ping_when_idle(engine: Engine) -> None:
     would have broken it). `pool_pre_ping` pings on every checkout: a round trip, and a transaction of
     its own, per unit of work. A connection that breaks within a second of its last use fails that one
     transaction with OperationalError, which every caller already treats as Postgres being unreachable."""
+    @orm_event.listens_for(engine, "connect")
     @orm_event.listens_for(engine, "checkin")
     def _checked_in(_connection: Any, record: Any) -> None:
-        record.info["checked_in"] = time.monotonic()
+        record.info["checked_in"] = time.monotonic()  # a new connection needs no ping either
 
     @orm_event.listens_for(engine, "checkout")
     def _checked_out(connection: Any, record: Any, _proxy: Any) -> None:

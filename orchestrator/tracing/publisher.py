@@ -27,3 +27,10 @@ class RedisPublisher:
 
     def publish(self, event: dict[str, Any]) -> None:
         self.client.publish(session_channel(self.prefix, event["session_id"]), encode_event(event))
+
+    def publish_many(self, events: list[dict[str, Any]]) -> None:
+        """A transaction's events in one round trip, in order."""
+        pipeline = self.client.pipeline(transaction=False)
+        for event in events:
+            pipeline.publish(session_channel(self.prefix, event["session_id"]), encode_event(event))
+        pipeline.execute()
