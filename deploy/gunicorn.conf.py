@@ -3,7 +3,9 @@
 flask-sock needs a threaded worker: each open WebSocket holds one thread for its lifetime, so
 `threads` bounds the live connections per process (workers x threads in total). The thread count
 is BOOCODE_WEB_THREADS, the same number the WebSocket caps are computed from (web/access.py), so
-the threads they keep back for REST and /health really exist. web.server.ThreadWorker is gunicorn's
+the threads they keep back for REST and /health really exist. A socket's thread only waits on its
+mailbox (the process' hub sends live events, web/livehub.py), so hundreds per process are cheap:
+about 80 KiB each, threads made only as sockets open (docs/events.md). web.server.ThreadWorker is gunicorn's
 threaded worker answering its own 400/414/431 in the API's error shape.
 """
 

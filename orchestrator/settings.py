@@ -13,7 +13,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, MutableMapping
 
 from orchestrator.errors import ConfigurationError
 
@@ -124,13 +124,18 @@ def _parse_http_url(raw: str) -> str:
     return value
 
 
+def default_data_dir() -> Path:
+    """Where state lives when BOOCODE_DATA_DIR is not set (`boocode up` shows the variable only when it is)."""
+    return Path("~/.boocode").expanduser()
+
+
 @dataclass(frozen=True)
 class Settings:
     """Typed, frozen configuration. See `FIELDS` for the variable behind each attribute."""
 
     database_url: str | None = None
     redis_url: str | None = None
-    data_dir: Path = field(default_factory=lambda: Path("~/.boocode").expanduser())
+    data_dir: Path = field(default_factory=default_data_dir)
     host: str = "127.0.0.1"
     port: int = 8765
     api_url: str | None = None
@@ -162,7 +167,7 @@ class Settings:
     browser_session_seconds: float = 12 * 3600.0
     browser_session_idle_seconds: float = 2 * 3600.0
     worker_concurrency: int = 2
-    web_threads: int = 32
+    web_threads: int = 512  # each open WebSocket holds one (docs/events.md); gunicorn makes them as needed
     ws_poll_seconds: float = 2.0
     # Session WebSockets (web/access.py): caps, and how often an open one re-checks its access.
     ws_max_per_user: int = 8
@@ -312,12 +317,12 @@ FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
 SECRET_FIELDS = frozenset({"model_api_key", "database_url", "redis_url", "api_token", "secret_key"})
 
 
-def scrub_environment(environ: dict[str, str] | None = None) -> None:
+def scrub_environment(environ: MutableMapping[str, str] | None = None) -> None:
     """Remove the secret variables from this process' environment once settings are loaded, so no
     child started later (git, a model server, a command in `BOOCODE_SANDBOX=off` mode) inherits them."""
-    environ = os.environ if environ is None else environ  # type: ignore[assignment]
+    target = os.environ if environ is None else environ
     for name in SECRET_FIELDS:
-        environ.pop(FIELDS[name][0], None)
+        target.pop(FIELDS[name][0], None)
 
 
 def _missing_services(database_url: str | None, redis_url: str | None) -> list[str]:

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import json
 import random
+import socket
 import threading
 import time
 import uuid
 
+import httpx
 import simple_websocket
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, Request, TextMessage
 
 from orchestrator.store import events
 from orchestrator.store.database import Database
-from tests.support import Api, collect_frames
+from orchestrator.tracing.publisher import session_channel
+from tests.support import Api, collect_frames, wait_for
 
 
 def all_events(api: Api, session_id: str) -> list[dict]:
@@ -151,3 +156,87 @@ def test_bad_since_is_refused_before_the_handshake(api: Api, chat: dict) -> None
         assert error.status_code == 422
     else:
         raise AssertionError("the handshake should have been refused")
+
+
+def test_the_sockets_of_a_session_share_one_redis_subscription_and_each_gets_every_event(
+        api: Api, chat: dict, db: Database, settings) -> None:  # type: ignore[no-untyped-def]
+    from orchestrator import services
+
+    client = services.make_redis(settings)
+    channel = session_channel(settings.redis_prefix, chat["id"])
+    sockets = [api.websocket(chat["id"], subprotocol_token=index % 2 == 1) for index in range(6)]
+    try:
+        for socket in sockets:
+            collect_frames(socket, 1)  # session.created, replayed
+        assert client.pubsub_numsub(channel) == [(channel.encode(), 1)]  # one per web process, not per socket
+        for index in range(50):
+            with db.transaction() as session:
+                events.append_event(session, uuid.UUID(chat["id"]), "test.fanout", {"index": index})
+        stored = all_events(api, chat["id"])
+        for socket in sockets:
+            assert collect_frames(socket, 50) == stored[1:]
+    finally:
+        for socket in sockets:
+            socket.close()
+    wait_for(lambda: client.pubsub_numsub(channel) == [(channel.encode(), 0)], timeout=10,
+             message="the last socket leaving to unsubscribe the channel")
+
+
+def test_a_client_that_stops_reading_still_gets_every_event_once_in_order_and_so_do_the_others(
+        api: Api, chat: dict, db: Database) -> None:
+    """The hub sends live events itself only while a client's socket can take them; once the stalled
+    client's socket is full its events wait for its own thread (web/livehub.py Mailbox)."""
+    stalled = RawSocket(api, chat["id"])  # reads nothing until the end
+    steady = api.websocket(chat["id"])
+    try:
+        collect_frames(steady, 1)
+        count = 300  # ~4.5 MB: more than a socket with a 4 KB receive buffer takes in (about 3 MB here)
+        for index in range(count):
+            with db.transaction() as session:
+                events.append_event(session, uuid.UUID(chat["id"]), "test.bulk", {"index": index, "text": "x" * 15000})
+        assert [frame["data"]["index"] for frame in collect_frames(steady, count, timeout=60)] == list(range(count))
+        stored = all_events(api, chat["id"])
+        assert stalled.read_frames(len(stored), timeout=60) == stored
+    finally:
+        steady.close()
+        stalled.close()
+
+
+class RawSocket:
+    """A WebSocket client over a plain socket with a small receive buffer, read only when asked
+    (simple-websocket's client reads in a thread of its own, so it never leaves its socket full)."""
+
+    def __init__(self, api: Api, session_id: str) -> None:
+        url = httpx.URL(api.url)
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.sock.connect((url.host, url.port))
+        self.connection = WSConnection(ConnectionType.CLIENT)
+        self.sock.sendall(self.connection.send(Request(
+            host=f"{url.host}:{url.port}", target=f"/ws/sessions/{session_id}?since=0",
+            extra_headers=[(b"authorization", f"Bearer {api.token}".encode())])))
+        self.frames: list[dict] = []
+        self.partial = ""
+        self.accepted = False
+        while not self.accepted:
+            self.read_some()
+
+    def read_some(self) -> None:
+        self.connection.receive_data(self.sock.recv(1 << 16))
+        for event in self.connection.events():
+            if isinstance(event, AcceptConnection):
+                self.accepted = True
+            elif isinstance(event, TextMessage):
+                self.partial += event.data
+                if event.message_finished:
+                    self.frames.append(json.loads(self.partial))
+                    self.partial = ""
+
+    def read_frames(self, count: int, timeout: float) -> list[dict]:
+        self.sock.settimeout(timeout)
+        while len(self.frames) < count:
+            self.read_some()
+        return self.frames
+
+    def close(self) -> None:
+        self.sock.close()

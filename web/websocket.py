@@ -5,49 +5,57 @@ for as long as the caller keeps access.
         authenticated (web/auth.py) and a viewer of the session's project, else 401/404
         since is a whole number, else 422
         a slot under the per-user and per-process caps (web/access.py), else 429
-    subscribe to the session's Redis channel              (first, so nothing published later is missed)
+    register a mailbox with the process' hub (web/livehub.py)   (first: it returns once the session's
+                                                                 channel is subscribed, so nothing
+                                                                 published later is missed)
     send every event with seq > since from Postgres       (the replay)
-    loop:
-        every ws_access_check_seconds: access ended  -> close with 4401 / 4403 / 4404 and stop
-        live event:
-            seq <= last sent      -> drop (already sent during replay: the hand-over duplicate)
-            seq >  last sent + 1  -> send the gap from Postgres first (a lost pub/sub message)
-            send it
-        when Redis is quiet for ws_poll_seconds, look in Postgres anyway (a lost last message)
-        Redis down (at the start or later): poll Postgres every ws_poll_seconds, resubscribe every
-        2 s, and replay the gap once it is back (LiveFeed); Postgres alone is enough to lose nothing
-    the request ends however it ends (client gone, close, error) -> the slot is released
+    loop, taking the mailbox's items in order:
+        Live e:      e.seq <= last sent      -> drop (already sent during replay: the hand-over duplicate)
+                     e.seq >  last sent + 1  -> send the gap from Postgres first (a lost pub/sub message)
+                     send it
+        Behind n:    n > last sent           -> replay (a lost last message, or Redis down: the hub
+                                                polls Postgres every ws_poll_seconds for every socket)
+        Gap:         replay                  (Redis came back, or this mailbox overflowed)
+        Closing d:   close with 4401 / 4403 / 4404 and stop   (the hub re-checks access every
+                                                               ws_access_check_seconds)
+        Failure:     close with 1011 (the re-check could not run)
+        nothing for CLIENT_CHECK_SECONDS: look whether the client has gone
+    the request ends however it ends (client gone, close, error) -> unregister, the slot is released
 
 Commit order equals seq order (see orchestrator/store/events.py), so Postgres always holds every
-seq below one that was published; the client receives each event exactly once, in order.
+seq below one that was published; the client receives each event exactly once, in order. The
+socket's thread waits on its mailbox only; Redis and the periodic Postgres work are shared by
+every socket of the process.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import time
+import select
+import threading
 import uuid
-from typing import Any
+from typing import Any, Callable
 
-from flask import Blueprint, g, request
+from flask import Blueprint, current_app, g, request
 from flask_sock import Sock
-from redis.exceptions import RedisError
 from simple_websocket import ConnectionClosed
 
 from orchestrator.domain.enums import Role
 from orchestrator.store import events
-from orchestrator.tracing.publisher import encode_event, session_channel
-from web.access import Credential, Denied, Grant, check_access
+from orchestrator.tracing.publisher import encode_event
+from web.access import Credential, Grant
 from web.auth import SESSION_COOKIE, current_user, load_visible_session, presented_token
 from web.errors import HttpError
+from web.livehub import Behind, Closing, Failure, Gap, Item, Live, LiveHub, Mailbox, Pending
 from web.state import state
 
 logger = logging.getLogger(__name__)
 bp = Blueprint("websocket", __name__)
 sock = Sock()
 REPLAY_PAGE = 500
-RESUBSCRIBE_SECONDS = 2.0
+CLIENT_CHECK_SECONDS = 1.0  # how soon a quiet socket notices its client has gone (and frees its slot)
+HUB_KEY = "boocode.livehub"
+HUB_LOCK = threading.Lock()
 SEQ_MAX = 2 ** 63 - 1  # events.seq is a bigint
 SERVER_ERROR = 1011
 
@@ -102,55 +110,6 @@ def session_events(ws: Any, session_id: uuid.UUID) -> None:
         ws.close(SERVER_ERROR, "server error; reconnect with since=<the last seq you received>")
 
 
-class LiveFeed:
-    """The session's Redis channel, kept optional: Postgres holds every event, so while Redis is away
-    the stream carries on by polling Postgres (every ws_poll_seconds) and subscribes again every
-    RESUBSCRIBE_SECONDS; `gap` asks for a replay whenever the feed was (re)connected or lost."""
-
-    def __init__(self, client: Any, channel: str) -> None:
-        self.client, self.channel = client, channel
-        self.pubsub: Any = None
-        self.retry_at = 0.0
-        self.gap = False
-
-    def subscribe(self) -> None:
-        try:
-            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-            pubsub.subscribe(self.channel)
-        except RedisError:
-            logger.warning("Redis unreachable: the session socket polls Postgres", extra={"channel": self.channel})
-            self.retry_at = time.monotonic() + RESUBSCRIBE_SECONDS
-            return
-        self.pubsub = pubsub
-        self.gap = True
-
-    def next_message(self, timeout: float) -> dict[str, Any] | None:
-        if self.pubsub is None:
-            if time.monotonic() >= self.retry_at:
-                self.subscribe()
-            else:
-                time.sleep(timeout)
-            return None
-        try:
-            message = self.pubsub.get_message(timeout=timeout)
-        except (RedisError, OSError):
-            self.close()
-            self.retry_at = time.monotonic() + RESUBSCRIBE_SECONDS
-            self.gap = True
-            return None
-        if message is not None and message.get("type") == "message":
-            return json.loads(message["data"])
-        return None
-
-    def close(self) -> None:
-        if self.pubsub is not None:
-            try:
-                self.pubsub.close()
-            except (RedisError, OSError):
-                pass
-            self.pubsub = None
-
-
 class EventStream:
     def __init__(self, ws: Any, grant: Grant) -> None:
         self.ws = ws
@@ -159,49 +118,57 @@ class EventStream:
         self.state = state()
 
     def run(self, since: int) -> None:
-        settings = self.state.settings
-        feed = LiveFeed(self.state.redis, session_channel(settings.redis_prefix, self.session_id))
-        feed.subscribe()  # before the replay, so nothing published meanwhile is missed
+        hub = live_hub()
+        # before the replay, so nothing published meanwhile is missed
+        mailbox = hub.register(self.grant, self.ws.send, writable_check(self.ws))
         try:
-            last = self.replay(since)
-            quiet_since = time.monotonic()
-            next_check = quiet_since + settings.ws_access_check_seconds  # the handshake just checked
-            while True:
-                if time.monotonic() >= next_check:
-                    if self.access_ended():
-                        return
-                    next_check = time.monotonic() + settings.ws_access_check_seconds
-                message = feed.next_message(0.25)
-                if message is not None:
-                    quiet_since = time.monotonic()
-                    last = self.forward(message, last)
-                elif feed.gap or time.monotonic() - quiet_since >= settings.ws_poll_seconds:
-                    feed.gap = False  # Redis came back (or went): what it carried meanwhile is in Postgres
-                    quiet_since = time.monotonic()
-                    last = self.replay(last)
-                self.ws.receive(timeout=0)  # raises ConnectionClosed once the client has gone
+            last: int | None = self.replay(since)
+            while last is not None:
+                last = self.send_pending(mailbox, last)  # then the hub sends live events itself
+                item = mailbox.next(CLIENT_CHECK_SECONDS)
+                while item is None:  # idle
+                    while self.ws.receive(timeout=0) is not None:  # raises ConnectionClosed once the client has gone
+                        pass  # clients have nothing to say on this socket
+                    item = mailbox.next(CLIENT_CHECK_SECONDS)
+                last = self.handle(item, mailbox.take_over())
         finally:
-            feed.close()
+            hub.unregister(mailbox)
 
-    def access_ended(self) -> bool:
-        """Re-check the token, the role and the session; on a denial close with its code."""
-        verdict = check_access(self.state.db, self.grant)
-        if not isinstance(verdict, Denied):
-            return False
-        logger.info("closing session socket: %s", verdict.reason,
-                    extra={"session_id": str(self.session_id), "user_id": str(self.grant.user_id),
-                           "close_code": int(verdict.code)})
-        self.ws.close(int(verdict.code), verdict.reason)
-        return True
+    def send_pending(self, mailbox: Mailbox, last: int) -> int:
+        """Send what the hub left pending until nothing is: from then on the hub sends."""
+        while events := mailbox.take_pending(last):
+            for event in events:
+                last = self.forward(event, last)
+        return last
 
-    def forward(self, event: dict[str, Any], last: int) -> int:
-        seq = event["seq"]
+    def handle(self, item: Item, last: int) -> int | None:
+        """The last seq sent after acting on `item`, or None once the socket is closed."""
+        match item:
+            case Pending():
+                return last  # sent by send_pending next
+            case Behind(seq=seq):
+                return self.replay(last) if seq > last else last
+            case Gap():
+                return self.replay(last)
+            case Closing(denied=denied):
+                logger.info("closing session socket: %s", denied.reason,
+                            extra={"session_id": str(self.session_id), "user_id": str(self.grant.user_id),
+                                   "close_code": int(denied.code)})
+                self.ws.close(int(denied.code), denied.reason)
+                return None
+            case Failure(reason=reason):
+                self.ws.close(SERVER_ERROR, reason)
+                return None
+        raise AssertionError(f"unknown mailbox item {item!r}")
+
+    def forward(self, event: Live, last: int) -> int:
+        seq = event.seq
         if seq <= last:
-            return last
+            return last  # already sent (by a replay, or directly by the hub): the hand-over duplicate
         if seq > last + 1:
-            last = self.replay(last, until=seq - 1)
+            last = self.replay(last, until=seq - 1)  # a lost pub/sub message
         if seq == last + 1:
-            self.ws.send(encode_event(event))
+            self.ws.send(event.frame)
             return seq
         return self.replay(last)
 
@@ -215,3 +182,27 @@ class EventStream:
                 after = event["seq"]
             if len(page) < REPLAY_PAGE:
                 return after
+
+
+def writable_check(ws: Any) -> Callable[[], bool]:
+    """Can the client's socket take a small frame now without blocking? The hub sends live events
+    from its own thread only then, so a client that stops reading can never hold it up. Without a
+    socket to look at (another WebSocket server), the hub leaves every send to the socket's thread."""
+    sock = getattr(ws, "sock", None)  # simple-websocket's connection socket
+    if sock is None:
+        return lambda: False
+    poller = select.poll()
+    poller.register(sock, select.POLLOUT)
+    return lambda: any(mask & select.POLLOUT and not mask & (select.POLLERR | select.POLLHUP | select.POLLNVAL)
+                       for _, mask in poller.poll(0))
+
+
+def live_hub() -> LiveHub:
+    """This app's hub (one per app, so one per web process), made on the first socket."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    with HUB_LOCK:
+        hub = app.extensions.get(HUB_KEY)
+        if hub is None:
+            web = state()
+            hub = app.extensions[HUB_KEY] = LiveHub(web.settings, web.db, web.redis)
+    return hub
