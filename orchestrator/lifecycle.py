@@ -25,8 +25,8 @@ import logging
 import threading
 import time
 import uuid
-from datetime import datetime
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Callable
 
 from sqlalchemy import select

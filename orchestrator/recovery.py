@@ -19,6 +19,7 @@ back-off.
 from __future__ import annotations
 
 import logging
+
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 

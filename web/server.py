@@ -51,14 +51,13 @@ class ThreadWorker(GunicornThreadWorker):
         super().init_process()
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: Exception) -> None:
-        for classes, status, reason, code, message in REFUSALS:
-            # responses the application produced badly are its own fault: leave them to gunicorn (500)
-            if isinstance(exc, classes) and not isinstance(exc, (errors.InvalidResponseHeader,
-                                                                 errors.InvalidResponseHeaderName)):
-                break
-        else:
+        # responses the application produced badly are its own fault: leave them to gunicorn (500)
+        own_fault = isinstance(exc, (errors.InvalidResponseHeader, errors.InvalidResponseHeaderName))
+        refusal = next((entry for entry in REFUSALS if isinstance(exc, entry[0]) and not own_fault), None)
+        if refusal is None:
             super().handle_error(req, client, addr, exc)
             return
+        _, status, reason, code, message = refusal
         self.log.warning("refused a request from %s with %s: %s", (addr or ("",))[0], status, exc)
         body = refusal_body(code, message)
         head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"

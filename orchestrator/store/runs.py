@@ -69,8 +69,8 @@ def create_run(session: Session, *, project_id: uuid.UUID, session_id: uuid.UUID
                run_id: uuid.UUID | None = None) -> Run:
     now = datetime.now(timezone.utc)
     run = Run(id=run_id or uuid.uuid4(), project_id=project_id, session_id=session_id, kind=kind, input=input,
-              created_by=created_by, parent_id=parent_id, status=RunStatus.QUEUED.value, created_at=now, updated_at=now, enqueued_at=now,
-              lease_epoch=0, claims=0)
+              created_by=created_by, parent_id=parent_id, status=RunStatus.QUEUED.value, created_at=now,
+              updated_at=now, enqueued_at=now, lease_epoch=0, claims=0)
     session.add(run)
     session.flush()
     append_event(session, session_id, "run.queued", {"kind": kind, "parent_id": str(parent_id) if parent_id else None},

@@ -229,13 +229,14 @@ def _refusal(options: dict[str, Any], agent_types: dict[str, Any],
         try:
             Draft202012Validator.check_schema(options["schema"])
         except SchemaError as error:
-            return {"code": "invalid_schema", "message": f"agent(): the schema is not valid JSON Schema: {error.message}"}
+            return {"code": "invalid_schema",
+                    "message": f"agent(): the schema is not valid JSON Schema: {error.message}"}
     return None
 
 
 def _nested(call: dict[str, Any], root: Path, config: WorkflowConfig, cache: dict[str, Any]) -> Settled | Nested:
     spec = call.get("spec") or {}
-    label = spec.get("name") or spec.get("scriptPath")
+    label = str(spec.get("name") or spec.get("scriptPath") or "")
     if label not in cache:
         try:
             if "scriptPath" in spec:
