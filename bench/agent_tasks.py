@@ -87,7 +87,8 @@ TASKS = {task.name: task for task in (
         '''), "README.md": "# numbers\n"},
          "What does stats.py do? Answer in one or two sentences.", check_explain),
     Task("fix-test", {"calc.py": "def add(a, b):\n    return a - b\n",
-                      "test_calc.py": "from calc import add\n\nassert add(2, 3) == 5\nassert add(-1, 1) == 0\nprint('ok')\n"},
+                      "test_calc.py": "from calc import add\n\nassert add(2, 3) == 5\nassert add(-1, 1) == 0\n"
+                                      "print('ok')\n"},
          "The test in test_calc.py fails. Find the bug in calc.py and fix it.", check_fix),
     Task("add-function", {"textutil.py": "def shout(text):\n    return text.upper() + '!'\n",
                           "test_textutil.py": "from textutil import shout\n\nassert shout('hi') == 'HI!'\n"},
@@ -198,7 +199,7 @@ def main() -> None:
                 server.stop()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    print(f"\n| model | task | result | seconds | model calls | tool calls | note |\n|---|---|---|---|---|---|---|")
+    print("\n| model | task | result | seconds | model calls | tool calls | note |\n|---|---|---|---|---|---|---|")
     for size, row in table:
         print(f"| {size} | {row['task']} | {'pass' if row['ok'] else 'fail'} | {row['seconds']:.0f} | "
               f"{row['model_calls']} | {row['tool_calls']} | {note(row['problem'])} |")

@@ -44,7 +44,8 @@ from tests.fakes.model_server import FakeModelServer, Reply, openai_usage
 from web.queue import TaskQueue
 
 SCRIPT = """export const meta = {name: "soak", description: "agents in parallel"};
-const results = await parallel(Array.from({length: args.agents}, (_, i) => () => agent("agent " + i, {label: "a" + i})));
+const results = await parallel(
+  Array.from({length: args.agents}, (_, i) => () => agent("agent " + i, {label: "a" + i})));
 return results.filter((value) => value !== null).length;
 """
 ENDED = ("completed", "completed_with_failures", "failed", "cancelled")

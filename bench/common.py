@@ -59,9 +59,11 @@ def scratch(**environment: str) -> Iterator[Scratch]:
 
 def start_worker(app: str, environment: dict[str, str], name: str) -> subprocess.Popen[bytes]:
     process = subprocess.Popen([sys.executable, "-m", "celery", "--app", app, "worker", "--concurrency", "2",
-                                "--loglevel", os.environ.get("BENCH_LOG_LEVEL", "WARNING"), "--hostname", name, "--without-mingle", "--without-gossip"],
+                                "--loglevel", os.environ.get("BENCH_LOG_LEVEL", "WARNING"), "--hostname", name,
+                                "--without-mingle", "--without-gossip"],
                                cwd=REPO, env={**os.environ, **environment}, start_new_session=True,
-                               stdout=open(os.environ.get("BENCH_WORKER_LOG", os.devnull), "ab"), stderr=subprocess.STDOUT)
+                               stdout=open(os.environ.get("BENCH_WORKER_LOG", os.devnull), "ab"),
+                               stderr=subprocess.STDOUT)
     time.sleep(3)  # let it connect before the clock starts
     return process
 

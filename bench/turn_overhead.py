@@ -92,7 +92,8 @@ def main() -> None:
 
     print(f"agent run ({final}) : {turns} turns in {ours_seconds:.2f}s = {ours_seconds / turns * 1000:.1f} ms/turn "
           f"(model answering instantly)")
-    print(f"bare celery chain    : {turns} tasks in {baseline_seconds:.2f}s = {baseline_seconds / turns * 1000:.1f} ms/task")
+    print(f"bare celery chain    : {turns} tasks in {baseline_seconds:.2f}s = "
+          f"{baseline_seconds / turns * 1000:.1f} ms/task")
     print(f"overhead             : {(ours_seconds - baseline_seconds) / turns * 1000:.1f} ms/turn, "
           f"ratio {ours_seconds / baseline_seconds:.1f}x the bare chain")
     print(f"commits              : {commits} for the run = {commits / turns:.1f} per turn (pg_stat_database, "

@@ -91,7 +91,8 @@ def main() -> None:
         print(f"{name:9} {count:6} messages: newest on screen after {figures['seconds'] * 1000:7.0f} ms, "
               f"{figures['nodes']:4} message elements in the page, JS heap {figures['heap_mb']:.1f} MB")
     print(f"ratio (ours / baseline): load time {ours['seconds'] / base['seconds']:.2f} for "
-          f"{options.messages / options.baseline:.0f}x the messages; elements {ours['nodes'] / max(1, base['nodes']):.2f}; "
+          f"{options.messages / options.baseline:.0f}x the messages; "
+          f"elements {ours['nodes'] / max(1, base['nodes']):.2f}; "
           f"heap {ours['heap_mb'] / max(0.001, base['heap_mb']):.2f}")
 
 

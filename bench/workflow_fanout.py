@@ -109,7 +109,8 @@ def print_task_shares(seconds: dict[str, list[float]], wall: float) -> None:
     busy = 2 * wall  # one worker of 2 processes
     for name, values in sorted(seconds.items()):
         print(f"  {name:14} {len(values):6} tasks, {sum(values):8.2f}s in all ({sum(values) / busy:5.1%} of the "
-              f"2 processes' time), median {statistics.median(values) * 1000:7.1f} ms, max {max(values) * 1000:7.1f} ms")
+              f"2 processes' time), median {statistics.median(values) * 1000:7.1f} ms, "
+              f"max {max(values) * 1000:7.1f} ms")
 
 
 def tick_seconds(count: int, answered: bool, out_of_process: bool, repeats: int) -> float:
@@ -221,7 +222,8 @@ def main() -> None:
         db.dispose()
     fake.stop()
 
-    print(f"bare celery group of {count} no-op tasks : {baseline_seconds:8.2f}s  {count / baseline_seconds:8.1f} tasks/s  "
+    print(f"bare celery group of {count} no-op tasks : {baseline_seconds:8.2f}s  "
+          f"{count / baseline_seconds:8.1f} tasks/s  "
           f"peak RSS {baseline_memory / 2**20:7.1f} MiB  ({count} tasks, no ticks)")
     print(f"workflow of {count} agent() calls      : {ours_seconds:8.2f}s  {count / ours_seconds:8.1f} agents/s "
           f"peak RSS {ours_memory / 2**20:7.1f} MiB  ({status}; {recorded} results recorded, value "

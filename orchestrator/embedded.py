@@ -19,13 +19,16 @@ import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 from urllib.parse import quote
 
 import psycopg
 import redis
 
 from orchestrator.errors import ServiceError
+
+if TYPE_CHECKING:
+    from pgserver import PostgresServer
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +40,8 @@ def _sbin_on_path() -> Iterator[None]:
     """PostgreSQL refuses to run as root, so pgserver runs it as a user it creates with `useradd`,
     which lives in /usr/sbin: a PATH without the sbin directories (cron, sudo, CI) would fail there."""
     original = os.environ.get("PATH", "")
-    missing = [folder for folder in ("/usr/local/sbin", "/usr/sbin", "/sbin") if folder not in original.split(os.pathsep)]
+    present = original.split(os.pathsep)
+    missing = [folder for folder in ("/usr/local/sbin", "/usr/sbin", "/sbin") if folder not in present]
     if os.geteuid() != 0 or not missing:
         yield
         return
@@ -51,7 +55,7 @@ def _sbin_on_path() -> Iterator[None]:
 class EmbeddedPostgres:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self._server = None
+        self._server: PostgresServer | None = None
 
     def start(self) -> str:
         """Start (or attach to) the server, make sure the database exists, return its SQLAlchemy URL."""
@@ -62,16 +66,17 @@ class EmbeddedPostgres:
         self.directory.parent.mkdir(parents=True, exist_ok=True)
         try:
             with _sbin_on_path():
-                self._server = pgserver.get_server(self.directory, cleanup_mode="stop")
+                server = pgserver.get_server(self.directory, cleanup_mode="stop")
         except Exception as error:
             raise ServiceError(f"could not start the embedded PostgreSQL in {self.directory}: {error}; "
                                f"its log is {self.directory / 'log'}. Or set DATABASE_URL to use your own.") from error
-        admin_uri = self._server.get_uri()
+        self._server = server
+        admin_uri = server.get_uri()
         with psycopg.connect(admin_uri, autocommit=True) as connection:
             exists = connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)).fetchone()
             if not exists:
                 connection.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
-        socket_dir = self._server.get_postmaster_info().socket_dir
+        socket_dir = server.get_postmaster_info().socket_dir
         return f"postgresql+psycopg://postgres@/{DATABASE_NAME}?host={quote(str(socket_dir))}"
 
     def stop(self) -> None:
@@ -119,7 +124,8 @@ class EmbeddedRedis:
             except (redis.ConnectionError, redis.BusyLoadingError, FileNotFoundError):
                 time.sleep(0.05)
         self.stop()
-        raise ServiceError(f"the embedded Redis did not answer within {timeout:.0f}s; see {self.directory / 'redis.log'}")
+        raise ServiceError(f"the embedded Redis did not answer within {timeout:.0f}s; "
+                           f"see {self.directory / 'redis.log'}")
 
     def stop(self, timeout: float = 10.0) -> None:
         if self._process is None:

@@ -7,16 +7,18 @@ to kill workers mid-run and count that every step was recorded exactly once.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any, Callable
 
 from orchestrator.domain.probe import validate_probe_input
 from orchestrator.lifecycle import Finish, RunContext, RunOutcome
 
+
 def run_probe(context: RunContext) -> RunOutcome:
     spec = validate_probe_input(context.run.input)
     for index in range(spec["steps"]):
-        context.step(f"probe/{index}", lambda index=index: _tick(index, spec["step_seconds"]), kind="probe")
+        context.step(f"probe/{index}", functools.partial(_tick, index, spec["step_seconds"]), kind="probe")
     return Finish(result={"steps": spec["steps"], "served_from_journal": context.journal_hits})
 
 

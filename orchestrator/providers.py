@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.llm.provider import Provider
 from orchestrator.llm.prices import Price
+from orchestrator.llm.provider import Provider
 from orchestrator.secrets import decrypt, encrypt
 from orchestrator.settings import Settings
 

@@ -63,7 +63,7 @@ def task_for_kind(kind: str, kinds: Mapping[str, RunKindSpec] = RUN_KINDS) -> st
 
 def _load(path: str) -> Callable[..., Any]:
     module, _, name = path.partition(":")
-    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+    return getattr(importlib.import_module(module), name)
 
 
 def load_handlers(settings: "Settings", kinds: Mapping[str, RunKindSpec] = RUN_KINDS) -> dict[str, "Handler"]:

@@ -204,7 +204,8 @@ class Sandbox:
             result = subprocess.CompletedProcess([], 1, "", str(error))
         if result.returncode != 0:
             raise SandboxUnavailableError([
-                f"bubblewrap could not create a sandbox on this machine ({result.stderr.strip() or 'exit code ' + str(result.returncode)}): "
+                "bubblewrap could not create a sandbox on this machine "
+                f"({result.stderr.strip() or 'exit code ' + str(result.returncode)}): "
                 "it needs user namespaces (sysctl kernel.unprivileged_userns_clone=1; in Docker, a seccomp profile "
                 "that allows them, see deploy/README.md), or set BOOCODE_SANDBOX=off to run commands unsandboxed "
                 "(not for shared servers)"])

@@ -20,7 +20,8 @@ def generate_key() -> str:
 def _fernet(key: str | None) -> Fernet:
     if not key:
         raise ValidationError("this server cannot store secrets: set BOOCODE_SECRET_KEY (a Fernet key, e.g. from "
-                              "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`)",
+                              "`python -c 'from cryptography.fernet import Fernet; "
+                              "print(Fernet.generate_key().decode())'`)",
                               details={"field": "api_key", "setting": "BOOCODE_SECRET_KEY"})
     try:
         return Fernet(key.encode())

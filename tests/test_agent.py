@@ -45,7 +45,8 @@ def test_a_multi_turn_run_with_tools(agent, fake: FakeModelServer) -> None:  # t
     assert [message["role"] for message in messages] == ["user", "assistant", "tool", "assistant", "tool", "assistant"]
     read_call = messages[1]["parts"][1]
     assert messages[1]["parts"][0] == {"type": "text", "text": "Let me read it."} and read_call["name"] == "read_file"
-    assert messages[2]["parts"][0]["tool_call_id"] == read_call["id"] and "version = 1" in messages[2]["parts"][0]["content"]
+    assert (messages[2]["parts"][0]["tool_call_id"] == read_call["id"]
+            and "version = 1" in messages[2]["parts"][0]["content"])
     diff = [part for part in messages[4]["parts"] if part["type"] == "diff"][0]
     assert "-version = 1" in diff["diff"] and "+version = 2" in diff["diff"]
 
@@ -126,7 +127,8 @@ def test_cancel_stops_a_streaming_run_promptly(agent, fake: FakeModelServer) -> 
 
 def test_step_cap_ends_with_a_clear_summary(agent, fake: FakeModelServer) -> None:  # type: ignore[no-untyped-def]
     stack, api, chat, root, start_worker = agent
-    fake.script(*[Reply(tool_calls=[("glob", {"pattern": f"*{index}"})], usage=openai_usage(10, 1)) for index in range(6)])
+    fake.script(*[Reply(tool_calls=[("glob", {"pattern": f"*{index}"})], usage=openai_usage(10, 1))
+                  for index in range(6)])
     start_worker()
     run = api.ok("POST", f"/api/sessions/{chat['id']}/messages", {"text": "loop forever"})["run"]
     final = api.wait_for_run(run["id"], ("failed",), timeout=60)
@@ -138,7 +140,8 @@ def test_step_cap_ends_with_a_clear_summary(agent, fake: FakeModelServer) -> Non
 
 def test_a_model_repeating_the_same_call_is_reminded_then_stopped(agent, fake: FakeModelServer) -> None:  # type: ignore[no-untyped-def]
     stack, api, chat, root, start_worker = agent
-    fake.script(*[Reply(tool_calls=[("read_file", {"path": "README.md"})], usage=openai_usage(10, 1)) for _ in range(3)])
+    fake.script(*[Reply(tool_calls=[("read_file", {"path": "README.md"})], usage=openai_usage(10, 1))
+                  for _ in range(3)])
     start_worker()
     run = api.ok("POST", f"/api/sessions/{chat['id']}/messages", {"text": "what version?"})["run"]
     final = api.wait_for_run(run["id"], ("failed",), timeout=60)
@@ -179,7 +182,8 @@ def test_worker_killed_during_a_mutating_tool_call(agent, fake: FakeModelServer)
     script = "import time; open('marker.txt', 'a').write('ran\\n'); time.sleep(6)"
     fake.script(Reply(tool_calls=[("run_command", {"argv": ["python3", "-c", script]})], usage=openai_usage(10, 5)),
                 Reply(text="I will check the marker before retrying.", usage=openai_usage(30, 8)))
-    api.ok("PUT", f"/api/projects/{chat['project_id']}/policy", {"rules": [{"tool": "run_command", "decision": "allow"}]})
+    api.ok("PUT", f"/api/projects/{chat['project_id']}/policy",
+           {"rules": [{"tool": "run_command", "decision": "allow"}]})
     victim = start_worker("victim")
     run = api.ok("POST", f"/api/sessions/{chat['id']}/messages", {"text": "run the script"})["run"]
     wait_for(lambda: (root / "marker.txt").exists(), 30, message="the command to start")
@@ -202,7 +206,8 @@ def test_cancel_kills_a_long_running_command(agent, fake: FakeModelServer) -> No
     import time
 
     stack, api, chat, root, start_worker = agent
-    api.ok("PUT", f"/api/projects/{chat['project_id']}/policy", {"rules": [{"tool": "run_command", "decision": "allow"}]})
+    api.ok("PUT", f"/api/projects/{chat['project_id']}/policy",
+           {"rules": [{"tool": "run_command", "decision": "allow"}]})
     script = "import os, time; open('pid.txt', 'w').write(str(os.getpid())); time.sleep(120)"
     fake.script(Reply(tool_calls=[("run_command", {"argv": ["python3", "-c", script], "timeout_seconds": 600})],
                       usage=openai_usage(10, 5)))

@@ -34,7 +34,8 @@ def hostile_commands(data_dir: Path) -> list[list[str]]:
         ["sh", "-c", "ls -la /var/run/postgresql /run /var/lib/postgresql /root 2>&1; cat /etc/shadow"],
         ["redis-cli", "-h", "127.0.0.1", "-p", "6379", "--scan"],
         ["psql", "-h", "127.0.0.1", "-U", "postgres", "-c", "select datname from pg_database"],
-        ["python3", "-c", "import socket; s = socket.create_connection(('127.0.0.1', 5432), 3); print('CONNECTED ' + 'TO POSTGRES')"],
+        ["python3", "-c", "import socket; s = socket.create_connection(('127.0.0.1', 5432), 3); "
+                          "print('CONNECTED ' + 'TO POSTGRES')"],
         ["sh", "-c", "env; cat ~/.boocode/credentials.json; cat /proc/self/mountinfo"],
     ]
 
@@ -51,7 +52,8 @@ def hostile(make_stack, fake: FakeModelServer, tmp_path: Path, scratch_dir: Path
         _, owner_token = users.create_token(session, owner.id, "mallory's laptop")
     root = tmp_path / "mallory-project"
     root.mkdir()
-    project = stack.api.ok("POST", "/api/projects", {"name": "mallory", "root_path": str(root)}, expected=201)["project"]
+    project = stack.api.ok("POST", "/api/projects", {"name": "mallory", "root_path": str(root)},
+                           expected=201)["project"]
     stack.api.ok("POST", f"/api/projects/{project['id']}/members", {"username": owner.username, "role": "owner"})
     worker = WorkerProcess(stack.settings, tmp_path, name=f"attacked-{uuid.uuid4().hex[:4]}@localhost").start()
     yield stack, stack.api.as_user(owner_token), project, data_dir, worker
@@ -62,7 +64,8 @@ def test_a_hostile_owner_reads_no_secret_of_the_server(hostile, fake: FakeModelS
     stack, mallory, project, data_dir, worker = hostile
     assert mallory.get("/api/users").status_code == 403  # an owner is not an admin
     assert mallory.post("/api/projects", {"name": "x", "root_path": "/"}).status_code == 403
-    mallory.ok("PUT", f"/api/projects/{project['id']}/policy", {"rules": [{"tool": "run_command", "decision": "allow"}]})
+    mallory.ok("PUT", f"/api/projects/{project['id']}/policy",
+               {"rules": [{"tool": "run_command", "decision": "allow"}]})
     commands = hostile_commands(data_dir)
     fake.script(Reply(tool_calls=[("run_command", {"argv": argv, "timeout_seconds": 20}) for argv in commands]),
                 Reply(text="done looking around"))

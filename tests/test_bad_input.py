@@ -135,7 +135,8 @@ WRONG_TYPES = [
                                                                 "const x = ;"}),
     ("post", "/api/sessions/{session_id}/workflows", {"script": 'export const meta = {name: "w", description: "d"};\n'
                                                                 "const t = Date.now();"}),
-    ("post", "/api/sessions/{session_id}/workflows", {"script": 'export const meta = {name: `w${1}`, description: "d"};'}),
+    ("post", "/api/sessions/{session_id}/workflows",
+     {"script": 'export const meta = {name: `w${1}`, description: "d"};'}),
     ("post", "/api/runs/{run_id}/resume", {"script": "nope"}),
     ("post", "/api/runs/{run_id}/resume", {"script": 5}),
 ]

@@ -128,7 +128,8 @@ def test_transcripts_render_tool_calls_results_and_diffs() -> None:
         {"type": "diff", "path": "a.py", "diff": "--- a/a.py\n+++ b/a.py\n@@ -1 +1 @@\n-x = 1\n+x = 2\n"}])
     assert "edit_file result:" in rendered and "  -x = 1" in rendered and "  +x = 2" in rendered
     call = render_parts("assistant", [{"type": "text", "text": "Fixing."},
-                                      {"type": "tool_call", "id": "c1", "name": "read_file", "arguments": '{"path": "a"}'}])
+                                      {"type": "tool_call", "id": "c1", "name": "read_file",
+                                       "arguments": '{"path": "a"}'}])
     assert call == 'assistant: Fixing.\nassistant calls read_file({"path": "a"})'
     interrupted = render_parts("tool", [{"type": "tool_result", "name": "run_command", "content": "interrupted: …",
                                          "is_error": True, "interrupted": True}])

@@ -145,7 +145,8 @@ def test_runs_created_in_the_same_instant_still_queue_one_behind_the_other(isola
         instant = session.get(Run, first).created_at
         session.execute(update(Run).where(Run.id.in_([first, second])).values(created_at=instant))
     with stack.db.transaction() as session:
-        blockers = {run_id: runs.earlier_unfinished_run(session, session.get(Run, run_id)) for run_id in (first, second)}
+        blockers = {run_id: runs.earlier_unfinished_run(session, session.get(Run, run_id))
+                    for run_id in (first, second)}
     earlier, later = sorted([first, second])
     assert blockers[earlier] is None  # exactly one goes first: no two runs wait for each other
     assert blockers[later] is not None and blockers[later].id == earlier

@@ -139,7 +139,8 @@ def test_json_is_read_like_yaml_with_lines() -> None:
         {"id": "a", "kind": "code", "code": "1"},
         {"id": "b", "kind": "code", "code": "2", "deps": ["a", "nope"]}]}, indent=2)
     problems = validate(text)
-    assert [(problem.step, problem.line) for problem in problems] == [("b", text.splitlines().index('        "nope"') + 1)]
+    assert ([(problem.step, problem.line) for problem in problems]
+            == [("b", text.splitlines().index('        "nope"') + 1)])
     assert load(text.replace('"nope"', '"a"').replace('"a",\n        "a"', '"a"')).steps[1].deps == ("a",)
 
 
@@ -395,7 +396,8 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize(("text", "step", "line", "fragment"), [case[1:] for case in BAD], ids=[case[0] for case in BAD])
+@pytest.mark.parametrize(("text", "step", "line", "fragment"), [case[1:] for case in BAD],
+                         ids=[case[0] for case in BAD])
 def test_each_bad_definition_is_refused_with_its_step_and_line(text: str, step: str | None, line: int,
                                                                  fragment: str) -> None:
     problem = one(validate(flow(text)), fragment)

@@ -25,8 +25,7 @@ from orchestrator.settings import load_settings
 from orchestrator.store import users
 from tests.conftest import create_database, drop_database
 from tests.fakes.model_server import FakeModelServer, Reply, openai_usage
-from tests.support import (Api, LiveServer, WorkerProcess, cli_environment, events_of, first_user_text, run_cli,
-                           wait_for)
+from tests.support import Api, LiveServer, WorkerProcess, cli_environment, events_of, first_user_text, run_cli, wait_for
 
 DONE = ("completed", "completed_with_failures", "failed", "cancelled")
 

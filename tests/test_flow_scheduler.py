@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import random
 import textwrap
-from pathlib import Path
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -79,7 +79,8 @@ def running(attempt: int = 1, since: datetime = T0) -> StepRecord:
     return StepRecord(S.RUNNING, attempt, 1, since)
 
 
-def failed(attempt: int = 1, at: datetime = T0, error: dict[str, Any] | None = None, state: StepState = S.FAILED) -> StepRecord:
+def failed(attempt: int = 1, at: datetime = T0, error: dict[str, Any] | None = None,
+           state: StepState = S.FAILED) -> StepRecord:
     return StepRecord(state, attempt, 1, at, at, None, error or {"code": "boom", "message": "it broke"})
 
 
@@ -110,7 +111,8 @@ def marks(decided: Plan) -> dict[str, StepState]:
 def test_ready_steps_are_dispatched_in_topological_order_ties_by_file_order() -> None:
     definition = steps_flow(code("late", "b"), code("b"), code("a"), code("c", "a"))
     decided = plan(definition, {}, T0)
-    assert decided.dispatch == (Dispatch("b", 1, definition.step("b").kind), Dispatch("a", 1, definition.step("a").kind))
+    assert decided.dispatch == (Dispatch("b", 1, definition.step("b").kind),
+                                Dispatch("a", 1, definition.step("a").kind))
     assert definition.graph.order == ("b", "late", "a", "c")
     after = plan(definition, {"a": done(), "b": done()}, T0)
     assert [dispatch.step for dispatch in after.dispatch] == ["late", "c"]
@@ -147,9 +149,11 @@ def test_batch_and_flow_max_concurrent_gate_dispatches(busy: list[str], expected
 
 
 def test_a_guard_is_asked_then_false_skips_the_step_and_the_skip_cascades_through_all_success() -> None:
-    definition = steps_flow(code("a", when="input.go"), code("b", "a"), code("c", "b"), code("d", "b", trigger_rule="all_done"))
+    definition = steps_flow(code("a", when="input.go"), code("b", "a"), code("c", "b"),
+                            code("d", "b", trigger_rule="all_done"))
     asked = plan(definition, {}, T0)
-    assert asked.evaluate_guards == (EvaluateGuards("a", ("input.go",)),) and asked.dispatch == () and asked.finish is None
+    assert (asked.evaluate_guards == (EvaluateGuards("a", ("input.go",)),) and asked.dispatch == ()
+            and asked.finish is None)
     skipped = plan(definition, {}, T0, {"a": (False,)})
     assert marks(skipped) == {"a": S.SKIPPED, "b": S.SKIPPED, "c": S.SKIPPED}
     assert [dispatch.step for dispatch in skipped.dispatch] == ["d"]
@@ -160,7 +164,8 @@ def test_a_guard_that_cannot_be_evaluated_fails_the_step_without_a_retry() -> No
     definition = steps_flow(code("a", when="input.x.y", retries={"max_attempts": 3}), code("b", "a"))
     decided = plan(definition, {}, T0, {"a": GuardFailure("TypeError: input.x is undefined")})
     assert marks(decided) == {"a": S.FAILED, "b": S.UPSTREAM_FAILED}
-    assert decided.mark[0].error == {"code": "guard_failed", "message": "TypeError: input.x is undefined", "retryable": False}
+    assert decided.mark[0].error == {"code": "guard_failed", "message": "TypeError: input.x is undefined",
+                                     "retryable": False}
     assert decided.finish == outcome(definition, apply({}, decided, T0))
     assert decided.finish.status == "failed"
 
@@ -199,7 +204,8 @@ SWITCH = """
     ((False, False), None, ["small", "shared"], {"big", "medium", "after_big"}, ["mixed"]),
 ])
 def test_a_switch_takes_the_first_true_case_and_excludes_the_other_branches(
-        answer: tuple[bool, ...], case: int | None, taken: list[str], excluded: set[str], also_ready: list[str]) -> None:
+        answer: tuple[bool, ...], case: int | None, taken: list[str], excluded: set[str],
+        also_ready: list[str]) -> None:
     definition = flow(SWITCH)
     records = {"start": done(result=7)}
     asked = plan(definition, records, T0)
@@ -212,7 +218,8 @@ def test_a_switch_takes_the_first_true_case_and_excludes_the_other_branches(
 
 def test_a_join_after_a_switch_waits_for_the_taken_branch_and_not_for_the_excluded_ones() -> None:
     definition = flow(SWITCH)
-    records = apply({"start": done(result=7)}, plan(definition, {"start": done(result=7)}, T0, {"route": (False, True)}), T0)
+    records = apply({"start": done(result=7)},
+                    plan(definition, {"start": done(result=7)}, T0, {"route": (False, True)}), T0)
     assert "join" not in records and records["medium"].state == S.RUNNING
     waiting = plan(definition, records, T0)
     assert waiting.dispatch == () and "join" not in marks(waiting)
@@ -228,8 +235,10 @@ def test_exclusion_cascades_to_steps_only_reachable_through_excluded_ones() -> N
     records["big"] = done()
     later = plan(definition, records, T0)
     assert [dispatch.step for dispatch in later.dispatch] == ["after_big", "join"]
-    none_taken = steps_flow(code("start"), '  - {id: route, kind: switch, deps: [start], cases: [{when: "false", then: [x]}]}',
-                            code("x"), code("after_x", "x"), code("join", "x", "after_x"), code("mixed", "after_x", "start"))
+    none_taken = steps_flow(code("start"),
+                            '  - {id: route, kind: switch, deps: [start], cases: [{when: "false", then: [x]}]}',
+                            code("x"), code("after_x", "x"), code("join", "x", "after_x"),
+                            code("mixed", "after_x", "start"))
     nothing = plan(none_taken, {"start": done(result=1)}, T0, {"route": (False,)})
     assert nothing.mark[0].result == {"case": None, "branch": []}
     assert marks(nothing) == {"route": S.COMPLETED, "x": S.EXCLUDED, "after_x": S.EXCLUDED, "join": S.EXCLUDED}
@@ -305,7 +314,8 @@ def test_a_late_result_of_a_timed_out_attempt_is_fenced_out() -> None:
 
 
 def test_the_wake_up_time_is_the_earliest_timeout_or_retry() -> None:
-    definition = steps_flow(code("a", timeout_seconds=100), code("b", retries={"max_attempts": 2, "backoff_seconds": 30}))
+    definition = steps_flow(code("a", timeout_seconds=100),
+                            code("b", retries={"max_attempts": 2, "backoff_seconds": 30}))
     decided = plan(definition, {"a": running(1), "b": failed(1)}, T0 + timedelta(seconds=5))
     assert decided.wake_at == T0 + timedelta(seconds=30)
     assert plan(definition, {"a": running(1, T0 - timedelta(seconds=90))}, T0).wake_at == T0 + timedelta(seconds=10)
@@ -323,7 +333,8 @@ def test_a_run_whose_steps_all_completed_is_completed() -> None:
 def test_completed_with_failures_names_each_failed_step_when_the_output_still_exists() -> None:
     definition = steps_flow(code("a"), code("b"), code("c"), code("report", "a", "b", "c", trigger_rule="all_done"),
                             header="")
-    records = {"a": failed(error={"code": "x"}), "b": done(), "c": failed(state=S.TIMED_OUT), "report": done(result="ok")}
+    records = {"a": failed(error={"code": "x"}), "b": done(), "c": failed(state=S.TIMED_OUT),
+               "report": done(result="ok")}
     finish = plan(definition, records, T0).finish
     assert isinstance(finish, Finished) and finish.status == "completed_with_failures"
     assert [(failure.step, failure.state) for failure in finish.failures] == [("a", S.FAILED), ("c", S.TIMED_OUT)]
@@ -340,7 +351,8 @@ def test_a_run_whose_output_step_did_not_run_failed() -> None:
 
 def test_a_template_output_renders_and_an_excluded_step_renders_as_nothing() -> None:
     definition = flow(SWITCH.replace('      - {id: start, kind: code, code: "1"}',
-                                     '      - {id: start, kind: code, code: "1"}') + '    output: "n={{ steps.start.result }} [{{ steps.big.result }}]"\n')
+                                     '      - {id: start, kind: code, code: "1"}')
+                      + '    output: "n={{ steps.start.result }} [{{ steps.big.result }}]"\n')
     records = {"start": done(result=3), "big": replace(done(), state=S.EXCLUDED, result=None)}
     assert render_output(definition, records, None) == "n=3 []"
 
@@ -430,7 +442,8 @@ def test_cancel_cancels_every_unfinished_step_and_leaves_finished_ones() -> None
     definition = steps_flow(code("a"), code("b"), code("c", retries={"max_attempts": 2}), code("d", "a"), code("e"))
     records = {"a": done(), "b": running(), "c": failed(1), "e": failed(1)}
     cancelled = cancel(definition, records)
-    assert [(mark.step, mark.state) for mark in cancelled.mark] == [("b", S.CANCELLED), ("c", S.CANCELLED), ("d", S.CANCELLED)]
+    assert ([(mark.step, mark.state) for mark in cancelled.mark]
+            == [("b", S.CANCELLED), ("c", S.CANCELLED), ("d", S.CANCELLED)])
     assert cancelled.finish.status == "cancelled"
     assert [failure.step for failure in cancelled.finish.failures] == ["e"]
 
@@ -440,7 +453,8 @@ def test_cancel_cancels_every_unfinished_step_and_leaves_finished_ones() -> None
 
 def forty_steps() -> FlowDefinition:
     lines = [code("root")]
-    lines += [code(f"fetch{i}", "root", batch="net", retries={"max_attempts": 2, "backoff_seconds": 0}) for i in range(12)]
+    lines += [code(f"fetch{i}", "root", batch="net", retries={"max_attempts": 2, "backoff_seconds": 0})
+              for i in range(12)]
     lines += [code(f"parse{i}", f"fetch{i}", batch="cpu") for i in range(12)]
     lines += [code(f"pair{i}", f"parse{2 * i}", f"parse{2 * i + 1}") for i in range(6)]
     lines += [code(f"check{i}", f"pair{i}", when="true") for i in range(6)]
@@ -467,7 +481,8 @@ def test_forty_steps_with_batches_never_exceed_the_limits_in_a_random_completion
     records: dict[str, StepRecord] = {}
     now, dispatched, peak = T0, [], 0
     for _ in range(500):
-        decided = plan(definition, records, now, {guard.step: (True,) for guard in plan(definition, records, now).evaluate_guards})
+        guards = plan(definition, records, now).evaluate_guards
+        decided = plan(definition, records, now, {guard.step: (True,) for guard in guards})
         if isinstance(decided.finish, (Finished, Stuck)):
             break
         records = apply(records, decided, now)

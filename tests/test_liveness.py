@@ -64,7 +64,8 @@ def test_a_follow_up_posted_as_the_previous_run_ends_is_never_stranded(make_stac
             hold.set()  # the previous run finishes now…
             time.sleep(random_delays.uniform(0, 0.12))  # …and the follow-up arrives in its last moments
             posted_at = time.monotonic()
-            run = stack.api.ok("POST", f"/api/sessions/{chat['id']}/messages", {"text": f"q{index}"}, expected=202)["run"]
+            run = stack.api.ok("POST", f"/api/sessions/{chat['id']}/messages", {"text": f"q{index}"},
+                               expected=202)["run"]
             stack.api.wait_for_run(previous["id"], timeout=30)
             wait_for(fake.holding.is_set, stack.settings.lease_seconds - 1, 0.01,
                      message=f"follow-up {index} to reach the model before the sweep would (a lost wake-up)")
@@ -180,7 +181,8 @@ def test_a_run_that_keeps_killing_its_worker_ends_worker_crashed(make_stack, tmp
     owners = []
     for attempt in range(kills):
         worker = WorkerProcess(stack.settings, tmp_path, name=f"doomed-{attempt}@localhost").start()
-        wait_for(lambda: stack.api.ok("GET", f"/api/runs/{run['id']}")["run"]["claims"] == attempt + 1, 30,
+        wait_for(lambda attempt=attempt: stack.api.ok("GET", f"/api/runs/{run['id']}")["run"]["claims"] == attempt + 1,
+                 30,
                  message=f"claim {attempt + 1}")
         owners.append(stack.api.ok("GET", f"/api/runs/{run['id']}")["run"]["lease"]["owner"])
         worker.kill()

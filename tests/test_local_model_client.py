@@ -133,7 +133,8 @@ def test_the_warm_up_request_is_the_first_turns_prefix(fake: FakeModelServer) ->
     # a real first turn, through the same client the agent uses, in another project
     fake.script(Reply(text='{"tool": "list_dir", "arguments": {}}', usage=openai_usage(1180, 8)))
     from orchestrator.agent.prompt import system_prompt
-    from orchestrator.tools.registry import TOOLS as REGISTRY, tool_schemas
+    from orchestrator.tools.registry import TOOLS as REGISTRY
+    from orchestrator.tools.registry import tool_schemas
 
     client = ModelClient(local_provider(fake.base_url, retry_on_timeout=False), max_attempts=1)
     client.complete([{"role": "system", "content": system_prompt("demo", "/home/me/demo")},

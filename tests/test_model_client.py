@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from orchestrator.llm.client import ModelClient, Provider
 from tests.fakes.model_server import FakeModelServer, Reply, deepseek_usage, openai_usage
 

@@ -70,7 +70,8 @@ def test_cancelling_a_subagent_from_the_api_frees_its_slot_at_once(make_stack, f
         stack.api.ok("POST", f"/api/sessions/{chat['id']}/messages", {"text": "go"}, expected=202)
 
         def listed() -> dict[str, dict] | None:
-            found = {sub["label"]: sub for sub in stack.api.ok("GET", f"/api/sessions/{chat['id']}/subagents")["subagents"]}
+            listing = stack.api.ok("GET", f"/api/sessions/{chat['id']}/subagents")["subagents"]
+            found = {sub["label"]: sub for sub in listing}
             return found if len(found) == 2 else None
 
         ids = {label: sub["task_id"] for label, sub in wait_for(listed, 30, 0.1, "two subagents").items()}

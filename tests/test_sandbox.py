@@ -210,7 +210,8 @@ def test_reading_one_line_of_a_huge_file_takes_little_memory(root: Path) -> None
     code = ("import json, resource, sys\nfrom pathlib import Path\nfrom orchestrator.tools.base import ToolContext\n"
             "from orchestrator.tools.registry import run_tool\n"
             "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-            f"result = run_tool('read_file', json.dumps({{'path': 'huge.log', 'limit': 1}}), ToolContext(root=Path({str(root)!r})))\n"
+            "result = run_tool('read_file', json.dumps({'path': 'huge.log', 'limit': 1}), "
+            f"ToolContext(root=Path({str(root)!r})))\n"
             "print(json.dumps([result.content[:40], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before]))\n")
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             cwd=Path(__file__).resolve().parent.parent)
@@ -245,7 +246,8 @@ def test_discovery_reads_no_file_outside_the_project(root: Path, tmp_path: Path)
     (root / ".boocode" / "workflows" / "link.js").symlink_to(outside / "evil.js")
     os.link(outside / "evil.js", root / ".boocode" / "workflows" / "hard.js")
     (root / ".boocode" / "agents" / "link.md").symlink_to(outside / "evil.md")
-    (root / ".boocode" / "workflows" / "ok.js").write_text('export const meta = {name: "ok", description: "in"};\nreturn 1;\n')
+    (root / ".boocode" / "workflows" / "ok.js").write_text(
+        'export const meta = {name: "ok", description: "in"};\nreturn 1;\n')
     found, problems = discover(root, None)
     assert "ok" in found and "stolen" not in found
     assert {problem["path"] for problem in problems} >= {".boocode/workflows/link.js", ".boocode/workflows/hard.js"}

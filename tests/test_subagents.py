@@ -24,8 +24,7 @@ from orchestrator.store import subagents as store_subagents
 from orchestrator.store import users
 from tests.conftest import new_session
 from tests.fakes.model_server import FakeModelServer, Reply, openai_usage
-from tests.support import (Api, WorkerProcess, cli_environment, first_user_text, run_cli, text_of, tool_names,
-                           wait_for)
+from tests.support import Api, WorkerProcess, cli_environment, first_user_text, run_cli, text_of, tool_names, wait_for
 
 DONE = ("completed", "failed", "cancelled")
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")

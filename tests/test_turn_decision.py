@@ -6,8 +6,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.agent.decision import (CallModel, Conclude, RunTools, StopAtCap, StopRepeating, decide,
-                                         schema_retries)
+from orchestrator.agent.decision import CallModel, Conclude, RunTools, StopAtCap, StopRepeating, decide, schema_retries
 from orchestrator.domain.keys import feedback_key, model_key, tool_key
 from orchestrator.llm.client import ModelResult, ToolCallRequest
 from orchestrator.store.journal import Entry
@@ -30,7 +29,7 @@ def journal(*entries: tuple[str, str, Any]) -> dict[str, Entry]:
     return {key: Entry(status, output) for key, status, output in entries}
 
 
-F, S, I = "finished", "started", "interrupted"
+F, S = "finished", "started"
 TOOL = {"id": "c0", "name": "glob"}
 
 CASES = [
@@ -48,7 +47,8 @@ CASES = [
      journal((model_key(0), F, calls("{}", "{}")), (tool_key(0, 0), F, {}), (tool_key(0, 1), S, None)),
      RunTools(0, ModelResult.from_dict(calls("{}", "{}")), repeated=False)),
     ("every tool recorded (one interrupted): the next turn calls the model",
-     journal((model_key(0), F, calls("{}", "{}")), (tool_key(0, 0), F, {}), (tool_key(0, 1), I, {})),
+     journal((model_key(0), F, calls("{}", "{}")), (tool_key(0, 0), F, {}),
+             (tool_key(0, 1), "interrupted", {})),
      CallModel(1)),
     ("the same calls as the turn before are answered with a reminder",
      journal((model_key(0), F, calls('{"a": 1}')), (tool_key(0, 0), F, {}), (model_key(1), F, calls('{ "a":1 }'))),

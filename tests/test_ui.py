@@ -18,6 +18,7 @@ from tests.conftest import new_session
 from tests.fakes.model_server import FakeModelServer, Reply, openai_usage
 from tests.support import cli_environment, run_cli
 
+
 def test_password_sign_in_uses_an_http_only_cookie_and_refuses_cross_site_requests(site: Any, tmp_path: Path) -> None:
     base = site.api.url
     with httpx.Client(base_url=base) as browser:

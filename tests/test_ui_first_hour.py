@@ -50,7 +50,8 @@ def test_the_first_hour_in_a_session(site: Any, fake: FakeModelServer, browser: 
             return Reply(text="Started a helper.", usage=silent_usage(80, 4))
         if last == "user":
             return Reply(tool_calls=[("run_command", {"argv": FAILING})], usage=silent_usage(100, 10))
-        return Reply(text=MARKDOWN, chunk_size=4, chunk_delay=0.05, hold=release, hold_after=4, usage=silent_usage(150, 30))
+        return Reply(text=MARKDOWN, chunk_size=4, chunk_delay=0.05, hold=release, hold_after=4,
+                     usage=silent_usage(150, 30))
 
     fake.responder = respond
     site.start_worker()
@@ -167,7 +168,8 @@ def test_the_first_hour_in_a_session(site: Any, fake: FakeModelServer, browser: 
 
         page.get_by_role("tab", name="Cache").click()
         rows = page.locator(".cache-row")
-        calls = [span for span in site.api.ok("GET", f"/api/sessions/{session_id}/spans?kind=model_call&limit=200")["spans"]]
+        calls = [span for span in
+                 site.api.ok("GET", f"/api/sessions/{session_id}/spans?kind=model_call&limit=200")["spans"]]
         expect(rows).to_have_count(len(calls))
         assert all(span["attributes"]["cache"]["status"] == "unreported" or
                    "cache_not_reported" in span["attributes"]["usage"]["flags"] for span in calls)
@@ -229,7 +231,8 @@ def test_the_workflow_run_page_says_what_happens(site: Any, fake: FakeModelServe
     site.start_worker()
     project_id = site.chat["project_id"]
     try:
-        page = sign_in(browser, site, site.alice["username"], f"#/projects/{project_id}/workflows", viewport=(1200, 900))
+        page = sign_in(browser, site, site.alice["username"], f"#/projects/{project_id}/workflows",
+                       viewport=(1200, 900))
         item = page.locator('li[data-workflow="probe-two"]')
         item.get_by_role("button", name="Run probe-two…").click()
         hint = item.locator(".args-hint")

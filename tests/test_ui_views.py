@@ -36,8 +36,9 @@ def hand_over(page: Any, selector: str, how: str, name: str, data: bytes) -> Non
     page.evaluate("""([selector, how, name, data]) => {
         const transfer = new DataTransfer();
         transfer.items.add(new File([Uint8Array.from(atob(data), (c) => c.charCodeAt(0))], name, {type: "image/png"}));
-        const event = how === "drop" ? new DragEvent("drop", {dataTransfer: transfer, bubbles: true, cancelable: true})
-                                     : new ClipboardEvent("paste", {clipboardData: transfer, bubbles: true, cancelable: true});
+        const options = {bubbles: true, cancelable: true};
+        const event = how === "drop" ? new DragEvent("drop", {dataTransfer: transfer, ...options})
+                                     : new ClipboardEvent("paste", {clipboardData: transfer, ...options});
         document.querySelector(selector).dispatchEvent(event);
     }""", [selector, how, name, base64.b64encode(data).decode()])
 
@@ -306,7 +307,8 @@ def test_a_workflow_launched_watched_resumed_with_cached_agents_and_cancelled(si
     script = ('export const meta = {name: "pair", description: "Look at each topic, then sum up", '
               'phases: ["look", "sum up"]};\n'
               'phase("look");\n'
-              'const found = await parallel(args.topics.map((topic) => () => agent("look at " + topic, {label: topic})));\n'
+              'const found = await parallel(args.topics.map((topic) => () => '
+              'agent("look at " + topic, {label: topic})));\n'
               'phase("sum up");\n'
               'const summary = await agent("summarise " + found.join(" | "), {label: "summary"});\n'
               'log("done with", args.topics.length, "topics");\n'
@@ -397,7 +399,8 @@ def test_a_two_thousand_message_session_keeps_a_small_page_and_keyboard_tabs(sit
     with site.db.transaction() as session:
         for index in range(2000):
             role = MessageRole.USER if index % 2 == 0 else MessageRole.ASSISTANT
-            chat_sessions.add_message(session, chat_id, role, [{"type": "text", "text": f"message {index}: " + "words " * 30}])
+            chat_sessions.add_message(session, chat_id, role,
+                                      [{"type": "text", "text": f"message {index}: " + "words " * 30}])
     page = sign_in(browser, site, site.alice["username"])
     started = time.monotonic()
     page.goto(site.api.url + f"/#/sessions/{chat_id}")

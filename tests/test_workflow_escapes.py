@@ -72,8 +72,8 @@ Object.prototype.polluted = "yes";
 const value = await agent("a");
 if (value !== "a" || ({{}}).polluted) return "polluted";
 {CONTAINED}''',
-    "Object.prototype accessor": f'''
-Object.defineProperty(Object.prototype, "key", {{ get() {{ return "forged"; }} }});
+    "Object.prototype accessor": '''
+Object.defineProperty(Object.prototype, "key", { get() { return "forged"; } });
 return "defined";''',
     "Array.prototype pollution": f'''
 Array.prototype.push = function () {{ return 0; }};
@@ -136,7 +136,8 @@ await agent("a", new Proxy({}, { ownKeys() { throw new Error("trap"); } }));
 return 1;''',
     "Proxy as the prompt": 'await agent(new Proxy({}, { get: () => () => "text" }));\nreturn 1;',
     "Symbol.toPrimitive prompt": 'await agent({ [Symbol.toPrimitive]: () => "a prompt" });\nreturn 1;',
-    "toJSON that throws in options": 'await agent("a", { schema: { toJSON() { throw new Error("no"); } } });\nreturn 1;',
+    "toJSON that throws in options":
+        'await agent("a", { schema: { toJSON() { throw new Error("no"); } } });\nreturn 1;',
     "toJSON that changes its mind": f'''
 let n = 0;
 const schema = {{ toJSON() {{ n += 1; return n === 1 ? {{ type: "string" }} : {{ type: {{}} }}; }} }};

@@ -47,7 +47,8 @@ def test_bad_scripts_are_refused_before_running(source: str, line: int, words: s
 
 
 def test_clock_words_in_strings_and_comments_are_fine() -> None:
-    load_script(HEADER + '// never call Date.now() here\nlog("Math.random() is banned");\nreturn new Date(0).getTime();')
+    load_script(HEADER + '// never call Date.now() here\nlog("Math.random() is banned");\n'
+                'return new Date(0).getTime();')
 
 
 def test_size_cap_and_syntax_errors_with_lines() -> None:
@@ -256,13 +257,17 @@ def test_the_global_object_holds_exactly_the_builtins_and_the_documented_globals
 SEARCH_EVERYTHING = '''
 const seen = new Set(), found = [];
 function visit(value, path, depth) {
-  if (value === null || (typeof value !== "object" && typeof value !== "function") || seen.has(value) || depth > 6) return;
+  if (value === null || (typeof value !== "object" && typeof value !== "function") || seen.has(value)
+      || depth > 6) return;
   seen.add(value);
   for (const key of Reflect.ownKeys(value)) {
     const label = path + "." + String(key);
     if (/host|boocode|setBudget|^state$|takeCalls|step/i.test(String(key))) found.push(label);
     let inner;
-    try { const d = Reflect.getOwnPropertyDescriptor(value, key); inner = "value" in d ? d.value : (d.get && d.get.call(value)); }
+    try {
+      const d = Reflect.getOwnPropertyDescriptor(value, key);
+      inner = "value" in d ? d.value : (d.get && d.get.call(value));
+    }
     catch (e) { continue; }
     visit(inner, label, depth + 1);
   }
@@ -311,9 +316,11 @@ INNER = load_script('export const meta = { name: "inner", description: "nested" 
                     'const x = await agent("inner " + args.n);\n'
                     'for (let i = 0; i < 3; i++) await null;\n'
                     'let grandchild = "ran";\n'
-                    'try { await globalThis.workflow("inner", {n: 9}); } catch (error) { grandchild = error.message; }\n'
+                    'try { await globalThis.workflow("inner", {n: 9}); } '
+                    'catch (error) { grandchild = error.message; }\n'
                     'await agent("after " + x);\n'
-                    'try { await (0, eval)("workflow")("inner", {n: 10}); } catch (error) { grandchild += " / " + error.message; }\n'
+                    'try { await (0, eval)("workflow")("inner", {n: 10}); } '
+                    'catch (error) { grandchild += " / " + error.message; }\n'
                     'return {x, grandchild};\n')
 
 

@@ -15,8 +15,16 @@ import pytest
 
 from tests.conftest import new_session
 from tests.fakes.model_server import FakeModelServer, Reply, openai_usage
-from tests.support import (CATALOG_ARGS, WORKFLOW_DONE, WorkerProcess, cli_environment, example_for, first_user_text,
-                           run_cli, wait_for)
+from tests.support import (
+    CATALOG_ARGS,
+    WORKFLOW_DONE,
+    WorkerProcess,
+    cli_environment,
+    example_for,
+    first_user_text,
+    run_cli,
+    wait_for,
+)
 
 HEADER = 'export const meta = {name: "t", description: "a test workflow", phases: ["one", "two"]};\n'
 
@@ -176,7 +184,8 @@ return {results, summary};
         f"slot {item}" for item in range(10) if item not in (3, 7))
     assert flow.model.count(r"^item \d$") == 11 and flow.model.count("^item seven$") == 1
     assert flow.model.count("^summarise") == 2
-    events = [event["type"] for event in flow.api.ok("GET", f"/api/sessions/{flow.chat['id']}/events?limit=500")["events"]]
+    listing = flow.api.ok("GET", f"/api/sessions/{flow.chat['id']}/events?limit=500")["events"]
+    events = [event["type"] for event in listing]
     assert events.count("workflow.agent.cached") == 8
     assert "workflow.agent.started" in events and "workflow.agent.finished" in events
 
@@ -259,7 +268,8 @@ return {spent: budget.spent(), refused, unknown, scouted, isolated, effort};
     value = status["value"]
     assert value["spent"] >= 330  # three in-flight agents finished (110 tokens each) although the budget is 300
     assert value["refused"].startswith("WorkflowBudgetExceededError")
-    assert "unknown agentType 'nope'" in value["unknown"] and "scout" in value["unknown"] and "Explore" in value["unknown"]
+    assert ("unknown agentType 'nope'" in value["unknown"] and "scout" in value["unknown"]
+            and "Explore" in value["unknown"])
     assert value["scouted"] == "WorkflowBudgetExceededError"  # the nested workflow shares the budget
     assert "isolation 'worktree' needs a git repository" in value["isolated"]
     assert "is not a git repository" in value["isolated"]
@@ -277,8 +287,8 @@ return {a, inner};
 """
     status = flow.run(typed)
     assert status["run"]["status"] == "completed", status
-    assert status["value"]["inner"] == {"x": "answer to: inner 2", "nested": "workflow(): workflows nest one level only",
-                                        "budget": None}
+    assert status["value"]["inner"] == {"x": "answer to: inner 2",
+                                        "nested": "workflow(): workflows nest one level only", "budget": None}
     request = next(entry["body"] for entry in flow.model.fake.requests
                    if entry["body"]["messages"][1]["content"] == "scout it")
     assert "You are a scout" in request["messages"][0]["content"]
@@ -389,7 +399,8 @@ def test_the_catalog_lists_and_every_builtin_runs_end_to_end(flow: Flow) -> None
     flow.model.fake.responder = schema_responder
     workflows_dir = flow.root / ".boocode" / "workflows"
     workflows_dir.mkdir(parents=True)
-    (workflows_dir / "mine.js").write_text('export const meta = {name: "review-code", description: "ours"};\nreturn 1;\n')
+    (workflows_dir / "mine.js").write_text(
+        'export const meta = {name: "review-code", description: "ours"};\nreturn 1;\n')
     (workflows_dir / "broken.js").write_text('export const meta = {name: "b", description: x};\n')
     personal = flow.stack.settings.data_dir / "workflows"
     personal.mkdir(parents=True, exist_ok=True)
@@ -400,7 +411,8 @@ def test_the_catalog_lists_and_every_builtin_runs_end_to_end(flow: Flow) -> None
     assert by_name["review-code"]["source"] == "project" and by_name["review-code"]["description"] == "ours"
     assert by_name["personal-one"]["source"] == "personal"
     assert by_name["deep-research"]["source"] == "builtin" and by_name["deep-research"]["phases"]
-    assert [(problem["path"], problem["line"]) for problem in listed["problems"]] == [(".boocode/workflows/broken.js", 1)]
+    assert ([(problem["path"], problem["line"]) for problem in listed["problems"]]
+            == [(".boocode/workflows/broken.js", 1)])
     (workflows_dir / "mine.js").unlink()
 
     dry = flow.api.ok("POST", f"/api/sessions/{flow.chat['id']}/workflows",
@@ -468,7 +480,8 @@ def test_cli_run_edit_restart_everything_and_resume_serves_the_unchanged_call(fl
     script = tmp_path / "three.js"
     script.write_text(HEADER + 'const a = await agent("alpha", {label: "a", phase: "one"});\n'
                       'const b = await agent("beta " + a, {label: "b", phase: "one"});\n'
-                      'const c = await agent("gamma " + b, {label: "c", phase: "two"});\nlog("done");\nreturn [a, b, c];\n')
+                      'const c = await agent("gamma " + b, {label: "c", phase: "two"});\n'
+                      'log("done");\nreturn [a, b, c];\n')
 
     def cli(url: str, *arguments: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
         return run_cli(*arguments, environment=cli_environment(url, flow.api.token, tmp_path), expect=expect)
@@ -551,10 +564,9 @@ BOMB = "const hoard = new Array(2 ** 28).fill(1.5);\nreturn hoard.length;\n"
 
 def test_an_allocation_bomb_at_launch_leaves_the_web_process_alive_and_answering(flow: Flow) -> None:
     import httpx
+    import psutil
 
     from tests.support import Api, WebProcess, collect_frames
-
-    import psutil
 
     flow.worker()  # /health reports a worker
     web = WebProcess(flow.stack.settings, flow.tmp).start()
@@ -609,7 +621,8 @@ def test_the_budget_and_the_failures_cannot_be_changed_from_the_script(flow: Flo
     flow.model.on(r"^doomed$", lambda body: Reply(status=400, error_message="this prompt is not allowed"))
     status = flow.run("""
 const names = Object.getOwnPropertyNames(globalThis).filter((name) => /host|boocode/i.test(name));
-for (const attack of [() => { budget.total = null; }, () => Object.defineProperty(budget, "remaining", {value: () => 1e9}),
+for (const attack of [() => { budget.total = null; },
+                      () => Object.defineProperty(budget, "remaining", {value: () => 1e9}),
                       () => { globalThis.budget = {total: null}; }]) {
   try { attack(); } catch (error) {}
 }
@@ -632,8 +645,10 @@ def test_grandchildren_strict_results_and_omitted_args(flow: Flow) -> None:
         'await null;\nawait agent("child step");\nfor (let i = 0; i < 5; i++) await null;\n'
         'return await globalThis.workflow("grandchild");\n')
     (flow.root / ".boocode" / "workflows" / "grandchild.js").write_text(
-        'export const meta = {name: "grandchild", description: "must not run"};\nreturn await agent("grandchild ran");\n')
-    nested = flow.run('let message = null;\ntry { await workflow("child"); } catch (error) { message = error.message; }\n'
+        'export const meta = {name: "grandchild", description: "must not run"};\n'
+        'return await agent("grandchild ran");\n')
+    nested = flow.run('let message = null;\n'
+                      'try { await workflow("child"); } catch (error) { message = error.message; }\n'
                       'return {message, args: typeof args};\n')
     assert nested["run"]["status"] == "completed", nested
     assert nested["value"] == {"message": "workflow(): workflows nest one level only", "args": "undefined"}
@@ -670,7 +685,8 @@ def test_a_workflow_declares_its_args_and_bad_args_are_refused_before_launch(flo
     folder.mkdir(parents=True)
     (folder / "typed.js").write_text(
         'export const meta = {name: "typed", description: "takes files",\n'
-        '  args: {type: "object", required: ["files"], properties: {files: {type: "array", items: {type: "string"}}}},\n'
+        '  args: {type: "object", required: ["files"], '
+        'properties: {files: {type: "array", items: {type: "string"}}}},\n'
         '  example: {files: ["src/app.py"]}};\nreturn args.files.length;\n')
     listed = {item["name"]: item for item in flow.api.ok(
         "GET", f"/api/projects/{flow.chat['project_id']}/workflows")["workflows"]}
@@ -683,5 +699,6 @@ def test_a_workflow_declares_its_args_and_bad_args_are_refused_before_launch(flo
                          {"name": "typed", "args": {"files": ["a", "b"]}, "dry_run": True})
     assert fine.status_code == 200, fine.text
     broken = flow.api.post(f"/api/sessions/{flow.chat['id']}/workflows",
-                           {"script": 'export const meta = {name: "b", description: "d", args: {type: 7}};\nreturn 1;\n'})
+                           {"script": 'export const meta = {name: "b", description: "d", args: {type: 7}};\n'
+                                      'return 1;\n'})
     assert broken.status_code == 422 and "meta.args must be a JSON Schema" in broken.json()["error"]["message"]

@@ -68,7 +68,7 @@ def operation(bp: Blueprint, method: str, rule: str, *, summary: str, body: JSON
                 path_args["query"] = _read_query(query, query_validator)
             return view(**path_args)
 
-        wrapper.public = public  # type: ignore[attr-defined]
+        wrapper.public = public  # type: ignore[attr-defined]  # a function attribute; mypy does not model them
         bp.add_url_rule(rule, endpoint=view.__name__, view_func=wrapper, methods=[method])
         OPERATIONS.append(Operation(blueprint=bp, method=method, rule=rule, summary=summary,
                                     endpoint=f"{bp.name}.{view.__name__}", body=body, query=query or {},
@@ -141,8 +141,8 @@ def build_openapi(version: str, extra_paths: dict[str, JSON] | None = None) -> J
             "operationId": op.endpoint.replace(".", "_"),
             "tags": [op.tag],
             "responses": {str(op.status): {"description": "success"},
-                          "default": {"description": "error",
-                                      "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}},
+                          "default": {"description": "error", "content": {
+                              "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}},
         }
         parameters = [{"name": name, "in": "path", "required": True,
                        "schema": {"type": "string", "format": "uuid"} if name.endswith("_id") else {"type": "string"}}
@@ -155,8 +155,8 @@ def build_openapi(version: str, extra_paths: dict[str, JSON] | None = None) -> J
             entry["requestBody"] = {"required": not op.body_optional,
                                     "content": {"application/json": {"schema": op.body}}}
         if op.raw_body is not None:
-            entry["requestBody"] = {"required": True, "content": {media: {"schema": {"type": "string", "format": "binary"}}
-                                                                  for media in op.raw_body}}
+            binary = {"schema": {"type": "string", "format": "binary"}}
+            entry["requestBody"] = {"required": True, "content": {media: binary for media in op.raw_body}}
         entry["security"] = [] if op.public else [{"bearer": []}]
         paths.setdefault(path, {})[op.method.lower()] = entry
     for path, item in (extra_paths or {}).items():

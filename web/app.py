@@ -7,8 +7,19 @@ from flask import Flask
 from orchestrator import services
 from orchestrator.settings import Settings, load_settings
 from web.auth import WS_PROTOCOL, init_auth
-from web.blueprints import (approvals, browser, flows, health, projects, runs, sessions, subagents, traces,
-                            users, workflows)
+from web.blueprints import (
+    approvals,
+    browser,
+    flows,
+    health,
+    projects,
+    runs,
+    sessions,
+    subagents,
+    traces,
+    users,
+    workflows,
+)
 from web.errors import register_error_handlers
 from web.headers import init_headers
 from web.proxies import trust_proxies
@@ -23,7 +34,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.config["SOCK_SERVER_OPTIONS"] = {"subprotocols": [WS_PROTOCOL], "ping_interval": 25}
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # Flask types app.json as the base JSONProvider
     redis_client = services.make_redis(settings)
     app.extensions["boocode"] = WebState(settings=settings, db=services.make_database(settings, redis_client),
                                          redis=redis_client, queue=TaskQueue(settings))

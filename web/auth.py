@@ -18,10 +18,9 @@ import uuid
 from urllib.parse import urlparse
 
 from flask import Flask, current_app, g, request
-
-from orchestrator.domain.enums import Role
 from sqlalchemy.orm import Session
 
+from orchestrator.domain.enums import Role
 from orchestrator.store import projects, runs, users
 from orchestrator.store import sessions as chat_sessions
 from orchestrator.store.models import ChatSession, Project, Run, User

@@ -18,8 +18,7 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError, SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
-from orchestrator.errors import (ConflictError, NotFoundError, OrchestratorError, PermissionDeniedError,
-                                 ValidationError)
+from orchestrator.errors import ConflictError, NotFoundError, OrchestratorError, PermissionDeniedError, ValidationError
 
 logger = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = "2"  # a dropped database connection is usually back by then

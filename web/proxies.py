@@ -15,5 +15,6 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 def trust_proxies(app: Flask, count: int) -> None:
     if count > 0:
+        # Flask's documented way to add WSGI middleware; its stubs declare wsgi_app a method
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count, x_host=count,  # type: ignore[method-assign]
                                 x_port=count)

@@ -33,7 +33,7 @@ def make_celery(settings: Settings) -> Celery:
     app.conf.worker_concurrency = settings.worker_concurrency
     app.conf.broker_url = worker_broker_url(app.conf.broker_url)  # kombu's Redis transport, one fault worked around
     runtime = WorkerRuntime(settings)
-    app.boocode_runtime = runtime  # type: ignore[attr-defined]
+    app.boocode_runtime = runtime
     runs.register(app, runtime)
     maintenance.register(app, runtime)
 

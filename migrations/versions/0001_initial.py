@@ -4,8 +4,8 @@ Revision ID: 0001
 Revises: (none)
 Create Date: 2026-11-24
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = '0001'
@@ -112,7 +112,8 @@ def upgrade() -> None:
     sa.Column('lease_epoch', sa.Integer(), server_default='0', nullable=False),
     sa.Column('lease_expires_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('claims', sa.Integer(), server_default='0', nullable=False),
-    sa.CheckConstraint("status IN ('queued', 'running', 'waiting', 'completed', 'completed_with_failures', 'failed', 'cancelled', 'interrupted')", name='ck_runs_status'),
+    sa.CheckConstraint("status IN ('queued', 'running', 'waiting', 'completed', 'completed_with_failures', "
+                       "'failed', 'cancelled', 'interrupted')", name='ck_runs_status'),
     sa.ForeignKeyConstraint(['created_by'], ['users.id'], ondelete='SET NULL'),
     sa.ForeignKeyConstraint(['parent_id'], ['runs.id'], ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['project_id'], ['projects.id'], ondelete='CASCADE'),
@@ -121,7 +122,8 @@ def upgrade() -> None:
     )
     op.create_index(op.f('ix_runs_parent_id'), 'runs', ['parent_id'], unique=False)
     op.create_index('ix_runs_project_created', 'runs', ['project_id', 'created_at'], unique=False)
-    op.create_index('ix_runs_recoverable', 'runs', ['status', 'lease_expires_at'], unique=False, postgresql_where="status IN ('queued', 'running')")
+    op.create_index('ix_runs_recoverable', 'runs', ['status', 'lease_expires_at'], unique=False,
+                    postgresql_where="status IN ('queued', 'running')")
     op.create_index('ix_runs_session_created', 'runs', ['session_id', 'created_at'], unique=False)
     op.create_table('messages',
     sa.Column('id', sa.UUID(), nullable=False),

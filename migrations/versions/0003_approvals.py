@@ -4,8 +4,8 @@ Revision ID: 0003
 Revises: 0002
 Create Date: 2026-11-24
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = '0003'
@@ -36,7 +36,8 @@ def upgrade() -> None:
     sa.UniqueConstraint('run_id', 'step_key', name='uq_approvals_run_step_key')
     )
     op.create_index('ix_approvals_session_status', 'approvals', ['session_id', 'status'], unique=False)
-    op.add_column('projects', sa.Column('approval_policy', postgresql.JSONB(astext_type=sa.Text()), server_default='{}', nullable=False))
+    op.add_column('projects', sa.Column('approval_policy', postgresql.JSONB(astext_type=sa.Text()), server_default='{}',
+                                        nullable=False))
 
 
 def downgrade() -> None:

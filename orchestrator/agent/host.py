@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from orchestrator import lifecycle
 from orchestrator.agent.types import agent_type_problem, discover_agent_types
 from orchestrator.domain.enums import RunStatus
-from orchestrator import lifecycle
 from orchestrator.jobs import SUBAGENT_TASK, task_for_kind
 from orchestrator.lifecycle import RunContext
 from orchestrator.store import runs, subagents

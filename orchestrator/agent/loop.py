@@ -26,8 +26,17 @@ from typing import Any, Callable
 from sqlalchemy.orm import Session
 
 from orchestrator.agent import worktree
-from orchestrator.agent.decision import (MAX_REPEATS, CallModel, Conclude, Decision, RunTools, StopAtCap,
-                                         StopRepeating, decide, schema_retries)
+from orchestrator.agent.decision import (
+    MAX_REPEATS,
+    CallModel,
+    Conclude,
+    Decision,
+    RunTools,
+    StopAtCap,
+    StopRepeating,
+    decide,
+    schema_retries,
+)
 from orchestrator.agent.host import SubagentHost
 from orchestrator.agent.profile import SCHEMA_RETRIES, AgentProfile, ProfileError, agent_profile, check_against_schema
 from orchestrator.agent.prompt import image_digests, render_messages, system_prompt
@@ -42,7 +51,7 @@ from orchestrator.llm.client import ModelClient, ModelResult, Provider
 from orchestrator.providers import resolve_provider, server_provider
 from orchestrator.sandbox import Sandbox
 from orchestrator.settings import Settings
-from orchestrator.store import blobs, runs, subagents
+from orchestrator.store import blobs, projects, runs, subagents
 from orchestrator.store import sessions as chat_sessions
 from orchestrator.store.events import append_event
 from orchestrator.store.models import Blob, Project
@@ -65,8 +74,9 @@ class AgentConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "AgentConfig":
-        return cls(provider=server_provider(settings), max_steps=settings.agent_max_steps, max_attempts=settings.model_max_attempts,
-                   timeout_seconds=settings.model_timeout_seconds, sandbox=Sandbox.from_settings(settings),
+        return cls(provider=server_provider(settings), max_steps=settings.agent_max_steps,
+                   max_attempts=settings.model_max_attempts, timeout_seconds=settings.model_timeout_seconds,
+                   sandbox=Sandbox.from_settings(settings),
                    secret_key=settings.secret_key, subagent_limits=subagents.Limits.from_settings(settings),
                    stream_flush_seconds=settings.stream_flush_seconds)
 
@@ -101,7 +111,7 @@ def settle_worktree(context: RunContext, outcome: RunOutcome, sandbox: Sandbox) 
     if spec.get("isolation") != "worktree" or not isinstance(outcome, Finish):
         return outcome
     with context.db.transaction() as session:
-        root = Path(session.get(Project, context.run.project_id).root_path)
+        root = Path(projects.load_project(session, context.run.project_id).root_path)
     info = worktree.release(root, str(context.run.id), sandbox)
     if outcome.status == RunStatus.COMPLETED and isinstance(outcome.result, dict):
         return replace(outcome, result={**outcome.result, "worktree": info})
@@ -135,7 +145,7 @@ def run_turn(context: RunContext, config: AgentConfig) -> RunOutcome:
         if runs.earlier_unfinished_run(session, context.run) is not None:  # a follow-up: its turn comes next
             return Defer(wake=lambda session: runs.earlier_unfinished_run(
                 session, context.run, lock=True) is None)
-        project = session.get(Project, context.run.project_id)
+        project = projects.load_project(session, context.run.project_id)
         history = chat_sessions.list_history(session, context.run) if isinstance(decision, CallModel) else []
     turn = prepare_turn(context, config, project)
     if isinstance(turn, Finish):

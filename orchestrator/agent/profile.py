@@ -17,7 +17,6 @@ from orchestrator.llm.provider import Provider
 from orchestrator.store.models import Project
 from orchestrator.tools.registry import CORE_TOOLS, TOOLS
 
-
 SCHEMA_RETRIES = 2
 
 

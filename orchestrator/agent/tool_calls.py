@@ -76,12 +76,17 @@ def run_tool_calls(context: RunContext, turn: int, calls: list[ToolCallRequest],
                 trace.close_turn(session, context.run, turn)
                 closed = True
 
+        def begin(session: Session, call: ToolCallRequest = call, index: int = index) -> None:
+            trace.start_tool_span(session, context.run, turn, index, call)
+
+        def interrupted(call: ToolCallRequest = call) -> dict[str, Any]:
+            return interrupted_result(call).to_dict()
+
         mutating = call.name in TOOLS and TOOLS[call.name].mutating
         context.step(
             tool_key(turn, index), _tool_body(call, tools.tool_context, gate, tool_key(turn, index)), kind="tool_call",
             input={"tool_call_id": call.id, "name": call.name, "arguments": call.arguments},
-            begin=lambda session, call=call, index=index: trace.start_tool_span(session, context.run, turn, index, call),
-            record=record, interrupted=(lambda call=call: interrupted_result(call).to_dict()) if mutating else None)
+            begin=begin, record=record, interrupted=interrupted if mutating else None)
     if not closed:  # the last call's result was recorded by an earlier holder
         with context.db.transaction() as session:
             trace.close_turn(session, context.run, turn)

@@ -87,8 +87,10 @@ def ensure(root: Path, run_id: str, sandbox: Sandbox) -> Worktree:
     if (path / ".git").is_file():  # made by an earlier turn
         return Worktree(path, branch, _base_of(root, branch, sandbox) or head)
     _git(root, "worktree", "prune", sandbox=sandbox)
-    if _git(root, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}", check=False, sandbox=sandbox).returncode == 0:
-        _git(root, "worktree", "add", str(path), branch, sandbox=sandbox)  # a repeat after a crash between the two steps
+    branch_exists = _git(root, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}", check=False,
+                         sandbox=sandbox).returncode == 0
+    if branch_exists:  # a repeat after a crash between the two steps
+        _git(root, "worktree", "add", str(path), branch, sandbox=sandbox)
     else:
         _git(root, "worktree", "add", "-b", branch, str(path), head, sandbox=sandbox)
     _git(root, "config", f"branch.{branch}.boocodeBase", head, sandbox=sandbox)

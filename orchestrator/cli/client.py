@@ -121,8 +121,9 @@ class ApiClient:
         last = since
         while True:
             try:
+                # the stubs say bytes headers; simple-websocket hands them to wsproto, which takes str too
                 socket = simple_websocket.Client.connect(f"{ws_url}/ws/sessions/{session_id}?since={last}",
-                                                         headers=self._headers())
+                                                         headers=self._headers())  # type: ignore[arg-type]
             except (ConnectionError, OSError) as error:
                 raise CliError(f"cannot open the event stream at {ws_url}: {error}", EXIT_UNREACHABLE) from None
             except simple_websocket.ConnectionError as error:
@@ -132,6 +133,8 @@ class ApiClient:
             try:
                 while True:
                     frame = socket.receive()
+                    if frame is None:  # only when a timeout passes, and none is given
+                        continue
                     event = json.loads(frame)
                     last = event["seq"]
                     yield event

@@ -8,13 +8,37 @@ import sys
 
 import click
 
-from orchestrator.cli import EXIT_AUTH, EXIT_INTERRUPTED, EXIT_NOT_FOUND, EXIT_REJECTED, EXIT_UNREACHABLE, EXIT_USAGE
-from orchestrator.cli import (admin, approvals, db, flows, model, processes, projects, runs, sessions, subagents,
-                              tokens, trace, users, workflows)
+from orchestrator.cli import (
+    EXIT_AUTH,
+    EXIT_INTERRUPTED,
+    EXIT_NOT_FOUND,
+    EXIT_REJECTED,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    admin,
+    approvals,
+    db,
+    flows,
+    model,
+    processes,
+    projects,
+    runs,
+    sessions,
+    subagents,
+    tokens,
+    trace,
+    users,
+    workflows,
+)
 from orchestrator.cli.client import CliError
 from orchestrator.cli.context import Context
-from orchestrator.errors import (ConfigurationError, NotFoundError, OrchestratorError, PermissionDeniedError,
-                                 ServiceError)
+from orchestrator.errors import (
+    ConfigurationError,
+    NotFoundError,
+    OrchestratorError,
+    PermissionDeniedError,
+    ServiceError,
+)
 
 COMMANDS: tuple[click.Command, ...] = (
     processes.up, processes.web, processes.worker, db.db, admin.admin,  # local

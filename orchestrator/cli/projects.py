@@ -4,6 +4,7 @@ approval policy."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import IO, Any
 
@@ -73,7 +74,7 @@ def provider_body(base_url: str, model: str, api_key_stdin: bool, vision: bool |
     """The PUT body: only what was given, so an unset flag keeps the server's default."""
     body: dict[str, Any] = {"base_url": base_url, "model": model}
     if api_key_stdin:  # never on the command line, where `ps` and shell history would show it
-        body["api_key"] = click.get_text_stream("stdin").read().strip()
+        body["api_key"] = sys.stdin.read().strip()  # click.get_text_stream is deprecated (gone in Click 9)
     if vision is not None:
         body["vision"] = vision
     if context_window:

@@ -76,7 +76,8 @@ def print_tree(found: list[dict[str, Any]], summary: dict[str, Any]) -> None:
 
     walk(None, 0)
     rate = summary["cache_hit_rate"]
-    click.echo(f"\n{summary['model_calls']} model calls, {summary['tool_calls']} tool calls, {summary['errors']} errors; "
+    click.echo(f"\n{summary['model_calls']} model calls, {summary['tool_calls']} tool calls, "
+               f"{summary['errors']} errors; "
                f"{_tokens(summary['tokens'])}; cost ${summary['cost']['total']:.6f} "
                f"(saved ${summary['cost']['saved']:.6f} by caching); "
                f"cache hit rate {'-' if rate is None else f'{rate:.0%}'}")

@@ -43,7 +43,7 @@ from orchestrator.localmodel.server import MODEL_ALIAS, LocalModelError, LocalMo
 from orchestrator.localmodel.warmup import warm_up
 from orchestrator.sandbox import Sandbox, SandboxUnavailableError
 from orchestrator.secrets import generate_key
-from orchestrator.settings import FIELDS, SECRET_FIELDS, Settings
+from orchestrator.settings import FIELDS, SECRET_FIELDS, Settings, default_data_dir
 from orchestrator.store import users
 from orchestrator.store.database import Database
 
@@ -79,7 +79,8 @@ def web_command(settings: Settings) -> list[str]:
     # web.server.ThreadWorker: gunicorn's threaded worker answering its own 400/414/431 in our error shape
     return [sys.executable, "-m", "gunicorn", "--worker-class", "web.server.ThreadWorker", "--workers", "1",
             "--threads", str(settings.web_threads), "--bind", f"{settings.host}:{settings.port}",
-            "--graceful-timeout", "5", "--timeout", "0", "--no-control-socket", "--log-level", settings.log_level, "web.wsgi:app"]
+            "--graceful-timeout", "5", "--timeout", "0", "--no-control-socket", "--log-level", settings.log_level,
+            "web.wsgi:app"]
 
 
 def worker_command(settings: Settings) -> list[str]:
@@ -190,7 +191,8 @@ class Supervisor:
         click.echo(f"model:    {model.title}, {origin}: {fetched.path} (SHA-256 verified; Apache-2.0, see "
                    f"{fetched.path.parent / 'LICENSE-Apache-2.0.txt'})")
         click.echo(f"model:    served locally at {server.base_url} with {server.threads} thread(s) "
-                   "(BOOCODE_LOCAL_MODEL_THREADS; no API key; set BOOCODE_MODEL_BASE_URL to use a cloud provider instead)")
+                   "(BOOCODE_LOCAL_MODEL_THREADS; no API key; "
+                   "set BOOCODE_MODEL_BASE_URL to use a cloud provider instead)")
         timeout = settings.model_timeout_seconds
         if timeout == Settings.__dataclass_fields__["model_timeout_seconds"].default:
             timeout = LOCAL_MODEL_TIMEOUT_SECONDS  # not set by the user: the local default
@@ -208,7 +210,8 @@ class Supervisor:
         A chat message sent meanwhile waits for it on the one-request-at-a-time server, then reuses it."""
         settings = self.settings
         click.echo("model:    warming the prompt cache in the background (the agent's instructions and tool list, "
-                   "read once now so the first turn does not wait for them; BOOCODE_LOCAL_MODEL_WARM_UP=false skips it)")
+                   "read once now so the first turn does not wait for them; "
+                   "BOOCODE_LOCAL_MODEL_WARM_UP=false skips it)")
 
         def run() -> None:
             try:
@@ -309,8 +312,7 @@ def ensure_secret_key(settings: Settings) -> Settings:
 
 def ready_block(settings: Settings, credentials: Path) -> str:
     """What a person needs once everything runs, in one place (the test suites wait for its first line)."""
-    default_data_dir = Settings.__dataclass_fields__["data_dir"].default_factory()  # type: ignore[misc, operator]
-    data_dir = "" if settings.data_dir == default_data_dir else f"export BOOCODE_DATA_DIR={settings.data_dir}; "
+    data_dir = "" if settings.data_dir == default_data_dir() else f"export BOOCODE_DATA_DIR={settings.data_dir}; "
     script = Path(sys.prefix) / "bin" / "activate"
     activate = f"source {script}; " if sys.prefix != sys.base_prefix and script.exists() else ""
     model = "the embedded model (first turns take a while on a small CPU)" if settings.model_name == MODEL_ALIAS \
@@ -324,7 +326,8 @@ def ready_block(settings: Settings, credentials: Path) -> str:
         f"            (it finds this server and its token through {credentials})",
         f"  API       {settings.base_url}/api  (document: /api/openapi.json)",
         f"  model     {model}",
-        f"  logs      {log_directory(settings)}/ (web.log, worker.log{', local-model.log' if settings.model_name == MODEL_ALIAS else ''})",
+        f"  logs      {log_directory(settings)}/ (web.log, worker.log"
+        f"{', local-model.log' if settings.model_name == MODEL_ALIAS else ''})",
         ""])
 
 

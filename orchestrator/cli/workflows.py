@@ -31,7 +31,8 @@ def describe_progress(event: dict[str, Any]) -> str | None:
         return f"  cached   {phase}{name} (from the journal, {data.get('tokens', 0)} tokens not spent again)"
     if kind == "workflow.agent.finished":
         extra = f" — {data['error'].get('message')}" if data.get("error") else ""
-        return f"  {data.get('status', '?'):<8} {phase}{name} ({data.get('tokens', 0)} tokens, ${data.get('cost', 0):.4f}){extra}"
+        return (f"  {data.get('status', '?'):<8} {phase}{name} "
+                f"({data.get('tokens', 0)} tokens, ${data.get('cost', 0):.4f}){extra}")
     if kind == "workflow.agent.refused":
         return f"  refused  {phase}{name} — {(data.get('error') or {}).get('message')}"
     if kind == "workflow.log":
@@ -70,7 +71,8 @@ def print_status(report: dict[str, Any]) -> None:
         for agent in agents:
             duration = f"{agent['duration_ms'] / 1000:.1f}s" if agent["duration_ms"] is not None else "-"
             mark = " cached" if agent["cached"] else ""
-            click.echo(f"  {agent['status']:<10} {(agent['label'] or agent['key'][:8]):<28} {agent['model'] or '-':<18} "
+            label = agent["label"] or agent["key"][:8]
+            click.echo(f"  {agent['status']:<10} {label:<28} {agent['model'] or '-':<18} "
                        f"{agent['tokens']:>8} tok  ${agent['cost']:.4f}  {duration}{mark}")
             tree = agent.get("worktree") or {}
             if tree.get("kept"):

@@ -260,7 +260,8 @@ def _walk(node: yaml.Node, path: Path, lines: Lines, duplicates: list[Problem], 
             name = str(key.value)
             if name in seen:
                 duplicates.append(Problem(None, key.start_mark.line + 1,
-                                          f"the key {name!r} appears twice in the same mapping; the last one would win"))
+                                          f"the key {name!r} appears twice in the same mapping; "
+                                          "the last one would win"))
             seen.add(name)
             lines.at[path + (name,)] = key.start_mark.line + 1
             _walk(value, path + (name,), lines, duplicates, budget, inside)

@@ -73,10 +73,10 @@ def evaluate_code(code: str, flow_input: Any, steps: Mapping[str, Any], limits: 
                                         "message": "the code awaits something that never comes (agent() and "
                                                    "workflow() are not available in a code step)"})
     if state["error"] is not None:
-        error = state["error"]
-        return CodeResult(False, error={"code": error.get("code") or "code_error",
-                                        "message": f"{error.get('name')}: {error.get('message')}",
-                                        "line": _user_line(error.get("line"), expression)})
+        problem = state["error"]
+        return CodeResult(False, error={"code": problem.get("code") or "code_error",
+                                        "message": f"{problem.get('name')}: {problem.get('message')}",
+                                        "line": _user_line(problem.get("line"), expression)})
     return CodeResult(True, value=json.loads(json.dumps(state["result"])))
 
 

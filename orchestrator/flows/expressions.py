@@ -28,7 +28,8 @@ OPENERS = {"(": ")", "[": "]", "{": "}"}
 CLOSERS = {value: key for key, value in OPENERS.items()}
 # After one of these a `/` starts a regular expression rather than dividing.
 REGEX_AFTER = set("(,=:[!&|?{};+-*%<>~^") | {""}
-REGEX_AFTER_WORDS = {"return", "typeof", "instanceof", "in", "of", "new", "delete", "void", "throw", "case", "do", "else"}
+REGEX_AFTER_WORDS = {"return", "typeof", "instanceof", "in", "of", "new", "delete", "void", "throw", "case", "do",
+                     "else"}
 # Statements that cannot appear at the top level of an expression (inside a function body they can).
 STATEMENTS = re.compile(r"(?<![\w$.])(var|let|const|if|for|while|do|return|throw|try|catch|finally|class|"
                         r"import|export|switch|break|continue|debugger|with)(?![\w$])")

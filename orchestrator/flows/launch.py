@@ -18,6 +18,7 @@ from orchestrator import lifecycle
 from orchestrator.domain.enums import RunKind, RunStatus
 from orchestrator.errors import ConflictError, NotFoundError, ValidationError
 from orchestrator.flows import operations
+from orchestrator.flows.definition import SwitchBody
 from orchestrator.flows.discovery import FlowEntry
 from orchestrator.flows.records import records_of
 from orchestrator.flows.runner import definition_of
@@ -34,9 +35,9 @@ def validate_input(entry_name: str, schema: Any, flow_input: Any) -> Any:
     if len(json.dumps(flow_input)) > MAX_INPUT_BYTES:
         raise ValidationError(f"the input is larger than {MAX_INPUT_BYTES} bytes as JSON")
     if schema is not None:
+        errors = Draft202012Validator(schema).iter_errors({} if flow_input is None else flow_input)
         problems = [{"path": "input/" + "/".join(map(str, error.absolute_path)), "message": error.message}
-                    for error in sorted(Draft202012Validator(schema).iter_errors({} if flow_input is None else flow_input),
-                                        key=lambda error: list(error.absolute_path))]
+                    for error in sorted(errors, key=lambda error: list(error.absolute_path))]
         if problems:
             raise ValidationError(f"the input does not fit what flow {entry_name!r} takes (its `input` schema): "
                                   f"{problems[0]['message']}", details=problems)
@@ -65,12 +66,12 @@ def report(session: Session, run: Run) -> dict[str, Any]:
     steps = []
     for step in definition.steps:
         shown = store.serialize_step(rows[step.id]) if step.id in rows else {"id": step.id, "state": "pending"}
-        branches = list(step.body.targets) if step.kind.value == "switch" else []  # type: ignore[union-attr]
+        branches = list(step.body.targets) if isinstance(step.body, SwitchBody) else []
         steps.append({**shown, "kind": step.kind.value, "deps": list(definition.graph.upstream[step.id]),
                       "branches": branches, "batch": step.batch, "line": step.line})
     counts: dict[str, int] = {}
-    for step in steps:
-        counts[step["state"]] = counts.get(step["state"], 0) + 1
+    for entry in steps:
+        counts[entry["state"]] = counts.get(entry["state"], 0) + 1
     flow = run.input.get("flow") or {}
     result = run.result if isinstance(run.result, dict) else {}
     return {"run": {**runs.serialize_run(run), "input": None},

@@ -22,7 +22,6 @@ from enum import StrEnum
 
 from orchestrator.domain.enums import FlowStepState
 
-
 StepState = FlowStepState  # the states live in the domain, where the step rows' store can see them
 
 

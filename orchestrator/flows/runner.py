@@ -77,6 +77,13 @@ def handler_from_settings(settings: Settings) -> Handler:
     return handle
 
 
+def code_of(definition: FlowDefinition, step_id: str) -> str:
+    body = definition.step(step_id).body
+    if not isinstance(body, CodeBody):
+        raise TypeError(f"step {step_id!r} is not a code step")
+    return body.code
+
+
 def definition_of(run: Run) -> FlowDefinition:
     """The definition the run started with (kept in its input, so an edited file changes no run)."""
     return build(run.input["flow"]["data"])
@@ -107,7 +114,7 @@ def tick(context: RunContext, config: FlowConfig) -> RunOutcome:
     _enqueue(context, started)
     for _ in range(MAX_PLANS_PER_TICK):
         plan = _plan_with_guards(definition, records, flow_input, config)
-        code = {dispatch.step: evaluate_code(definition.step(dispatch.step).body.code, flow_input,  # type: ignore[union-attr]
+        code = {dispatch.step: evaluate_code(code_of(definition, dispatch.step), flow_input,
                                              step_views(definition, records), config.limits)
                 for dispatch in plan.dispatch if dispatch.kind == StepKind.CODE}
         with context.db.transaction() as session:
@@ -173,7 +180,8 @@ def _reconcile(session: Session, context: RunContext, definition: FlowDefinition
         if step.kind in (StepKind.SWITCH, StepKind.CODE) and seen is None and record.state == StepState.RUNNING:
             continue  # never left running by this runner (a code step settles in its dispatch)
         decision = operations.reconcile(step, record, seen)
-        child_attempt = int(((child.input or {}).get("spec") or {}).get("attempt", row.attempt)) if child else row.attempt
+        child_attempt = (int(((child.input or {}).get("spec") or {}).get("attempt", row.attempt)) if child
+                         else row.attempt)
         if isinstance(decision, operations.CancelChild) and child is not None:
             started += _cancel_child(session, context, child.id, config, "its flow step already ended")
         elif isinstance(decision, operations.Redispatch):
@@ -325,9 +333,9 @@ def _finish(definition: FlowDefinition, records: dict[str, StepRecord], rows: di
               "blocked": list(finish.blocked), "totals": totals}
     status = RunStatus(finish.status)
     if status == RunStatus.FAILED:
-        names = ", ".join(failure["step"] for failure in failures) or ", ".join(finish.blocked)
-        return Finish(status, result=result, error={"code": "flow_failed", "failures": failures,
-                                                    "message": f"the flow's output could not be produced: {names} failed"})
+        names = ", ".join(failed.step for failed in finish.failures) or ", ".join(finish.blocked)
+        message = f"the flow's output could not be produced: {names} failed"
+        return Finish(status, result=result, error={"code": "flow_failed", "failures": failures, "message": message})
     return Finish(status, result=result)
 
 

@@ -262,7 +262,8 @@ def _ready(state: _Pass, step: Step) -> None:
     if answer is None:
         return
     if isinstance(answer, GuardFailure):
-        state.set_mark(step, StepState.FAILED, "a guard could not be evaluated", attempt=state.work[step.id].attempt + 1,
+        state.set_mark(step, StepState.FAILED, "a guard could not be evaluated",
+                       attempt=state.work[step.id].attempt + 1,
                        error={"code": "guard_failed", "message": answer.message, "retryable": False})
         return
     if step.when is not None:

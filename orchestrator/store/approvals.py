@@ -42,15 +42,18 @@ def request_approval(session: Session, run: Run, step_key: str, tool: str, argum
                                 requested_at=datetime.now(timezone.utc))
         .on_conflict_do_nothing(constraint="uq_approvals_run_step_key").returning(Approval)
     ).scalar_one_or_none()
-    if approval is None:
-        return load_for_step(session, run.id, step_key)
+    if approval is None:  # asked before (a re-run of the step): the existing request stands
+        existing = load_for_step(session, run.id, step_key)
+        if existing is None:
+            raise RuntimeError(f"approval for step {step_key!r} of run {run.id} conflicted but cannot be found")
+        return existing
     append_event(session, run.session_id, "approval.requested", serialize_approval(approval), run_id=run.id)
     return approval
 
 
 def pending_count(session: Session, run_id: uuid.UUID) -> int:
-    return session.scalar(select(func.count()).select_from(Approval)
-                          .where(Approval.run_id == run_id, Approval.status == "pending"))
+    return session.execute(select(func.count()).select_from(Approval)
+                           .where(Approval.run_id == run_id, Approval.status == "pending")).scalar_one()
 
 
 def load_approval(session: Session, approval_id: uuid.UUID) -> Approval:
@@ -65,9 +68,13 @@ def decide_approval(session: Session, approval_id: uuid.UUID, approve: bool, use
     """Record the decision; returns the run to enqueue when it was waiting for this (and nothing else)."""
     approval = load_approval(session, approval_id)
     run = session.get(Run, approval.run_id, with_for_update=True, populate_existing=True)
-    approval = session.get(Approval, approval_id, with_for_update=True, populate_existing=True)
+    locked = session.get(Approval, approval_id, with_for_update=True, populate_existing=True)
+    if locked is None or run is None:  # deleted since it was loaded (its run, session or project went)
+        raise NotFoundError(f"approval {approval_id} does not exist")
+    approval = locked
     if approval.status != "pending":
-        raise ConflictError(f"approval {approval_id} was already {approval.status}", details={"status": approval.status})
+        raise ConflictError(f"approval {approval_id} was already {approval.status}",
+                            details={"status": approval.status})
     if RunStatus(run.status).is_terminal:
         raise ConflictError(f"run {run.id} already finished with status {run.status}", details={"status": run.status})
     approval.status = "approved" if approve else "denied"

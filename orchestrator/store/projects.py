@@ -53,6 +53,14 @@ def create_project(session: Session, name: str, root_path: str, owner: User) -> 
     return project
 
 
+def load_project(session: Session, project_id: uuid.UUID) -> Project:
+    """A project something refers to (a run, a session); NotFoundError when it no longer exists."""
+    project = session.get(Project, project_id)
+    if project is None:
+        raise NotFoundError(f"project {project_id} does not exist")
+    return project
+
+
 def role_of(session: Session, user: User, project_id: uuid.UUID) -> Role | None:
     if session.get(Project, project_id) is None:
         return None
@@ -118,7 +126,8 @@ def remove_member(session: Session, project_id: uuid.UUID, user_id: uuid.UUID) -
 
 
 def _refuse_last_owner(session: Session, project_id: uuid.UUID) -> None:
-    owners = session.scalar(select(func.count()).select_from(ProjectMember)
-                            .where(ProjectMember.project_id == project_id, ProjectMember.role == Role.OWNER.value))
+    owners = session.execute(select(func.count()).select_from(ProjectMember)
+                             .where(ProjectMember.project_id == project_id, ProjectMember.role == Role.OWNER.value)
+                             ).scalar_one()
     if owners <= 1:
         raise ConflictError("a project needs at least one owner; make someone else owner first")

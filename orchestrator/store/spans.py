@@ -53,7 +53,8 @@ def start_span(session: Session, *, run_id: uuid.UUID, session_id: uuid.UUID, ke
                   "duration_ms": None, "attributes": statement.excluded.attributes})
     else:
         statement = statement.on_conflict_do_nothing(index_elements=[Span.id])
-    span = session.execute(statement.returning(Span), execution_options={"populate_existing": True}).scalar_one_or_none()
+    span = session.execute(statement.returning(Span),
+                           execution_options={"populate_existing": True}).scalar_one_or_none()
     if span is None:
         return None
     payload = serialize_span(span)
@@ -122,7 +123,8 @@ def list_spans(session: Session, *, session_id: uuid.UUID | None = None, run_id:
     return list(session.scalars(query.order_by(Span.position).limit(min(limit, MAX_PAGE))))
 
 
-def summarize(session: Session, *, session_id: uuid.UUID | None = None, run_id: uuid.UUID | None = None) -> dict[str, Any]:
+def summarize(session: Session, *, session_id: uuid.UUID | None = None,
+              run_id: uuid.UUID | None = None) -> dict[str, Any]:
     """Calls, tokens, cost, cache hit rate and wall time over model and tool call spans: one aggregate
     in Postgres, so a session of thousands of calls costs one row over the wire, not every span."""
     model = Span.kind == "model_call"

@@ -226,8 +226,10 @@ def serialize(session: Session, run: Run) -> dict[str, Any]:
             "state": state_of(run), "parent_run_id": str(run.parent_id) if run.parent_id else None,
             "created_at": stamp(run.created_at), "started_at": stamp(run.started_at),
             "finished_at": stamp(run.finished_at), "duration_seconds": duration_seconds(run),
-            "tokens": tokens, "cost": cost, "result": result_text(run) if run.status == RunStatus.COMPLETED.value else None,
-            "error": run.error, "follow_up": bool(run.input.get("follow_up")), "delivered": run.delivered_at is not None}
+            "tokens": tokens, "cost": cost,
+            "result": result_text(run) if run.status == RunStatus.COMPLETED.value else None,
+            "error": run.error, "follow_up": bool(run.input.get("follow_up")),
+            "delivered": run.delivered_at is not None}
 
 
 def after_agent_run(session: Session, lease: runs.Lease) -> list[Run]:

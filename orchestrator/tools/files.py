@@ -16,7 +16,8 @@ import re
 import stat
 import time
 from contextlib import contextmanager
-from typing import Any, BinaryIO, Iterator
+from io import BufferedReader
+from typing import Any, Iterator
 
 import re2
 
@@ -50,7 +51,7 @@ class Clock:
             raise ToolInputError(f"{self.what} took longer than {TOOL_SECONDS:.0f}s; narrow the path or pattern")
 
 
-def lines_of(stream: BinaryIO, clock: Clock) -> Iterator[tuple[int, bytes, bool]]:
+def lines_of(stream: BufferedReader, clock: Clock) -> Iterator[tuple[int, bytes, bool]]:
     """(line number, piece, piece ends its line) in bounded pieces, so a huge line never sits in memory."""
     number = 1
     while True:
@@ -65,7 +66,7 @@ def lines_of(stream: BinaryIO, clock: Clock) -> Iterator[tuple[int, bytes, bool]
 
 
 @contextmanager
-def open_regular(root: Root, raw: str) -> Iterator[tuple[BinaryIO, str]]:
+def open_regular(root: Root, raw: str) -> Iterator[tuple[BufferedReader, str]]:
     with opened(root, raw, READ_FLAGS) as (fd, info, relative):
         if not stat.S_ISREG(info.st_mode):
             raise ToolInputError(f"{raw!r} is not a file")
@@ -87,7 +88,7 @@ def read_file(arguments: dict[str, Any], context: ToolContext) -> ToolResult:
             chosen: dict[int, bytearray] = {}
             size = 0
             total = 0
-            for number, piece, ends in lines_of(stream, clock):
+            for number, piece, _ends in lines_of(stream, clock):
                 total = number
                 if number >= offset and (last_wanted is None or number <= last_wanted):
                     size += len(piece)
@@ -132,7 +133,7 @@ def glob_pattern(pattern: str) -> re.Pattern[str]:
     """A glob over '/'-separated paths: `**` is any number of directories; `*`, `?` and `[...]` stay
     within one name."""
     out = []
-    for index, part in enumerate(pattern.split("/")):
+    for part in pattern.split("/"):
         if part == "**":
             out.append("(?:[^/]+/)*")
             continue
@@ -198,7 +199,7 @@ def grep(arguments: dict[str, Any], context: ToolContext) -> ToolResult:
     results: list[str] = []
     total = 0
 
-    def search(stream: BinaryIO, relative: str) -> None:
+    def search(stream: BufferedReader, relative: str) -> None:
         nonlocal total
         if b"\x00" in stream.peek(8192)[:8192]:
             return

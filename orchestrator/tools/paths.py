@@ -118,7 +118,8 @@ class Root:
                                  mode, dir_fd=stack[-1])
                 except OSError as error:
                     # O_NOFOLLOW on a symlink: ELOOP (ENOTDIR with O_DIRECTORY on some paths). Resolve it by hand.
-                    if error.errno not in (errno.ELOOP, errno.ENOTDIR, errno.EEXIST) or not _is_symlink(stack[-1], part):
+                    if (error.errno not in (errno.ELOOP, errno.ENOTDIR, errno.EEXIST)
+                            or not _is_symlink(stack[-1], part)):
                         raise
                     links += 1
                     if links > MAX_SYMLINKS:

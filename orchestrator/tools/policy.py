@@ -60,9 +60,11 @@ def validate_policy(policy: Any, tool_names: list[str]) -> dict[str, Any]:
             problems.append({"path": f"rules/{index}", "message": "a rule has tool, decision and optionally match"})
             continue
         if rule.get("tool") != "*" and rule.get("tool") not in tool_names:
-            problems.append({"path": f"rules/{index}/tool", "message": f"tool must be '*' or one of {', '.join(tool_names)}"})
+            problems.append({"path": f"rules/{index}/tool",
+                             "message": f"tool must be '*' or one of {', '.join(tool_names)}"})
         if rule.get("decision") not in DECISIONS:
-            problems.append({"path": f"rules/{index}/decision", "message": f"decision must be one of {', '.join(DECISIONS)}"})
+            problems.append({"path": f"rules/{index}/decision",
+                             "message": f"decision must be one of {', '.join(DECISIONS)}"})
         if "match" in rule and (not isinstance(rule["match"], str) or not rule["match"]):
             problems.append({"path": f"rules/{index}/match", "message": "match must be a non-empty glob"})
         rules.append({key: rule[key] for key in ("tool", "match", "decision") if key in rule})

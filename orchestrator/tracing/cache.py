@@ -47,7 +47,8 @@ def prompt_segments(model: str, settings: dict[str, Any], tools: list[dict[str, 
     segments.append({"name": "tools", "hash": _digest(tools), "tokens": estimate_tokens(tools),
                      "items": [{"name": tool["function"]["name"], "hash": _digest(tool)} for tool in tools]})
     for index, message in enumerate(messages):
-        name = "system" if index == 0 and message.get("role") == "system" else f"message {index} ({message.get('role')})"
+        is_system = index == 0 and message.get("role") == "system"
+        name = "system" if is_system else f"message {index} ({message.get('role')})"
         segments.append({"name": name, "hash": _digest(message), "tokens": estimate_tokens(message)})
     return segments
 
@@ -119,6 +120,7 @@ def diagnose(current: list[dict[str, Any]], usage: Usage, *, previous: list[dict
                 cause = "idle_expired"
                 detail = f"idle {_duration(idle)} > cache lifetime {_duration(cache_lifetime_seconds)}"
             else:
-                cause, detail = "provider_miss", "the prefix was unchanged and recent, but the provider did not reuse it"
+                cause = "provider_miss"
+                detail = "the prefix was unchanged and recent, but the provider did not reuse it"
     return {"status": status, "cause": cause, "detail": detail, "first_changed_segment": first_changed,
             "shared_segments": shared, "expected_cached_tokens": expected_cached, "hit_rate": hit_rate}

@@ -34,10 +34,10 @@ def payload(session: Session, text: str) -> dict[str, Any]:
 
 
 def open_turn(session: Session, run: Run, turn: int) -> None:
-    keys = {"run_id": run.id, "session_id": run.session_id}
-    spans.start_span(session, **keys, key=RUN_SPAN, kind="run", name=run.kind, restart=False)
-    spans.start_span(session, **keys, key=turn_key(turn), kind="turn", name=f"turn {turn}", parent_key=RUN_SPAN,
-                     turn=turn, restart=False)
+    spans.start_span(session, run_id=run.id, session_id=run.session_id, key=RUN_SPAN, kind="run", name=run.kind,
+                     restart=False)
+    spans.start_span(session, run_id=run.id, session_id=run.session_id, key=turn_key(turn), kind="turn",
+                     name=f"turn {turn}", parent_key=RUN_SPAN, turn=turn, restart=False)
 
 
 def close_turn(session: Session, run: Run, turn: int, status: str = "ok") -> None:
@@ -46,7 +46,8 @@ def close_turn(session: Session, run: Run, turn: int, status: str = "ok") -> Non
 
 def close_run(session: Session, run: Run, status: str, result: Any = None) -> None:
     summary = spans.summarize(session, run_id=run.id)
-    spans.end_span(session, run_id=run.id, key=RUN_SPAN, status=status, attributes={"summary": summary, "result": result})
+    spans.end_span(session, run_id=run.id, key=RUN_SPAN, status=status,
+                   attributes={"summary": summary, "result": result})
 
 
 def start_model_span(session: Session, run: Run, turn: int, provider: Provider,

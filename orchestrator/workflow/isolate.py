@@ -2,7 +2,8 @@
 
     session = ScriptSession(body, args, timeout_seconds, memory_bytes)   # the root isolate
     session.start()                          # compile the body and run it until it waits
-    session.take_calls()                     # calls made so far: [{key, kind, prompt, options} | {key, kind, spec, args?}]
+    session.take_calls()                     # calls made so far:
+                                             #   [{key, kind, prompt, options} | {key, kind, spec, args?}]
     session.step(spent, key, ok, payload)    # one result in; returns the calls made before it
     session.steps([(spent, key, ok, payload), ...])   # several, in order, in one request (one V8 task each)
     session.start_nested(key, body, name, args)   # a workflow() call: its script in an isolate of its own
@@ -92,12 +93,18 @@ class Isolate:
             self.close()
             raise IsolateError("script_memory", "the script used more memory than its sandbox allows") from None
 
+    def _live_context(self) -> MiniRacer:
+        if self._context is None:
+            raise IsolateError("sandbox_closed", "the sandbox was closed after an earlier error")
+        return self._context
+
     def _barrier(self) -> None:
-        self._timed(lambda: self._context.eval("0", timeout_sec=self.timeout_seconds))  # type: ignore[union-attr]
+        context = self._live_context()
+        self._timed(lambda: context.eval("0", timeout_sec=self.timeout_seconds))
 
     def _eval(self, code: str) -> Any:
-        context = self._context
-        result = self._timed(lambda: context.eval(code, timeout_sec=self.timeout_seconds))  # type: ignore[union-attr]
+        context = self._live_context()
+        result = self._timed(lambda: context.eval(code, timeout_sec=self.timeout_seconds))
         self._barrier()
         return result
 
@@ -133,7 +140,7 @@ class Isolate:
         assert context is not None and self._context is not None
         if self._next_step is None:  # the isolate is idle here: queueSteps' barrier has returned
             argv = self._context.eval("[]")
-            argv.append("nextStep")  # type: ignore[union-attr]
+            argv.append("nextStep")  # type: ignore[union-attr]  # eval("[]") is a JSArray; mini-racer types any JS value
             self._next_step = tuple(context._python_to_value_handle(value) for value in (self._host, JSUndefined, argv))
         handles = [handle.raw for handle in self._next_step]
         timeout = self.timeout_seconds

@@ -67,11 +67,11 @@ def check_compiles(script: WorkflowScript, args: Any, timeout_seconds: float = 2
                               details={"line": error.line, "message": error.message, "code": error.code,
                                        "signal": error.signal}) from None
     if state["done"] and state["error"] is not None:
-        error = state["error"]
-        where = f"line {error['line']}: " if error.get("line") else ""
-        raise ValidationError(f"the workflow script fails at once: {where}{error['name']}: {error['message']}",
-                              details={"line": error["line"], "message": error["message"],
-                                       "code": error.get("code") or "script_error"})
+        problem = state["error"]
+        where = f"line {problem['line']}: " if problem.get("line") else ""
+        raise ValidationError(f"the workflow script fails at once: {where}{problem['name']}: {problem['message']}",
+                              details={"line": problem["line"], "message": problem["message"],
+                                       "code": problem.get("code") or "script_error"})
     return {"first_wave": [{"kind": call.get("kind"), "label": (call.get("options") or {}).get("label"),
                             "phase": (call.get("options") or {}).get("phase"), "prompt": call.get("prompt", "")[:200]}
                            for call in first_wave]}
@@ -110,7 +110,7 @@ def validate_args(args: Any, script: WorkflowScript | None = None) -> Any:
     if len(json.dumps(args)) > MAX_ARGS_BYTES:
         raise ValidationError(f"args are larger than {MAX_ARGS_BYTES} bytes as JSON")
     schema = script.meta.get("args") if script is not None else None
-    if schema is not None:
+    if script is not None and schema is not None:
         problems = [{"path": "args/" + "/".join(map(str, error.absolute_path)), "message": error.message}
                     for error in sorted(Draft202012Validator(schema).iter_errors({} if args is None else args),
                                         key=lambda error: list(error.absolute_path))]

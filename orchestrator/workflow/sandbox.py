@@ -24,8 +24,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from orchestrator.workflow.script import WorkflowScript
 from orchestrator.workflow.sandbox_process import NOT_REUSED, SandboxError, SandboxProcess, pool_for
+from orchestrator.workflow.script import WorkflowScript
 
 logger = logging.getLogger(__name__)
 OPEN_SECONDS = 30.0

@@ -87,11 +87,12 @@ class SandboxProcess:
             if error.reason == "deadline":
                 self.kill()
                 raise SandboxError("script_timeout", f"the script's sandbox process did not answer within "
-                                   f"{seconds:.0f}s and was stopped (a hang V8's own time limit did not catch)") from None
+                                   f"{seconds:.0f}s and was stopped "
+                                   "(a hang V8's own time limit did not catch)") from None
             raise self._crashed() from None
         if "error" in answer:
-            error = answer["error"]
-            raise SandboxError(error["code"], error["message"], error.get("line"))
+            problem = answer["error"]
+            raise SandboxError(problem["code"], problem["message"], problem.get("line"))
         return answer["ok"]
 
     def _crashed(self) -> SandboxError:
@@ -133,8 +134,10 @@ class SandboxProcess:
 
     def close_pipes(self) -> None:
         for stream in (self.process.stdin, self.process.stdout, self._stderr):
+            if stream is None:
+                continue
             try:
-                stream.close()  # type: ignore[union-attr]
+                stream.close()
             except OSError:
                 pass
 

@@ -11,6 +11,7 @@ are refused before anything runs; aliases are caught at run time by the sandbox.
 """
 
 from __future__ import annotations
+
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -82,14 +83,16 @@ class _LiteralParser:
             number = match.group(0)
             return float(number) if any(c in number for c in ".eE") else int(number)
         for word, result in (("true", True), ("false", False), ("null", None)):
-            if self.text.startswith(word, self.position) and not re.match(r"[\w$]", self.text[self.position + len(word):][:1]):
+            following = self.text[self.position + len(word):][:1]
+            if self.text.startswith(word, self.position) and not re.match(r"[\w$]", following):
                 self.position += len(word)
                 return result
         raise self.fail(f"unexpected {self.text[self.position:self.position + 20]!r}")
 
     def string(self) -> str:
         quote = self.text[self.position]
-        out, position = [], self.position + 1
+        out: list[str] = []
+        position = self.position + 1
         escapes = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", "'": "'", '"': '"', "`": "`", "0": "\0"}
         while position < len(self.text):
             char = self.text[position]

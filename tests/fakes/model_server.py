@@ -71,8 +71,8 @@ class FakeModelServer:
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
                 with server._lock:
-                    server.requests.append({"path": self.path, "headers": {key.lower(): value for key, value in self.headers.items()},
-                                            "body": body})
+                    headers = {key.lower(): value for key, value in self.headers.items()}
+                    server.requests.append({"path": self.path, "headers": headers, "body": body})
                     reply = server._replies.pop(0) if server._replies else None
                 if reply is None and server.responder is not None:
                     try:
@@ -166,8 +166,8 @@ class FakeModelServer:
         if calls:
             message["tool_calls"] = [{key: value for key, value in call.items() if key != "index"} for call in calls]
         return {"id": f"chatcmpl-{uuid.uuid4().hex[:10]}", "object": "chat.completion", "created": int(time.time()),
-                "model": model, "choices": [{"index": 0, "message": message,
-                                             "finish_reason": reply.finish_reason or ("tool_calls" if calls else "stop")}],
+                "model": model, "choices": [{"index": 0, "message": message, "finish_reason":
+                                             reply.finish_reason or ("tool_calls" if calls else "stop")}],
                 "usage": reply.usage}
 
     def stream_chunks(self, reply: Reply, model: str, include_usage: bool) -> list[dict[str, Any]]:

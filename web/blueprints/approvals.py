@@ -30,8 +30,8 @@ def get_policy(project_id: uuid.UUID):
         return _policy_body(project)
 
 
-@operation(bp, "PUT", "/projects/<uuid:project_id>/policy", summary="Replace the project's tool approval policy (owner)",
-           body=schemas.POLICY)
+@operation(bp, "PUT", "/projects/<uuid:project_id>/policy",
+           summary="Replace the project's tool approval policy (owner)", body=schemas.POLICY)
 def set_policy(project_id: uuid.UUID, body):
     policy = validate_policy(body, list(TOOLS))
     with state().db.transaction() as session:

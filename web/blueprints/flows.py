@@ -91,7 +91,7 @@ def start_flow(project_id: uuid.UUID, name: str, body):
                   current_user().id), 202
 
 
-def _flow_run(session, run_id: uuid.UUID, needed: Role):  # type: ignore[no-untyped-def]
+def _flow_run(session, run_id: uuid.UUID, needed: Role):
     return launch.require_flow_run(load_visible_run(session, run_id, needed))
 
 
@@ -116,7 +116,8 @@ def cancel_flow_run(run_id: uuid.UUID):
 
 
 @operation(bp, "POST", "/flow-runs/<uuid:run_id>/rerun", body=schemas.RERUN_FLOW,
-           summary="Run a finished flow run again from a step (earlier results reused as they are), optionally with new input")
+           summary="Run a finished flow run again from a step (earlier results reused as they are), "
+                   "optionally with new input")
 def rerun_flow_run(run_id: uuid.UUID, body):
     with state().db.transaction() as session:
         run = _flow_run(session, run_id, Role.MEMBER)

@@ -22,7 +22,8 @@ WEBSOCKET_PATHS = {
         "operationId": "websocket_session_events", "tags": ["websocket"],
         "parameters": [{"name": "session_id", "in": "path", "required": True,
                         "schema": {"type": "string", "format": "uuid"}},
-                       {"name": "since", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}}],
+                       {"name": "since", "in": "query", "required": False,
+                        "schema": {"type": "integer", "minimum": 0}}],
         "description": "Authenticate with 'Authorization: Bearer <token>' or the subprotocols "
                        "['boocode.v1', 'bearer.<token>']. Each text frame is one event as JSON with its `seq`. "
                        "The socket closes with 4401 (token revoked or expired, or signed out), 4403 (access to "

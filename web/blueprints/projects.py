@@ -11,7 +11,6 @@ from orchestrator.domain.enums import Role
 from orchestrator.errors import NotFoundError
 from orchestrator.store import projects, runs, users
 from orchestrator.store import sessions as chat_sessions
-from orchestrator.store.models import User
 from web import schemas
 from web.api import operation
 from web.auth import current_user, require_admin, require_project
@@ -68,8 +67,7 @@ def set_member(project_id: uuid.UUID, user_id: uuid.UUID, body):
     with state().db.transaction() as session:
         require_project(session, project_id, Role.OWNER)
         member = projects.set_member(session, project_id, user_id, Role(body["role"]))
-        user = session.get(User, user_id)
-        return {"member": projects.serialize_member(member, user)}
+        return {"member": projects.serialize_member(member, users.load_user(session, user_id))}
 
 
 @operation(bp, "DELETE", "/<uuid:project_id>/members/<uuid:user_id>", summary="Remove a member (owner)")
@@ -96,7 +94,8 @@ def list_sessions(project_id: uuid.UUID, query):
 def create_session(project_id: uuid.UUID, body):
     with state().db.transaction() as session:
         require_project(session, project_id, Role.MEMBER)
-        chat = chat_sessions.create_session(session, project_id, body.get("title", schemas.DEFAULT_SESSION_TITLE), current_user().id)
+        title = body.get("title", schemas.DEFAULT_SESSION_TITLE)
+        chat = chat_sessions.create_session(session, project_id, title, current_user().id)
         return {"session": chat_sessions.serialize_session(chat)}, 201
 
 

@@ -43,7 +43,8 @@ def cancel_run(run_id: uuid.UUID):
     return body
 
 
-@operation(bp, "GET", "/<uuid:run_id>/messages", summary="The run's own messages (e.g. one workflow agent's transcript)",
+@operation(bp, "GET", "/<uuid:run_id>/messages",
+           summary="The run's own messages (e.g. one workflow agent's transcript)",
            query={"after": schemas.SEQ, "limit": schemas.LIMIT})
 def list_run_messages(run_id: uuid.UUID, query):
     with state().db.transaction() as session:

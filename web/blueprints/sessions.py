@@ -10,11 +10,12 @@ import uuid
 from typing import Any
 
 from flask import Blueprint, Response, request
+
 from orchestrator.domain.enums import MessageRole, Role, RunKind
 from orchestrator.domain.images import check_image, sniff_image_type
 from orchestrator.domain.parts import IMAGE_MEDIA_TYPES, validate_user_parts
-from orchestrator.errors import NotFoundError
 from orchestrator.domain.probe import validate_probe_input
+from orchestrator.errors import NotFoundError
 from orchestrator.store import blobs, events, runs
 from orchestrator.store import sessions as chat_sessions
 from web import schemas

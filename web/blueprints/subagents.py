@@ -53,7 +53,7 @@ def retry_subagent(task_id: uuid.UUID):
     return body, 202
 
 
-def _subagent(session, task_id: uuid.UUID, needed: Role):  # type: ignore[no-untyped-def]
+def _subagent(session, task_id: uuid.UUID, needed: Role):
     run = load_visible_run(session, task_id, needed)
     if run.kind != subagents.KIND:
         raise NotFoundError(f"run {task_id} is not a background subagent")

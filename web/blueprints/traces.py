@@ -53,7 +53,8 @@ def session_summary(session_id: uuid.UUID):
         return {"summary": spans.summarize(session, session_id=session_id)}
 
 
-@operation(bp, "GET", "/runs/<uuid:run_id>/trace-summary", summary="Calls, tokens, cost, cache hit rate and duration of a run")
+@operation(bp, "GET", "/runs/<uuid:run_id>/trace-summary",
+           summary="Calls, tokens, cost, cache hit rate and duration of a run")
 def run_summary(run_id: uuid.UUID):
     with state().db.transaction() as session:
         load_visible_run(session, run_id, Role.VIEWER)

@@ -9,8 +9,7 @@ from flask import Blueprint
 
 from orchestrator.domain.enums import Role, RunKind
 from orchestrator.errors import NotFoundError
-from orchestrator.store import runs
-from orchestrator.store.models import Project
+from orchestrator.store import projects, runs
 from orchestrator.workflow import launch
 from orchestrator.workflow.catalog import discover
 from web import schemas
@@ -41,7 +40,7 @@ def list_workflows(project_id: uuid.UUID):
 def run_workflow(session_id: uuid.UUID, body):
     with state().db.transaction() as session:
         chat = load_visible_session(session, session_id, Role.MEMBER)
-        project = session.get(Project, chat.project_id)
+        project = projects.load_project(session, chat.project_id)
         script, origin = launch.resolve_script(project, _personal_dir(), name=body.get("name"), path=body.get("path"),
                                                script=body.get("script"))
     args = launch.validate_args(body.get("args"), script)
@@ -59,7 +58,7 @@ def run_workflow(session_id: uuid.UUID, body):
     return body_out, 202
 
 
-def _workflow_run(session, run_id: uuid.UUID, needed: Role):  # type: ignore[no-untyped-def]
+def _workflow_run(session, run_id: uuid.UUID, needed: Role):
     run = load_visible_run(session, run_id, needed)
     if run.kind != RunKind.WORKFLOW.value:
         raise NotFoundError(f"run {run_id} is not a workflow run")
@@ -84,7 +83,7 @@ def workflow_result(run_id: uuid.UUID):
 def resume_workflow(run_id: uuid.UUID, body):
     with state().db.transaction() as session:
         run = _workflow_run(session, run_id, Role.MEMBER)
-        project = session.get(Project, run.project_id)
+        project = projects.load_project(session, run.project_id)
         run = launch.resume_workflow_run(session, run, project, _personal_dir(), body.get("script"))
         out = {"run": runs.serialize_run(run)}
     state().queue.enqueue_run(RunKind.WORKFLOW.value, run_id)

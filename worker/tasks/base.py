@@ -38,7 +38,7 @@ def durable_task(app: Celery, runtime: WorkerRuntime, name: str) -> Callable[[Ta
                 delay = min(2 ** task.request.retries, 30)
                 logger.warning("database unreachable; retrying the task", extra={"task": name, "run_id": str(parsed),
                                                                                  "countdown": delay})
-                raise task.retry(exc=error, countdown=delay, max_retries=None)
+                raise task.retry(exc=error, countdown=delay, max_retries=None) from error
             logger.info("task done", extra={"task": name, "run_id": str(parsed), "outcome": outcome,
                                             "seconds": round(time.monotonic() - started, 3)})
             return outcome

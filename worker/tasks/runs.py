@@ -31,8 +31,8 @@ def send_with_retries(app: Celery, task_name: str, run_id: str, attempts: int = 
             return True
         except Exception:  # kombu/redis raise many types for a lost connection
             if attempt == attempts:
-                logger.warning("could not enqueue; the recovery sweep will", extra={"run_id": run_id, "task": task_name},
-                               exc_info=True)
+                logger.warning("could not enqueue; the recovery sweep will",
+                               extra={"run_id": run_id, "task": task_name}, exc_info=True)
                 return False
             time.sleep(delay)
             delay = min(delay * 2, 6.4)
