@@ -64,7 +64,8 @@ def ids(api: Api, project: dict, chat: dict, make_user) -> dict[str, str]:  # ty
                  {"script": 'export const meta = {name: "w", description: "d"};\nreturn 1;'}, expected=202)["run"]
     api.ok("POST", f"/api/runs/{run['id']}/cancel")
     return {"project_id": project["id"], "session_id": chat["id"], "user_id": user_id,
-            "approval_id": str(uuid.uuid4()), "run_id": run["id"]}
+            "approval_id": str(uuid.uuid4()), "run_id": run["id"], "trigger_id": str(uuid.uuid4()),
+            "name": "review-diff"}
 
 
 BAD_BODIES = [
@@ -226,6 +227,10 @@ VALID_BODIES = {
     ("post", "/api/sessions/{session_id}/probes"): {"steps": 1, "step_seconds": 0},
     ("post", "/api/sessions/{session_id}/workflows"): {"name": "review-code", "args": {"focus": "x"}, "dry_run": True},
     ("post", "/api/runs/{run_id}/resume"): {"script": 'export const meta = {name: "w", description: "d"};'},
+    ("post", "/api/flows/validate"): {"text": "name: f\nsteps:\n  - id: a\n    code: 'return 1'\n"},
+    ("post", "/api/projects/{project_id}/flows/{name}/runs"): {"input": {"diff": "x"}},
+    ("post", "/api/flow-runs/{run_id}/rerun"): {"from_step": "a", "input": {"diff": "x"}},
+    ("post", "/api/flows/{trigger_id}/trigger"): {"input": {"diff": "x"}},
 }
 UNSTORABLE = ["a\u0000b", "\ud800", "tail\udfff"]
 
