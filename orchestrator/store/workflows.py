@@ -154,6 +154,15 @@ def tick_is_due(session: Session, run_id: uuid.UUID) -> bool:
     return bool(finished) and (finished == running or TICK_FRACTION * finished >= running)
 
 
+def tick_wanted(session: Session, run_id: uuid.UUID) -> bool:
+    """The tick handing its lease back goes on at once when a child asked for a tick meanwhile
+    (`tick_pending`: that child's call for a tick found the lease held, and later children see it set
+    and ask no more) or when one is due by the rule above. Checking only the rule lost wake-ups: a child
+    could find the tick due before this tick's new children were counted, and the hand-back not."""
+    asked = session.scalar(select(Run.tick_pending).where(Run.id == run_id))
+    return bool(asked) or tick_is_due(session, run_id)
+
+
 def children_of_running_calls(session: Session, calls: Iterable[WorkflowCall]) -> dict[uuid.UUID, Run]:
     """The child runs of the calls still `running`, by id, in one query."""
     ids = [call.child_run_id for call in calls if call.status == "running" and call.child_run_id is not None]

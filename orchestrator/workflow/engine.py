@@ -132,7 +132,7 @@ def tick(context: RunContext, config: WorkflowConfig) -> RunOutcome:
         return _conclude(context, run, state, plan, pass_number)
     if in_flight or children:
         # a child that finished after this tick looked: tick again rather than wait for its wake-up call
-        return Defer(wake=lambda session: workflows.tick_is_due(session, run.id))
+        return Defer(wake=lambda session: workflows.tick_wanted(session, run.id))
     return _fail(context, {"code": "script_stalled",
                            "message": "the script is waiting for something that never finishes: no agent is running "
                                       "and none is left to start (an await on a promise nothing resolves?)"})
