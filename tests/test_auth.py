@@ -47,12 +47,19 @@ def sample_body(method: str, path: str, tmp_path: Path) -> dict | None:
         ("post", "/api/approvals/{approval_id}/decision"): {"decision": "deny"},
         ("post", "/api/sessions/{session_id}/workflows"): {"name": "review-code", "dry_run": True},
         ("put", "/api/users/{user_id}/password"): {"password": "long enough"},
+        ("post", "/api/flows/validate"): {"text": "name: f\nsteps: []\n"},
+        ("post", "/api/flow-runs/{run_id}/rerun"): {"from_step": "a"},
     }
     return bodies.get((method, path))
 
 
 def call(api: Api, method: str, path: str, ids: dict[str, str], tmp_path: Path, token: str | None = None):  # type: ignore[no-untyped-def]
-    url = re.sub(r"{(\w+)}", lambda match: ids.get(match.group(1), str(uuid.uuid4())), path)
+    def value(name: str) -> str:
+        if name == "run_id" and path.startswith("/api/flow-runs/"):
+            name = "flow_run_id"  # those routes take only flow runs
+        return ids.get(name, str(uuid.uuid4()))
+
+    url = re.sub(r"{(\w+)}", lambda match: value(match.group(1)), path)
     body = sample_body(method, path, tmp_path)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return api.http.request(method.upper(), url, json=body, headers=headers)
@@ -65,6 +72,10 @@ def world(api: Api, project: dict, chat: dict, make_user, db) -> dict[str, str]:
     # a workflow run: the runs routes take any run, the workflow routes only workflow runs
     run = api.ok("POST", f"/api/sessions/{chat['id']}/workflows",
                   {"script": 'export const meta = {name: "w", description: "d"};\nreturn 1;'})["run"]
+    # a flow run (the flow-run routes take only those), cancelled at once: nothing for a worker to pick up
+    flow_run = api.ok("POST", f"/api/projects/{project['id']}/flows/review-diff/runs",
+                      {"input": {"diff": "x"}, "session_id": chat["id"]})["run"]
+    api.ok("POST", f"/api/flow-runs/{flow_run['id']}/cancel")
     with db.transaction() as session:
         approval = approvals.request_approval(session, runs.load_run(session, uuid.UUID(run["id"])),
                                               "turn/0000/tool/0", "run_command", {"argv": ["ls"]}, None)
@@ -78,7 +89,8 @@ def world(api: Api, project: dict, chat: dict, make_user, db) -> dict[str, str]:
            {"parts": [{"type": "text", "text": "see"}, {"type": "image", "blob": digest, "media_type": "image/gif"}]})
     other_id, _ = make_user("other")
     return {"project_id": project["id"], "session_id": chat["id"], "run_id": run["id"], "user_id": other_id,
-            "approval_id": str(approval.id), "digest": digest, "task_id": str(task.id)}
+            "approval_id": str(approval.id), "digest": digest, "task_id": str(task.id),
+            "flow_run_id": flow_run["id"]}
 
 
 def test_every_route_without_a_token_is_401(api: Api, world: dict, tmp_path: Path) -> None:
