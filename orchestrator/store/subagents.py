@@ -17,13 +17,13 @@ serialised by the session row, which both a finishing subagent and a finishing a
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from orchestrator.domain import slots
 from orchestrator.domain.enums import MessageRole, RunStatus
 from orchestrator.settings import Settings
 from orchestrator.store import runs
@@ -33,16 +33,14 @@ from orchestrator.store.models import Run
 from orchestrator.store.spans import run_usage
 
 KIND = "subagent"
-OPEN = (RunStatus.QUEUED.value, RunStatus.RUNNING.value, RunStatus.WAITING.value)
+OPEN = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING)
 ADMISSION_LOCK = 0x626F6F5375624167  # "booSubAg": one advisory lock for every admission decision
 NAMESPACE = uuid.UUID("6f1c1d8e-6c55-4f0f-9a3e-2b8f5d7f0a11")
 RESULT_EXCERPT = 4000
 
 
-@dataclass(frozen=True)
-class Limits:
-    server: int
-    per_user: int
+class Limits(slots.Limits):
+    """The slot limits (orchestrator/domain/slots.py), read from the settings."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Limits":
@@ -93,11 +91,11 @@ def _lock_admission(session: Session) -> None:
     session.execute(select(func.pg_advisory_xact_lock(ADMISSION_LOCK)))
 
 
-def _in_use(session: Session) -> tuple[int, dict[uuid.UUID | None, int]]:
+def _in_use(session: Session) -> slots.InUse:
     rows = session.execute(select(Run.created_by, func.count()).where(
         Run.kind == KIND, Run.status.in_(OPEN), Run.admitted_at.is_not(None)).group_by(Run.created_by)).all()
     per_user = {user: count for user, count in rows}
-    return sum(per_user.values()), per_user
+    return slots.InUse(sum(per_user.values()), per_user)
 
 
 def admit(session: Session, run_id: uuid.UUID, limits: Limits) -> bool:
@@ -108,8 +106,7 @@ def admit(session: Session, run_id: uuid.UUID, limits: Limits) -> bool:
     if run.admitted_at is not None:
         return True
     _lock_admission(session)
-    total, per_user = _in_use(session)
-    if total >= limits.server or per_user.get(run.created_by, 0) >= limits.per_user:
+    if not slots.may_admit(limits, _in_use(session), run.created_by):
         return False
     run.admitted_at = datetime.now(timezone.utc)
     append_event(session, run.session_id, "subagent.admitted", {"task_id": str(run.id)}, run_id=run.id)
@@ -120,28 +117,19 @@ def slot_free_for(session: Session, run_id: uuid.UUID, limits: Limits) -> bool:
     """Asked as a waiting subagent hands its lease back: did a slot free up meanwhile?"""
     user = session.scalar(select(Run.created_by).where(Run.id == run_id))
     _lock_admission(session)
-    total, per_user = _in_use(session)
-    return total < limits.server and per_user.get(user, 0) < limits.per_user
+    return slots.may_admit(limits, _in_use(session), user)
 
 
 def to_admit(session: Session, limits: Limits) -> list[Run]:
     """Waiting subagents to wake now that slots are free, oldest first, within each user's limit."""
     _lock_admission(session)
-    total, per_user = _in_use(session)
-    free = limits.server - total
-    if free <= 0:
+    in_use = _in_use(session)
+    if in_use.total >= limits.server:
         return []
-    waiting = session.scalars(select(Run).where(Run.kind == KIND, Run.status == RunStatus.QUEUED.value,
+    waiting = session.scalars(select(Run).where(Run.kind == KIND, Run.status == RunStatus.QUEUED,
                                                 Run.admitted_at.is_(None))
                               .order_by(Run.created_at, Run.id).limit(500))
-    chosen: list[Run] = []
-    for run in waiting:
-        if per_user.get(run.created_by, 0) < limits.per_user:
-            chosen.append(run)
-            per_user[run.created_by] = per_user.get(run.created_by, 0) + 1
-            if len(chosen) == free:
-                break
-    return chosen
+    return slots.choose(limits, in_use, ((run, run.created_by) for run in waiting))
 
 
 def announce_finished(session: Session, run: Run) -> None:
@@ -166,7 +154,7 @@ def deliver_if_idle(session: Session, session_id: uuid.UUID) -> Run | None:
         return None  # that run's end delivers them
     pending = list(session.scalars(
         select(Run).where(Run.session_id == session_id, Run.kind == KIND, Run.delivered_at.is_(None),
-                          Run.status.in_([RunStatus.COMPLETED.value, RunStatus.FAILED.value]),
+                          Run.status.in_([RunStatus.COMPLETED, RunStatus.FAILED]),
                           Run.input["follow_up"].as_boolean().is_(True))
         .order_by(Run.finished_at, Run.id)))
     if not pending:
@@ -188,7 +176,7 @@ def deliver_if_idle(session: Session, session_id: uuid.UUID) -> Run | None:
 def notice(run: Run) -> str:
     spec = run.input.get("spec") or {}
     name = f"{spec['label']!r} ({run.id})" if spec.get("label") else str(run.id)
-    if run.status == RunStatus.COMPLETED.value:
+    if run.status == RunStatus.COMPLETED:
         return (f"[background subagent {name} finished after {duration_seconds(run)}s]\n"
                 f"{result_text(run)[:RESULT_EXCERPT]}")
     error = run.error or {}
@@ -209,7 +197,7 @@ def duration_seconds(run: Run) -> float | None:
 
 def state_of(run: Run) -> str:
     """The status with the one thing `queued` hides: waiting for a free slot."""
-    if run.status == RunStatus.QUEUED.value and run.admitted_at is None:
+    if run.status == RunStatus.QUEUED and run.admitted_at is None:
         return "waiting_for_slot"
     return run.status
 
@@ -227,7 +215,7 @@ def serialize(session: Session, run: Run) -> dict[str, Any]:
             "created_at": stamp(run.created_at), "started_at": stamp(run.started_at),
             "finished_at": stamp(run.finished_at), "duration_seconds": duration_seconds(run),
             "tokens": tokens, "cost": cost,
-            "result": result_text(run) if run.status == RunStatus.COMPLETED.value else None,
+            "result": result_text(run) if run.status == RunStatus.COMPLETED else None,
             "error": run.error, "follow_up": bool(run.input.get("follow_up")),
             "delivered": run.delivered_at is not None}
 
