@@ -31,7 +31,7 @@ from jsonschema.exceptions import SchemaError
 from sqlalchemy.orm import Session
 
 from orchestrator.agent import worktree
-from orchestrator.agent.types import discover_agent_types
+from orchestrator.agent.types import agent_type_problem, discover_agent_types
 from orchestrator.domain.enums import RunStatus
 from orchestrator.errors import RunCancelledError
 from orchestrator.jobs import task_for_kind
@@ -222,9 +222,8 @@ def _refusal(options: dict[str, Any], agent_types: dict[str, Any],
         return {"code": "invalid_effort",
                 "message": f"agent(): effort must be one of {', '.join(EFFORTS)}, not {options['effort']!r}"}
     agent_type = options.get("agentType")
-    if agent_type is not None and agent_type not in agent_types:
-        return {"code": "unknown_agent_type",
-                "message": f"agent(): unknown agentType {agent_type!r}; known: {', '.join(sorted(agent_types))}"}
+    if agent_type is not None and (problem := agent_type_problem(agent_types, agent_type)) is not None:
+        return {"code": "unknown_agent_type", "message": f"agent(): {problem}"}
     if options.get("schema") is not None:
         try:
             Draft202012Validator.check_schema(options["schema"])
@@ -308,7 +307,7 @@ def _conclude(context: RunContext, run: Run, state: dict[str, Any], plan: _Plan,
 
 def _fence(session: Session, context: RunContext) -> None:
     """Refuse to write for a stale tick, and stop one whose run was cancelled meanwhile."""
-    if runs.check_fence(session, context.lease) == RunStatus.CANCELLED.value:
+    if runs.check_fence(session, context.lease) == RunStatus.CANCELLED:
         raise RunCancelledError(f"workflow run {context.run.id} was cancelled")
 
 
