@@ -152,10 +152,10 @@ class RunContext:
         """
         self.check()
         recorded = self.steps.get(step_key)
-        if recorded is not None and recorded.status in (StepStatus.FINISHED.value, StepStatus.INTERRUPTED.value):
+        if recorded is not None and recorded.status in (StepStatus.FINISHED, StepStatus.INTERRUPTED):
             self.journal_hits += 1
             return recorded.output
-        if recorded is not None and recorded.status == StepStatus.STARTED.value and interrupted is not None:
+        if recorded is not None and recorded.status == StepStatus.STARTED and interrupted is not None:
             output = interrupted()
             self._finish(step_key, output, record, StepStatus.INTERRUPTED)
             return output
@@ -165,7 +165,7 @@ class RunContext:
                                detail=input if isinstance(input, dict) else None)
             if begin is not None:
                 begin(session)
-        self.steps[step_key] = journal.Entry(StepStatus.STARTED.value)
+        self.steps[step_key] = journal.Entry(StepStatus.STARTED)
         try:
             output = body()
         except Exception as error:
@@ -174,7 +174,7 @@ class RunContext:
             with self.db.transaction() as session:
                 journal.finish_step(session, self.lease, step_key, status=StepStatus.FAILED,
                                     error={"type": type(error).__name__, "message": str(error)})
-            self.steps[step_key] = journal.Entry(StepStatus.FAILED.value)
+            self.steps[step_key] = journal.Entry(StepStatus.FAILED)
             raise
         self._finish(step_key, output, record, StepStatus.FINISHED)
         return output

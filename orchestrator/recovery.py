@@ -38,10 +38,10 @@ def select_runs_to_recover(session: Session, requeue_after_seconds: float, limit
     back_off = func.least(first_wait * func.power(2, func.least(Run.dispatches, 20)), requeue_after_seconds)
     stale_enqueue = or_(Run.enqueued_at.is_(None),
                         Run.enqueued_at < func.now() - func.make_interval(0, 0, 0, 0, 0, 0, back_off))
-    expired = and_(Run.status == RunStatus.RUNNING.value, Run.lease_expires_at < func.now(),
+    expired = and_(Run.status == RunStatus.RUNNING, Run.lease_expires_at < func.now(),
                    or_(stale_enqueue, Run.enqueued_at < Run.lease_expires_at))
-    lost_enqueue = and_(Run.status == RunStatus.QUEUED.value, stale_enqueue)
-    due = and_(Run.status == RunStatus.QUEUED.value, Run.wake_at <= func.now())  # a deferred run's set time
+    lost_enqueue = and_(Run.status == RunStatus.QUEUED, stale_enqueue)
+    due = and_(Run.status == RunStatus.QUEUED, Run.wake_at <= func.now())  # a deferred run's set time
     candidates = (select(Run.id).where(or_(expired, lost_enqueue, due)).order_by(Run.created_at).limit(limit)
                   .with_for_update(skip_locked=True))
     rows = session.execute(update(Run).where(Run.id.in_(candidates.scalar_subquery()))

@@ -26,7 +26,7 @@ from orchestrator.store.journal import Entry
 
 # The same call once more gets a reminder instead of a result; once more after that stops the run.
 MAX_REPEATS = 2
-FINISHED = StepStatus.FINISHED.value
+FINISHED = StepStatus.FINISHED
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def decide(steps: Mapping[str, Entry], max_steps: int) -> Decision:
 def finished_or_interrupted(steps: Mapping[str, Entry], key: str) -> bool:
     """A tool step whose result is recorded (finished, or interrupted by a crash and recorded as such)."""
     entry = steps.get(key)
-    return entry is not None and entry.status != StepStatus.STARTED.value
+    return entry is not None and entry.status != StepStatus.STARTED
 
 
 def signature(result: ModelResult) -> list[tuple[str, str]]:

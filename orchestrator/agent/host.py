@@ -39,7 +39,7 @@ class SubagentHost:
             parent = runs.load_run(session, self.context.run.id)
             child, _ = subagents.spawn(session, parent, task_id, arguments["prompt"], spec,
                                        follow_up=arguments.get("follow_up", True))
-            queued = child.status == RunStatus.QUEUED.value
+            queued = child.status == RunStatus.QUEUED
         if queued:
             self.context.enqueue(SUBAGENT_TASK, str(task_id))
         name = f" ({spec['label']})" if spec.get("label") else ""
@@ -72,7 +72,7 @@ class SubagentHost:
                                           f"{self._elapsed(run)}. Check again later, or end your turn: its result "
                                           "comes to you when it finishes.", data={"finished": False})
             subagents.mark_delivered(session, run)
-            if run.status == RunStatus.COMPLETED.value:
+            if run.status == RunStatus.COMPLETED:
                 return ToolResult(content=subagents.result_text(run) or "(it finished without an answer)",
                                   data={"finished": True, "status": run.status})
             error = run.error or {}
@@ -92,7 +92,7 @@ class SubagentHost:
             woken = [(waiting.kind, str(waiting.id)) for waiting in going]
         for kind, waiting_id in woken:
             self.context.enqueue(task_for_kind(kind), waiting_id)
-        return ToolResult(content=f"Cancelled subagent {task_id}.", data={"status": RunStatus.CANCELLED.value})
+        return ToolResult(content=f"Cancelled subagent {task_id}.", data={"status": RunStatus.CANCELLED})
 
     def _describe(self, session: Any, run: Run) -> str:
         info = subagents.serialize(session, run)

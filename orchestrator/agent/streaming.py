@@ -68,7 +68,7 @@ class DeltaPublisher:
             if not self._text and not self._calls:
                 return
             with self.db.transaction() as session:
-                if runs.check_fence(session, self.lease) == RunStatus.CANCELLED.value:
+                if runs.check_fence(session, self.lease) == RunStatus.CANCELLED:
                     raise RunCancelledError(f"run {self.lease.run_id} was cancelled")
                 self._append(session)
 

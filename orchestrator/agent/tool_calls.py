@@ -111,7 +111,7 @@ def gate_call(context: RunContext, key: str, call: ToolCallRequest,
               policy: dict[str, Any] | None, root: Path) -> GateDecision:
     """What the approval policy (and, for `ask`, a person) says about the call."""
     recorded = context.steps.get(key)
-    if recorded is not None and recorded.status != StepStatus.STARTED.value:
+    if recorded is not None and recorded.status != StepStatus.STARTED:
         return Proceed()  # already recorded; the step returns it
     try:
         arguments = parse_arguments(call.name, call.arguments)

@@ -115,7 +115,7 @@ def rerun(session: Session, run: Run, from_step: str, new_input: Any = None, *, 
     for step_id in decided.reset:
         store.reset_step(session, run, rows[step_id], decided.records[step_id])
     run.input = {**run.input, "input": flow_input}
-    run.status, run.result, run.error, run.finished_at = RunStatus.QUEUED.value, None, None, None
+    run.status, run.result, run.error, run.finished_at = RunStatus.QUEUED, None, None, None
     run.lease_owner, run.lease_expires_at, run.tick_pending = None, None, False
     session.flush()
     append_event(session, run.session_id, "flow.rerun", {"from_step": from_step, "reset": list(decided.reset),

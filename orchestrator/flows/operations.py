@@ -165,4 +165,4 @@ def cancel(definition: FlowDefinition, records: Mapping[str, StepRecord]) -> Can
                      for step in definition.steps
                      if step.id not in cancelled and record_of(records, step.id).state in
                      {StepState.FAILED, StepState.TIMED_OUT, StepState.CANCELLED})
-    return Cancellation(tuple(marks), Finished(RunStatus.CANCELLED.value, failures))
+    return Cancellation(tuple(marks), Finished(RunStatus.CANCELLED, failures))

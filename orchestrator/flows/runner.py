@@ -254,7 +254,7 @@ def _dispatch_child(session: Session, run: Run, definition: FlowDefinition, rows
         child = store.start_child(session, run, step.id, attempt, RunKind.FLOW.value, nested, None)
         store.create_steps(session, child.id, [nested_step["id"] for nested_step in nested["flow"]["data"]["steps"]])
     store.start_attempt(session, run, row, attempt, child.id, now)
-    return [child] if child.status == RunStatus.QUEUED.value else []
+    return [child] if child.status == RunStatus.QUEUED else []
 
 
 def _nested_flow(session: Session, run: Run, step: Step, flow_input: Any, views: dict[str, Any]
@@ -293,7 +293,7 @@ def _apply(session: Session, context: RunContext, definition: FlowDefinition, ro
     started: list[Run] = []
     for time_out in plan.time_out:
         row = rows[time_out.step]
-        if row.state != StepState.RUNNING.value or row.attempt != time_out.attempt:
+        if row.state != StepState.RUNNING or row.attempt != time_out.attempt:
             continue
         step = definition.step(time_out.step)
         child_id = row.child_run_id
@@ -346,5 +346,5 @@ def _enqueue(context: RunContext, children: list[Run]) -> None:
 
 def _fence(session: Session, context: RunContext) -> None:
     """Refuse to write for a stale tick, and stop one whose run was cancelled meanwhile."""
-    if runs.check_fence(session, context.lease) == RunStatus.CANCELLED.value:
+    if runs.check_fence(session, context.lease) == RunStatus.CANCELLED:
         raise RunCancelledError(f"flow run {context.run.id} was cancelled")

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from orchestrator.domain.enums import RunStatus
+from orchestrator.domain.enums import ApprovalStatus, RunStatus
 from orchestrator.errors import ConflictError, NotFoundError
 from orchestrator.store.events import append_event
 from orchestrator.store.models import Approval, Run
@@ -77,14 +77,14 @@ def decide_approval(session: Session, approval_id: uuid.UUID, approve: bool, use
                             details={"status": approval.status})
     if RunStatus(run.status).is_terminal:
         raise ConflictError(f"run {run.id} already finished with status {run.status}", details={"status": run.status})
-    approval.status = "approved" if approve else "denied"
+    approval.status = ApprovalStatus.APPROVED if approve else ApprovalStatus.DENIED
     approval.reason = reason
     approval.decided_at = datetime.now(timezone.utc)
     approval.decided_by = user_id
     session.flush()
     append_event(session, run.session_id, "approval.decided", serialize_approval(approval), run_id=run.id)
-    if run.status == RunStatus.WAITING.value and pending_count(session, run.id) == 0:
-        run.status = RunStatus.QUEUED.value
+    if run.status == RunStatus.WAITING and pending_count(session, run.id) == 0:
+        run.status = RunStatus.QUEUED
         run.enqueued_at = datetime.now(timezone.utc)
         run.dispatches = 0
         session.flush()

@@ -61,7 +61,7 @@ def serialize_step(row: FlowStep) -> dict[str, Any]:
 
 def create_steps(session: Session, run_id: uuid.UUID, step_ids: Iterable[str]) -> None:
     """A pending row per step, once (a second call changes nothing)."""
-    rows = [{"run_id": run_id, "step_id": step_id, "state": StepState.PENDING.value, "attempt": 0,
+    rows = [{"run_id": run_id, "step_id": step_id, "state": StepState.PENDING, "attempt": 0,
              "first_attempt": 1, "history": []} for step_id in step_ids]
     if rows:
         session.execute(insert(FlowStep).values(rows).on_conflict_do_nothing(constraint="uq_flow_steps_run_step"))
@@ -87,7 +87,7 @@ def usage_of(session: Session, run_ids: list[uuid.UUID]) -> dict[uuid.UUID, Usag
 def child_finished_unsettled(session: Session, run_id: uuid.UUID) -> bool:
     """Has the child of a running step finished (a tick would settle it)?"""
     return bool(session.scalar(select(exists().where(
-        FlowStep.run_id == run_id, FlowStep.state == StepState.RUNNING.value,
+        FlowStep.run_id == run_id, FlowStep.state == StepState.RUNNING,
         Run.id == FlowStep.child_run_id, Run.status.in_(TERMINAL)))))
 
 
@@ -109,7 +109,7 @@ def _close_attempt(row: FlowStep) -> None:
 
 def start_attempt(session: Session, run: Run, row: FlowStep, attempt: int, child_run_id: uuid.UUID | None,
                   now: datetime) -> None:
-    row.state, row.attempt, row.child_run_id = StepState.RUNNING.value, attempt, child_run_id
+    row.state, row.attempt, row.child_run_id = StepState.RUNNING, attempt, child_run_id
     row.started_at, row.finished_at, row.timed_out_at, row.updated_at = now, None, None, now
     row.result, row.error, row.reason, row.tokens, row.cost = None, None, None, 0, 0.0
     _event(session, run, "flow.step.started", row)
@@ -120,7 +120,7 @@ def end_step(session: Session, run: Run, row: FlowStep, state: StepState, *, att
              finished_at: datetime | None = None, usage: Usage | None = None, timed_out: bool = False) -> None:
     """Settle the step (a result, a failure, a skip, an exclusion …) and say so on the event log."""
     now = datetime.now(timezone.utc)
-    row.state = state.value
+    row.state = state
     row.attempt = row.attempt if attempt is None else attempt
     row.result, row.error, row.reason = result, error, reason
     row.finished_at = finished_at or now

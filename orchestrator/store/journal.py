@@ -66,12 +66,12 @@ def begin_step(session: Session, lease: Lease, step_key: str, *, kind: str, inpu
     now = datetime.now(timezone.utc)
     step = session.execute(
         insert(Step)
-        .values(run_id=lease.run_id, step_key=step_key, kind=kind, status=StepStatus.STARTED.value,
+        .values(run_id=lease.run_id, step_key=step_key, kind=kind, status=StepStatus.STARTED,
                 input_hash=input_hash, attempt=1, epoch=lease.epoch, started_at=now)
         .on_conflict_do_update(
             constraint="uq_steps_run_step_key",
             set_={"attempt": Step.attempt + 1, "epoch": lease.epoch, "started_at": now, "input_hash": input_hash},
-            where=(Step.status == StepStatus.STARTED.value))
+            where=(Step.status == StepStatus.STARTED))
         .returning(Step),
         # The row may already be in this session's identity map; take the returned values, not the cached ones.
         execution_options={"populate_existing": True},
@@ -89,7 +89,7 @@ def finish_step(session: Session, lease: Lease, step_key: str, *, output: Any = 
     check_fence(session, lease)
     step = session.execute(
         update(Step)
-        .where(Step.run_id == lease.run_id, Step.step_key == step_key, Step.status == StepStatus.STARTED.value)
+        .where(Step.run_id == lease.run_id, Step.step_key == step_key, Step.status == StepStatus.STARTED)
         .values(status=status.value, output=output, error=error, finished_at=datetime.now(timezone.utc))
         .returning(Step),
         execution_options={"populate_existing": True},

@@ -28,7 +28,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from orchestrator.store.storable import StorableJSONB, StorableString, StorableText
+from orchestrator.domain.enums import ApprovalStatus, CallStatus, FlowStepState, RunStatus, SpanStatus, StepStatus
+from orchestrator.store.storable import StatusColumn, StorableJSONB, StorableString, StorableText
 
 
 class Base(DeclarativeBase):
@@ -157,7 +158,7 @@ class Run(Base):
     session_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False)
     parent_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
     kind: Mapped[str] = mapped_column(StorableString(32), nullable=False)
-    status: Mapped[str] = mapped_column(StorableString(32), nullable=False, default="queued")
+    status: Mapped[RunStatus] = mapped_column(StatusColumn(RunStatus, 32), nullable=False, default="queued")
     input: Mapped[dict[str, Any]] = mapped_column(StorableJSONB, nullable=False, default=dict)
     result: Mapped[Any | None] = mapped_column(StorableJSONB)
     error: Mapped[dict[str, Any] | None] = mapped_column(StorableJSONB)
@@ -200,7 +201,7 @@ class Step(Base):
     run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), nullable=False)
     step_key: Mapped[str] = mapped_column(StorableString(500), nullable=False)
     kind: Mapped[str] = mapped_column(StorableString(64), nullable=False)
-    status: Mapped[str] = mapped_column(StorableString(16), nullable=False)
+    status: Mapped[StepStatus] = mapped_column(StatusColumn(StepStatus, 16), nullable=False)
     input_hash: Mapped[str | None] = mapped_column(StorableString(64))
     output: Mapped[Any | None] = mapped_column(StorableJSONB)
     error: Mapped[dict[str, Any] | None] = mapped_column(StorableJSONB)
@@ -268,7 +269,7 @@ class Span(Base):
     parent_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     kind: Mapped[str] = mapped_column(StorableString(16), nullable=False)
     name: Mapped[str] = mapped_column(StorableString(200), nullable=False)
-    status: Mapped[str] = mapped_column(StorableString(16), nullable=False)
+    status: Mapped[SpanStatus] = mapped_column(StatusColumn(SpanStatus, 16), nullable=False)
     turn: Mapped[int | None] = mapped_column(Integer)
     attempt: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
@@ -294,7 +295,7 @@ class Approval(Base):
     tool: Mapped[str] = mapped_column(StorableString(100), nullable=False)
     arguments: Mapped[dict[str, Any]] = mapped_column(StorableJSONB, nullable=False)
     rule: Mapped[dict[str, Any] | None] = mapped_column(StorableJSONB)
-    status: Mapped[str] = mapped_column(StorableString(16), nullable=False, default="pending")
+    status: Mapped[ApprovalStatus] = mapped_column(StatusColumn(ApprovalStatus, 16), nullable=False, default="pending")
     reason: Mapped[str | None] = mapped_column(StorableText)
     requested_at: Mapped[datetime] = _created_at()
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -320,7 +321,7 @@ class WorkflowCall(Base):
     run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), nullable=False)
     call_key: Mapped[str] = mapped_column(StorableString(64), nullable=False)
     child_run_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"), index=True)
-    status: Mapped[str] = mapped_column(StorableString(16), nullable=False)
+    status: Mapped[CallStatus] = mapped_column(StatusColumn(CallStatus, 16), nullable=False)
     label: Mapped[str | None] = mapped_column(StorableText)
     phase: Mapped[str | None] = mapped_column(StorableText)
     prompt: Mapped[str] = mapped_column(StorableText, nullable=False)
@@ -369,7 +370,7 @@ class FlowStep(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), nullable=False)
     step_id: Mapped[str] = mapped_column(StorableString(200), nullable=False)
-    state: Mapped[str] = mapped_column(StorableString(16), nullable=False, default="pending")
+    state: Mapped[FlowStepState] = mapped_column(StatusColumn(FlowStepState, 16), nullable=False, default="pending")
     attempt: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     first_attempt: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
     child_run_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"), index=True)

@@ -28,7 +28,7 @@ from orchestrator.store.events import append_event
 from orchestrator.store.models import Run, Step
 from orchestrator.store.spans import end_open_spans
 
-CLAIMABLE = (RunStatus.QUEUED.value, RunStatus.RUNNING.value)
+CLAIMABLE = (RunStatus.QUEUED, RunStatus.RUNNING)
 # session.info: the (run, epoch) pairs fenced in this transaction. The share lock taken by the first
 # check holds until commit, so neither the epoch nor the status can change under it.
 FENCES_KEY = "boocode_fences"
@@ -69,7 +69,7 @@ def create_run(session: Session, *, project_id: uuid.UUID, session_id: uuid.UUID
                run_id: uuid.UUID | None = None) -> Run:
     now = datetime.now(timezone.utc)
     run = Run(id=run_id or uuid.uuid4(), project_id=project_id, session_id=session_id, kind=kind, input=input,
-              created_by=created_by, parent_id=parent_id, status=RunStatus.QUEUED.value, created_at=now,
+              created_by=created_by, parent_id=parent_id, status=RunStatus.QUEUED, created_at=now,
               updated_at=now, enqueued_at=now, lease_epoch=0, claims=0)
     session.add(run)
     session.flush()
@@ -106,16 +106,16 @@ def claim_run(session: Session, run_id: uuid.UUID, owner: str, lease_seconds: fl
     prior = select(Run.id, Run.status).where(Run.id == run_id).with_for_update().subquery()
     # Taking over an expired lease means its holder died or hung: count it, unless a step finished since
     # the last takeover (progress). The count of finished steps is read only on a takeover.
-    takeover = prior.c.status == RunStatus.RUNNING.value
+    takeover = prior.c.status == RunStatus.RUNNING
     finished = (select(func.count()).select_from(Step)
-                .where(Step.run_id == run_id, Step.status != StepStatus.STARTED.value).scalar_subquery())
+                .where(Step.run_id == run_id, Step.status != StepStatus.STARTED).scalar_subquery())
     evidence = func.jsonb_build_array(func.jsonb_build_object("owner", Run.lease_owner,
                                                               "lease_expired_at", Run.lease_expires_at))
     row = session.execute(
         update(Run)
         .where(Run.id == prior.c.id, Run.status.in_(CLAIMABLE),
                or_(Run.lease_expires_at.is_(None), Run.lease_expires_at < func.now()))
-        .values(status=RunStatus.RUNNING.value, lease_owner=owner, lease_epoch=Run.lease_epoch + 1,
+        .values(status=RunStatus.RUNNING, lease_owner=owner, lease_epoch=Run.lease_epoch + 1,
                 lease_expires_at=func.now() + timedelta(seconds=lease_seconds),
                 started_at=func.coalesce(Run.started_at, func.now()), claims=Run.claims + 1,
                 updated_at=func.now(),
@@ -134,7 +134,7 @@ def claim_run(session: Session, run_id: uuid.UUID, owner: str, lease_seconds: fl
                   epoch=row.lease_epoch, claims=row.claims, crashes=row.crashes, crash_log=tuple(row.crash_log or ()))
     if lease.claims == 1:
         append_event(session, lease.session_id, "run.started", {"epoch": lease.epoch, "owner": owner}, run_id=run_id)
-    elif row.prior_status == RunStatus.RUNNING.value:
+    elif row.prior_status == RunStatus.RUNNING:
         expired = lease.crash_log[-1].get("lease_expired_at") if lease.crash_log else None
         append_event(session, lease.session_id, "run.resumed",
                      {"epoch": lease.epoch, "owner": owner, "lease_expired_at": expired}, run_id=run_id)
@@ -147,7 +147,7 @@ def _update_held(session: Session, lease: Lease, **values: Any) -> None:
     session.info.pop(FENCES_KEY, None)  # the status may change here: fence afresh afterwards
     updated = session.execute(
         update(Run)
-        .where(Run.id == lease.run_id, Run.lease_epoch == lease.epoch, Run.status == RunStatus.RUNNING.value)
+        .where(Run.id == lease.run_id, Run.lease_epoch == lease.epoch, Run.status == RunStatus.RUNNING)
         .values(**values).returning(Run.id)
     ).one_or_none()
     if updated is None:
@@ -169,7 +169,7 @@ def requeue_run(session: Session, lease: Lease, *, deferred: bool = False, wake_
     (someone else wakes it) keeps its sweep back-off, so the sweep looks at it less and less often;
     with `wake_at` the sweep enqueues it then at the latest, whatever its back-off."""
     back_off = {} if deferred else {"dispatches": 0}
-    return _release_unless_cancelled(session, lease, status=RunStatus.QUEUED.value, enqueued_at=func.now(),
+    return _release_unless_cancelled(session, lease, status=RunStatus.QUEUED, enqueued_at=func.now(),
                                      wake_at=wake_at, **back_off)
 
 
@@ -179,11 +179,11 @@ def park_run(session: Session, lease: Lease) -> bool:
     cancelled meanwhile): nothing to enqueue."""
     from orchestrator.store.approvals import pending_count  # approvals builds on runs
 
-    if not _release_unless_cancelled(session, lease, status=RunStatus.WAITING.value):
+    if not _release_unless_cancelled(session, lease, status=RunStatus.WAITING):
         return False
     if pending_count(session, lease.run_id) == 0:
         session.execute(update(Run).where(Run.id == lease.run_id)
-                        .values(status=RunStatus.QUEUED.value, enqueued_at=func.now(), dispatches=0))
+                        .values(status=RunStatus.QUEUED, enqueued_at=func.now(), dispatches=0))
         return True
     append_event(session, lease.session_id, "run.waiting", {"reason": "approval"}, run_id=lease.run_id)
     return False
@@ -227,7 +227,7 @@ def next_queued_run(session: Session, session_id: uuid.UUID, kind: str) -> Run |
     """The oldest queued top-level run of `kind` in a session: who goes next when a run there finishes.
     (Child runs, such as a workflow's agents, run side by side and never queue behind each other.)"""
     return session.scalar(select(Run).where(Run.session_id == session_id, Run.kind == kind,
-                                            Run.parent_id.is_(None), Run.status == RunStatus.QUEUED.value)
+                                            Run.parent_id.is_(None), Run.status == RunStatus.QUEUED)
                           .order_by(Run.created_at, Run.id).limit(1))
 
 
@@ -243,8 +243,8 @@ def earlier_unfinished_run(session: Session, run: Run, *, lock: bool = False) ->
     # (created_at, id) is a total order: runs created in the same instant still go one after the other
     query = (select(Run).where(Run.session_id == run.session_id, Run.kind == run.kind, Run.parent_id.is_(None),
                                tuple_(Run.created_at, Run.id) < tuple_(run.created_at, run.id),
-                               Run.status.in_([RunStatus.QUEUED.value, RunStatus.RUNNING.value,
-                                               RunStatus.WAITING.value]))
+                               Run.status.in_([RunStatus.QUEUED, RunStatus.RUNNING,
+                                               RunStatus.WAITING]))
              .order_by(Run.created_at, Run.id).limit(1))
     return session.scalar(query.with_for_update() if lock else query)
 
@@ -303,7 +303,7 @@ def cancel_run(session: Session, run_id: uuid.UUID, *, reason: str = "cancelled 
     for current in tree:
         if RunStatus(current.status).is_terminal:
             continue
-        current.status = RunStatus.CANCELLED.value
+        current.status = RunStatus.CANCELLED
         current.error = Failure("cancelled", reason).to_dict()
         current.finished_at = datetime.now(timezone.utc)
         current.updated_at = current.finished_at
@@ -311,14 +311,14 @@ def cancel_run(session: Session, run_id: uuid.UUID, *, reason: str = "cancelled 
         session.flush()
         end_open_spans(session, current.id, "cancelled")
         append_event(session, current.session_id, "run.finished",
-                     {"status": RunStatus.CANCELLED.value, "error": current.error, "result": None},
+                     {"status": RunStatus.CANCELLED, "error": current.error, "result": None},
                      run_id=current.id)
     return run
 
 
 def _raise_lost(session: Session, lease: Lease) -> None:
     row = session.execute(select(Run.status, Run.lease_epoch).where(Run.id == lease.run_id)).one_or_none()
-    if row is not None and row.lease_epoch == lease.epoch and row.status == RunStatus.CANCELLED.value:
+    if row is not None and row.lease_epoch == lease.epoch and row.status == RunStatus.CANCELLED:
         raise RunCancelledError(f"run {lease.run_id} was cancelled")
     raise StaleLeaseError(f"run {lease.run_id}: lease epoch {lease.epoch} is no longer current "
                           f"(status {row.status if row else 'missing'}, epoch {row.lease_epoch if row else '-'})")

@@ -20,6 +20,7 @@ so the published copy equals the stored one; the column types guarantee it for e
 from __future__ import annotations
 
 import re
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import String, Text
@@ -83,3 +84,22 @@ class StorableString(TypeDecorator[str]):
 
     def process_bind_param(self, value: Any, dialect: Any) -> Any:
         return storable_text(value) if isinstance(value, str) else value
+
+
+class StatusColumn(TypeDecorator[StrEnum]):
+    """A status column typed by its enum: `varchar(n)` in Postgres, an enum member in Python. Writing a
+    value the enum does not know fails at once (ValueError) instead of storing a typo; reading gives the
+    member, which compares equal to its string, so `run.status == RunStatus.QUEUED` needs no `.value`."""
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, enum: type[StrEnum], length: int) -> None:
+        super().__init__(length)
+        self.enum = enum
+
+    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+        return None if value is None else self.enum(value).value
+
+    def process_result_value(self, value: Any, dialect: Any) -> Any:
+        return None if value is None else self.enum(value)

@@ -20,7 +20,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, defer
 
-from orchestrator.domain.enums import TERMINAL_STATUSES, MessageRole, RunStatus
+from orchestrator.domain.enums import TERMINAL_STATUSES, CallStatus, MessageRole, RunStatus
 from orchestrator.errors import NotFoundError
 from orchestrator.store import runs
 from orchestrator.store import sessions as chat_sessions
@@ -190,7 +190,7 @@ def start_calls(session: Session, run: Run, starts: list[tuple[dict[str, Any], W
             session.add(row)
         else:  # a failed or stopped call from an earlier pass runs again
             row.attempts += 1
-        row.status, row.child_run_id, row.pass_number = "running", child.id, pass_number
+        row.status, row.child_run_id, row.pass_number = CallStatus.RUNNING, child.id, pass_number
         row.label, row.phase, row.value, row.error = options.get("label"), options.get("phase"), None, None
         row.model, row.started_at, row.finished_at, row.tokens, row.cost = options.get("model"), now, None, 0, 0.0
         started.append((row, child.id))
@@ -209,13 +209,13 @@ def settle_from_child(session: Session, run: Run, call: WorkflowCall, child: Run
     tokens, cost, model = usage if usage is not None else run_usage(session, child.id)
     call.tokens, call.cost, call.model = tokens, cost, model or call.model
     call.finished_at = child.finished_at or datetime.now(timezone.utc)
-    if child.status == RunStatus.COMPLETED.value:
+    if child.status == RunStatus.COMPLETED:
         result = child.result or {}
-        call.status = "completed"
+        call.status = CallStatus.COMPLETED
         call.value = result.get("value") if (call.options or {}).get("schema") is not None else result.get("text")
         call.error = None
     else:
-        call.status = "cancelled" if child.status == RunStatus.CANCELLED.value else "failed"
+        call.status = CallStatus.CANCELLED if child.status == RunStatus.CANCELLED else CallStatus.FAILED
         call.value = None
         call.error = child.error or {"code": child.status, "message": f"the agent ended {child.status}"}
     append_event(session, run.session_id, "workflow.agent.finished",

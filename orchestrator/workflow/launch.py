@@ -83,7 +83,7 @@ def estimate(session: Session, project_id: uuid.UUID, name: str, first_wave: int
     last (up to 10) finished runs of this workflow in the project spent, and the hard bounds the caps set."""
     past = session.scalars(select(Run).where(
         Run.project_id == project_id, Run.kind == RunKind.WORKFLOW.value, Run.input["meta"]["name"].astext == name,
-        Run.status.in_([RunStatus.COMPLETED.value, RunStatus.COMPLETED_WITH_FAILURES.value]))
+        Run.status.in_([RunStatus.COMPLETED, RunStatus.COMPLETED_WITH_FAILURES]))
         .order_by(Run.created_at.desc()).limit(10))
     figures = [workflows.totals(session, run.id) for run in past]
     history = None
@@ -154,7 +154,7 @@ def resume_workflow_run(session: Session, run: Run, project: Project, personal_d
     workflows.clear_refusals(session, run.id)
     run.input = {**run.input, "script": script.source, "origin": origin, "pass": pass_number,
                  "meta": describe_script(script)}
-    run.status, run.result, run.error, run.finished_at = RunStatus.QUEUED.value, None, None, None
+    run.status, run.result, run.error, run.finished_at = RunStatus.QUEUED, None, None, None
     run.lease_owner, run.lease_expires_at = None, None
     session.flush()
     append_event(session, run.session_id, "workflow.resumed", {"pass": pass_number, "origin": origin}, run_id=run.id)
