@@ -19,22 +19,8 @@ from orchestrator import services
 from orchestrator.domain.enums import MessageRole
 from orchestrator.store import projects, runs, sessions, users
 from tests.fakes.model_server import FakeModelServer, Reply, openai_usage
+from tests.support import RunStatusWatcher, committed_transactions
 from web.queue import TaskQueue
-
-
-def committed(database_url: str) -> int:
-    """xact_commit of the scratch database once its counters have settled (read from `postgres`)."""
-    import psycopg
-
-    base, _, name = database_url.replace("+psycopg", "").rpartition("/")
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as connection:
-        last, settled = -1, 0
-        while settled < 15:  # 1.5 s without change: every backend has flushed its statistics
-            now = connection.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = %s",
-                                     (name.split("?")[0],)).fetchone()[0]
-            settled, last = (settled + 1, last) if now == last else (0, now)
-            time.sleep(0.1)
-        return int(last)
 
 
 def main() -> None:
@@ -67,27 +53,18 @@ def main() -> None:
                                   created_by=owner.id)
             sessions.add_message(session, chat.id, MessageRole.USER, [{"type": "text", "text": "go"}], run_id=run.id)
         db.dispose()
-        commits_before = committed(place.settings.database_url or "")
+        commits_before = committed_transactions(place.settings.database_url or "")
         worker = start_worker("worker.celery_app", place.settings.to_environment(), f"agent-{place.tag}@bench")
         started = time.monotonic()
         TaskQueue(place.settings).enqueue_run("agent", run.id)
 
-        import psycopg
-
-        watcher = psycopg.connect((place.settings.database_url or "").replace("+psycopg", ""))
-
-        def status() -> str:  # read and rolled back: watching adds no commit to the count
-            row = watcher.execute("SELECT status FROM runs WHERE id = %s", (run.id,)).fetchone()
-            watcher.rollback()
-            return str(row[0])
-
-        wait_until(lambda: status() in ("completed", "failed"))
-        ours_seconds = time.monotonic() - started
-        final = status()
-        watcher.close()
+        with RunStatusWatcher(place.settings.database_url or "", run.id) as watcher:  # adds no commits
+            wait_until(lambda: watcher.status() in ("completed", "failed"))
+            ours_seconds = time.monotonic() - started
+            final = watcher.status()
         stop(worker)
         db.dispose()
-        commits = committed(place.settings.database_url or "") - commits_before
+        commits = committed_transactions(place.settings.database_url or "") - commits_before
     fake.stop()
 
     print(f"agent run ({final}) : {turns} turns in {ours_seconds:.2f}s = {ours_seconds / turns * 1000:.1f} ms/turn "

@@ -303,3 +303,47 @@ def example_for(schema: dict[str, Any]) -> Any:
     if kind == "array":
         return [example_for(schema.get("items", {"type": "string"})) for _ in range(max(schema.get("minItems", 0), 2))]
     return {"string": "src/app.py", "integer": 7, "number": 1.5, "boolean": True}.get(kind, "x")
+
+
+def committed_transactions(database_url: str) -> int:
+    """pg_stat_database.xact_commit of the database at `database_url`, read from the server's `postgres`
+    database (so the reading itself is not counted) once it has stopped moving for 1.5 s: a backend's
+    last statistics reach the shared counters only just after it goes idle or exits."""
+    import psycopg
+
+    base, _, name = database_url.replace("+psycopg", "").rpartition("/")
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as connection:
+        def read() -> int:
+            row = connection.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = %s",
+                                     (name.split("?")[0],)).fetchone()
+            return int(row[0]) if row else 0
+
+        last, stable_since = read(), time.monotonic()
+        while time.monotonic() - stable_since < 1.5:
+            time.sleep(0.1)
+            now = read()
+            if now != last:
+                last, stable_since = now, time.monotonic()
+        return last
+
+
+class RunStatusWatcher:
+    """Reads a run's status in a transaction it rolls back: an xact_rollback, so watching a run adds
+    nothing to the commits `committed_transactions` counts."""
+
+    def __init__(self, database_url: str, run_id: uuid.UUID) -> None:
+        import psycopg
+
+        self.connection = psycopg.connect(database_url.replace("+psycopg", ""))
+        self.run_id = run_id
+
+    def status(self) -> str:
+        row = self.connection.execute("SELECT status FROM runs WHERE id = %s", (self.run_id,)).fetchone()
+        self.connection.rollback()
+        return str(row[0]) if row else "missing"
+
+    def __enter__(self) -> "RunStatusWatcher":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.connection.close()

@@ -9,37 +9,16 @@ run's end) cancels out, and the difference is the cost of 5 tool-calling turns.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-
-import psycopg
 
 from orchestrator.domain.enums import MessageRole
 from orchestrator.store import projects, runs, sessions, users
 from tests.fakes.model_server import FakeModelServer, Reply, openai_usage
-from tests.support import WorkerProcess, wait_for
+from tests.support import RunStatusWatcher, WorkerProcess, committed_transactions, wait_for
 from web.queue import TaskQueue
 
 MODEL_CALL_COMMITS = 3  # the turn's read, begin, finish (docs/turns.md)
 TOOL_CALL_COMMITS = 2   # begin, finish
-
-
-def committed(admin_url: str, database: str) -> int:
-    """xact_commit of `database`, read from another database so the reading itself is not counted, once it
-    has stopped moving (a backend's last statistics reach the shared counters just after it exits)."""
-    with psycopg.connect(admin_url.replace("+psycopg", ""), autocommit=True) as connection:
-        def read() -> int:
-            row = connection.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = %s",
-                                     (database,)).fetchone()
-            return int(row[0]) if row else 0
-
-        last, stable_since = read(), time.monotonic()
-        while time.monotonic() - stable_since < 1.5:
-            time.sleep(0.1)
-            now = read()
-            if now != last:
-                last, stable_since = now, time.monotonic()
-        return last
 
 
 def run_agent(stack, fake: FakeModelServer, root: Path, turns: int, tmp_path: Path) -> int:  # type: ignore[no-untyped-def]
@@ -54,21 +33,16 @@ def run_agent(stack, fake: FakeModelServer, root: Path, turns: int, tmp_path: Pa
                               created_by=owner.id)
         sessions.add_message(session, chat.id, MessageRole.USER, [{"type": "text", "text": "go"}], run_id=run.id)
     stack.db.dispose()
-    database = stack.settings.database_url.rsplit("/", 1)[1].split("?")[0]
-    admin_url = stack.settings.database_url.rsplit("/", 1)[0] + "/postgres"
-    before = committed(admin_url, database)
-    worker = WorkerProcess(stack.settings, tmp_path, name=f"commits-{turns}@localhost").start()
+    before = committed_transactions(stack.settings.database_url)
+    # one pool process: what a worker does at start (its processes connecting, the first sweep) is then the
+    # same for both runs, so it cancels out exactly
+    worker = WorkerProcess(stack.settings, tmp_path, name=f"commits-{turns}@localhost", concurrency=1).start()
     TaskQueue(stack.settings).enqueue_run("agent", run.id)
 
-    with psycopg.connect(stack.settings.database_url.replace("+psycopg", "")) as watcher:
-        def status() -> str:
-            row = watcher.execute("SELECT status FROM runs WHERE id = %s", (run.id,)).fetchone()
-            watcher.rollback()  # a rolled-back read is an xact_rollback: watching adds no commit
-            return str(row[0])
-
-        wait_for(lambda: status() == "completed", 60, 0.2, f"the {turns}-turn run to complete")
+    with RunStatusWatcher(stack.settings.database_url, run.id) as watcher:
+        wait_for(lambda: watcher.status() == "completed", 60, 0.2, f"the {turns}-turn run to complete")
     worker.stop()
-    return committed(admin_url, database) - before
+    return committed_transactions(stack.settings.database_url) - before
 
 
 def test_a_tool_calling_turn_costs_at_most_five_commits(make_stack, fake: FakeModelServer,  # type: ignore[no-untyped-def]
