@@ -22,8 +22,10 @@ PROBE_TASK = RUN_KINDS["probe"].task
 WORKFLOW_TASK = RUN_KINDS["workflow"].task
 SUBAGENT_TASK = RUN_KINDS["subagent"].task
 RECOVER_TASK = "maintenance.recover"
+SCHEDULE_TASK = "maintenance.flow_schedules"  # sent by the beat process (celery beat) every beat interval
 
-TASK_ROUTES: dict[str, str] = {**{spec.task: spec.queue for spec in RUN_KINDS.values()}, RECOVER_TASK: "maintenance"}
+TASK_ROUTES: dict[str, str] = {**{spec.task: spec.queue for spec in RUN_KINDS.values()}, RECOVER_TASK: "maintenance",
+                               SCHEDULE_TASK: "maintenance"}
 assert set(TASK_ROUTES.values()) <= set(QUEUES), "every run kind's queue must be one of QUEUES"
 
 

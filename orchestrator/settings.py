@@ -144,6 +144,8 @@ class Settings:
     redis_prefix: str = "boocode"
     lease_seconds: float = 15.0
     recovery_interval_seconds: float = 5.0
+    # How often the beat process asks a worker to fire due flow schedules (docs/flows.md, Schedules).
+    beat_interval_seconds: float = 10.0
     requeue_after_seconds: float = 300.0
     visibility_timeout_seconds: int = 3600
     # The poison-run guard: takeovers in a row without progress before a run fails `worker_crashed`.
@@ -256,6 +258,7 @@ FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "redis_prefix": ("BOOCODE_REDIS_PREFIX", _parse_text),
     "lease_seconds": ("BOOCODE_LEASE_SECONDS", _parse_positive_float),
     "recovery_interval_seconds": ("BOOCODE_RECOVERY_INTERVAL_SECONDS", _parse_positive_float),
+    "beat_interval_seconds": ("BOOCODE_BEAT_INTERVAL_SECONDS", _parse_positive_float),
     "requeue_after_seconds": ("BOOCODE_REQUEUE_AFTER_SECONDS", _parse_positive_float),
     "visibility_timeout_seconds": ("BOOCODE_VISIBILITY_TIMEOUT_SECONDS", _parse_positive_int),
     "max_worker_crashes": ("BOOCODE_MAX_WORKER_CRASHES", _parse_positive_int),

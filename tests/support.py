@@ -171,6 +171,35 @@ class WorkerProcess(ProcessGroup):
 
 
 
+class BeatProcess(ProcessGroup):
+    """A real `celery beat` process (flow schedules) in its own process group, with its own schedule file."""
+
+    def __init__(self, settings: Settings, log_dir: Path, name: str) -> None:
+        self.settings, self.name = settings, name
+        self.log_path = log_dir / f"beat-{name}.log"
+        self.schedule_file = log_dir / f"celerybeat-{name}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30) -> "BeatProcess":
+        environment = {**os.environ, **self.settings.to_environment()}
+        command = [sys.executable, "-m", "celery", "--app", "worker.celery_app", "beat", "--loglevel", "INFO",
+                   "--schedule", str(self.schedule_file)]
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(command, env=environment, cwd=REPO, stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(lambda: "Sending due task" in self.log() or self.process.poll() is not None, timeout, 0.1,
+                 f"beat {self.name} to send its first beat")
+        if self.process.poll() is not None:
+            raise AssertionError(f"beat exited at start:\n{self.log()}")
+        return self
+
+    def kill(self) -> None:
+        """kill -9 the beat process."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+
 def collect_frames(socket: Any, count: int, timeout: float = 30) -> list[dict[str, Any]]:
     frames = []
     deadline = time.monotonic() + timeout

@@ -9,7 +9,7 @@ import yaml
 from orchestrator.settings import FIELDS
 from tests.support import REPO
 
-SERVICES = {"postgres", "redis", "migrate", "web", "worker", "flower"}
+SERVICES = {"postgres", "redis", "migrate", "web", "worker", "beat", "flower"}
 NOT_OURS = {"POSTGRES_PASSWORD", "FLOWER_BASIC_AUTH"}
 
 
@@ -25,6 +25,7 @@ def test_compose_has_every_service_and_they_use_our_image() -> None:
         assert services[name]["env_file"] == "deploy/boocode.env"
     assert services["web"]["command"][-1] == "web.wsgi:app" and (REPO / "web" / "wsgi.py").exists()
     assert services["worker"]["command"][:3] == ["celery", "--app", "worker.celery_app"]
+    assert services["beat"]["command"][:4] == ["celery", "--app", "worker.celery_app", "beat"]
     assert (REPO / "worker" / "celery_app.py").exists()
     assert services["migrate"]["command"] == ["boocode", "db", "upgrade"]
     assert services["web"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"

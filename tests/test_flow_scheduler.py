@@ -541,6 +541,10 @@ CRON_CASES = [
     ("@monthly", "UTC", "2026-01-15T00:00", "2026-02-01T00:00"),
     ("5 4 * jan,jul sun", "UTC", "2026-01-01T00:00", "2026-01-04T04:05"),
     ("0 0 * * 7", "UTC", "2026-01-01T00:00", "2026-01-04T00:00"),  # 7 is Sunday too
+    ("*/15 * * * *", "UTC", "2026-01-01T10:14:59", "2026-01-01T10:15"),  # a five-field cron fires on the minute
+    ("*/20 * * * * *", "UTC", "2026-01-01T10:00:41", "2026-01-01T10:01:00"),  # six fields: seconds first
+    ("5,35 30 9 * * *", "UTC", "2026-01-01T09:30:05", "2026-01-01T09:30:35"),
+    ("*/10 59 23 31 12 *", "UTC", "2026-12-31T23:59:55", "2027-12-31T23:59:00"),
 ]
 
 
@@ -562,6 +566,7 @@ def test_a_wall_time_repeated_by_the_autumn_change_fires_once() -> None:
 
 
 @pytest.mark.parametrize(("expr", "fragment"), [("* * * *", "5 fields"), ("60 * * * *", "minute: 60"),
+                                                ("60 * * * * *", "second: 60"), ("* * * * * * *", "or 6"),
                                                 ("* * * * mon-xyz", "day of week"), ("*/0 * * * *", "at least 1"),
                                                 ("5-1 * * * *", "backwards")])
 def test_bad_cron_expressions_name_the_field(expr: str, fragment: str) -> None:

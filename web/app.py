@@ -10,6 +10,7 @@ from web.auth import WS_PROTOCOL, init_auth
 from web.blueprints import (
     approvals,
     browser,
+    flow_schedules,
     flows,
     health,
     projects,
@@ -42,7 +43,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     init_headers(app)
     init_auth(app)
     for blueprint in (health.bp, users.bp, projects.bp, sessions.bp, runs.bp, traces.bp, approvals.bp, workflows.bp,
-                      flows.bp, subagents.bp, browser.bp, websocket_bp):
+                      flows.bp, flow_schedules.bp, subagents.bp, browser.bp, websocket_bp):
         app.register_blueprint(blueprint)
     trust_proxies(app, settings.trusted_proxies)
     return app

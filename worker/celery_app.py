@@ -1,6 +1,7 @@
 """The Celery application factory and the module-level app the `celery` command loads.
 
     celery -A worker.celery_app worker      # consumes every queue in orchestrator.jobs.QUEUES
+    celery -A worker.celery_app beat        # sends the flow-schedule beat (worker/tasks/schedules.py)
 
 No result backend: run status lives in Postgres. See docs/worker.md for the delivery settings.
 """
@@ -20,7 +21,7 @@ from orchestrator.sandbox import Sandbox
 from orchestrator.settings import Settings, load_settings, scrub_environment
 from worker.broker import worker_broker_url
 from worker.runtime import WorkerRuntime
-from worker.tasks import maintenance, runs
+from worker.tasks import maintenance, runs, schedules
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -36,6 +37,7 @@ def make_celery(settings: Settings) -> Celery:
     app.boocode_runtime = runtime
     runs.register(app, runtime)
     maintenance.register(app, runtime)
+    schedules.register(app, runtime)
 
     @worker_init.connect(weak=False)
     def check_sandbox(**_: object) -> None:

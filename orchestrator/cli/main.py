@@ -18,6 +18,7 @@ from orchestrator.cli import (
     admin,
     approvals,
     db,
+    flow_schedules,
     flows,
     model,
     processes,
@@ -60,6 +61,7 @@ def cli(click_context: click.Context, url: str | None, token: str | None) -> Non
 
 for command in COMMANDS:
     cli.add_command(command)
+flows.flow.add_command(flow_schedules.schedule)  # `boocode flow schedule`
 
 
 def exit_code_for(error: OrchestratorError) -> int:

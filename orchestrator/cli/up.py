@@ -7,13 +7,14 @@
                           no retry after a timeout, 600 s timeout unless set; in the background, one
                           request warms its prompt cache with the agent's instructions and tools
     apply migrations; on first start create user `admin` and save its token for the CLI
-    start a worker (celery) and the web front end (gunicorn), each in its own process group, their
-               output in <data dir>/logs/ (the terminal keeps only what `up` itself says)
+    start a worker (celery), the beat (celery beat: flow schedules) and the web front end (gunicorn),
+               each in its own process group, their output in <data dir>/logs/ (the terminal keeps
+               only what `up` itself says)
     wait until /health reports Postgres, Redis and a worker; print one ready block: the URL, how to
                sign in, how to point the CLI at this server, where the logs are
-    supervise: a worker that exits is started again (5 times in 5 minutes at most); any other child that
-               dies stops everything (exit 1); SIGINT/SIGTERM stops everything (exit 0)
-    stop order: web, worker (warm shutdown, then kill), the local model, Redis, PostgreSQL
+    supervise: a worker or beat that exits is started again (5 times each in 5 minutes at most); the web
+               dying stops everything (exit 1); SIGINT/SIGTERM stops everything (exit 0)
+    stop order: web, beat, worker (warm shutdown, then kill), the local model, Redis, PostgreSQL
 
 Children get the service URLs through their environment; nothing is written into the project.
 """
@@ -89,6 +90,15 @@ def worker_command(settings: Settings) -> list[str]:
             "--hostname", f"boocode@{os.uname().nodename}-{os.getpid()}"]
 
 
+def beat_command(settings: Settings) -> list[str]:
+    """Celery beat keeps only its own bookkeeping in this file; the firings are in Postgres."""
+    return [sys.executable, "-m", "celery", "--app", "worker.celery_app", "beat",
+            "--loglevel", settings.log_level.upper(), "--schedule", str(settings.data_dir / "celerybeat-schedule")]
+
+
+RESTARTABLE = {"worker": worker_command, "beat": beat_command}
+
+
 def child_environment(settings: Settings) -> dict[str, str]:
     """The worker's and web's environment: the settings, but the secrets (database and Redis URLs, keys,
     tokens) only in a file readable by this user alone, named by BOOCODE_CONFIG, so that no process
@@ -134,7 +144,7 @@ class Supervisor:
         self.redis: EmbeddedRedis | None = None
         self.model: LocalModelServer | None = None
         self.children: dict[str, subprocess.Popen[bytes]] = {}
-        self.worker_restarts: list[float] = []
+        self.restarts: dict[str, list[float]] = {name: [] for name in RESTARTABLE}
         self.stopping = False
 
     def start_services(self) -> Settings:
@@ -229,7 +239,8 @@ class Supervisor:
 
     def start_children(self) -> None:
         environment = child_environment(self.settings)
-        for name, command in (("worker", worker_command(self.settings)), ("web", web_command(self.settings))):
+        for name, command in (("worker", worker_command(self.settings)), ("beat", beat_command(self.settings)),
+                              ("web", web_command(self.settings))):
             self.children[name] = self.spawn(name, command, environment)
 
     def spawn(self, name: str, command: list[str], environment: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -257,19 +268,21 @@ class Supervisor:
             time.sleep(0.3)
         return False
 
-    def restart_worker(self) -> bool:
-        """A worker that exits is started again (at most WORKER_RESTARTS times in WORKER_RESTART_WINDOW
-        seconds; past that something is persistently wrong and everything stops)."""
-        now = time.monotonic()
-        self.worker_restarts = [at for at in self.worker_restarts if now - at < WORKER_RESTART_WINDOW]
-        if len(self.worker_restarts) >= WORKER_RESTARTS:
+    def restart(self, name: str) -> bool:
+        """A worker or beat that exits is started again (at most WORKER_RESTARTS times in
+        WORKER_RESTART_WINDOW seconds; past that something is persistently wrong and everything stops)."""
+        if name not in RESTARTABLE:
             return False
-        self.worker_restarts.append(now)
-        code = self.children["worker"].returncode
-        click.echo(f"the worker exited with code {code}; starting it again "
-                   f"({len(self.worker_restarts)} of {WORKER_RESTARTS} restarts allowed per "
+        now = time.monotonic()
+        self.restarts[name] = [at for at in self.restarts[name] if now - at < WORKER_RESTART_WINDOW]
+        if len(self.restarts[name]) >= WORKER_RESTARTS:
+            return False
+        self.restarts[name].append(now)
+        code = self.children[name].returncode
+        click.echo(f"the {name} exited with code {code}; starting it again "
+                   f"({len(self.restarts[name])} of {WORKER_RESTARTS} restarts allowed per "
                    f"{WORKER_RESTART_WINDOW:.0f}s)", err=True)
-        self.children["worker"] = self.spawn("worker", worker_command(self.settings), child_environment(self.settings))
+        self.children[name] = self.spawn(name, RESTARTABLE[name](self.settings), child_environment(self.settings))
         return True
 
     def dead_child(self) -> str | None:
@@ -279,7 +292,7 @@ class Supervisor:
         return None
 
     def stop(self) -> None:
-        for name in ("web", "worker"):
+        for name in ("web", "beat", "worker"):
             process = self.children.get(name)
             if process is None or process.poll() is not None:
                 continue
@@ -326,7 +339,7 @@ def ready_block(settings: Settings, credentials: Path) -> str:
         f"            (it finds this server and its token through {credentials})",
         f"  API       {settings.base_url}/api  (document: /api/openapi.json)",
         f"  model     {model}",
-        f"  logs      {log_directory(settings)}/ (web.log, worker.log"
+        f"  logs      {log_directory(settings)}/ (web.log, worker.log, beat.log"
         f"{', local-model.log' if settings.model_name == MODEL_ALIAS else ''})",
         ""])
 
@@ -358,14 +371,14 @@ def run_up(settings: Settings) -> int:
                 return EXIT_OK
             dead = supervisor.dead_child()
             where = supervisor.describe_exit(dead) if dead else \
-                f"the logs are in {log_directory(settings)} (web.log, worker.log)"
+                f"the logs are in {log_directory(settings)} (web.log, worker.log, beat.log)"
             click.echo(f"error: BooCode did not become ready ({f'the {dead} process exited' if dead else 'timeout'}); "
                        f"{where}", err=True)
             return EXIT_SERVER
         click.echo(ready_block(supervisor.settings, path))
         while not supervisor.stopping:
             dead = supervisor.dead_child()
-            if dead == "worker" and supervisor.restart_worker():
+            if dead and supervisor.restart(dead):
                 continue  # its runs resume from their journal once their leases expire
             if dead:
                 click.echo(f"error: the {dead} process exited with code {supervisor.children[dead].returncode}; "

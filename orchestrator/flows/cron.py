@@ -9,7 +9,8 @@
     decide_overlap(policy, open_runs, buffered) -> Start | Skip | Buffer | CancelThenStart
     catch_up(expr, tz, last_fired, now, catchup_seconds) -> the firings to start now
 
-Cron fields: minute hour day-of-month month day-of-week, each `*`, a number, a range `a-b`, a step
+Cron fields: minute hour day-of-month month day-of-week (and an optional leading seconds field, six in
+all, for schedules finer than a minute), each `*`, a number, a range `a-b`, a step
 `*/n` or `a-b/n`, a comma list, month and weekday names (`jan`, `mon`), weekday 0 or 7 for Sunday;
 `@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly`. As in Vixie cron, when both day fields are
 restricted a day matches if either does. No I/O here: the beat task asks these functions what to do.
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta, timezone
 from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -31,6 +32,7 @@ MACROS = {
 MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
 WEEKDAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
 # (name, low, high, names) per field; names map to low + index.
+SECONDS_FIELD: tuple[str, int, int, list[str]] = ("second", 0, 59, [])
 FIELDS = [("minute", 0, 59, []), ("hour", 0, 23, []), ("day of month", 1, 31, []),
           ("month", 1, 12, MONTHS), ("day of week", 0, 7, WEEKDAYS)]
 # A schedule that matches nothing in this many days (8 years covers every 29 February) never fires.
@@ -57,6 +59,7 @@ class CronSpec:
     weekdays: frozenset[int]  # 0 = Sunday
     days_restricted: bool
     weekdays_restricted: bool
+    seconds: frozenset[int] = frozenset({0})
 
     def matches_day(self, day: date) -> bool:
         """Vixie cron's rule: both day fields restricted -> either may match, else both must."""
@@ -111,15 +114,18 @@ def _parse_field(text: str, field: tuple[str, int, int, list[str]]) -> frozenset
 
 
 def parse(expr: str) -> CronSpec:
-    """Read a five-field expression (or a macro); raise CronError naming the bad field."""
+    """Read a five-field expression, a six-field one starting with seconds, or a macro; raise CronError
+    naming the bad field."""
     text = MACROS.get(expr.strip().lower(), expr.strip().lower())
     parts = text.split()
-    if len(parts) != 5:
-        raise CronError(f"a cron expression has 5 fields (minute hour day month weekday), not {len(parts)}: {expr!r}")
+    if len(parts) not in (5, 6):
+        raise CronError("a cron expression has 5 fields (minute hour day month weekday), or 6 with seconds "
+                        f"first, not {len(parts)}: {expr!r}")
+    seconds = _parse_field(parts.pop(0), SECONDS_FIELD) if len(parts) == 6 else frozenset({0})
     minutes, hours, days, months, weekdays = (_parse_field(part, field) for part, field in zip(parts, FIELDS))
     return CronSpec(minutes=minutes, hours=hours, days=days, months=months,
                     weekdays=frozenset(day % 7 for day in weekdays),
-                    days_restricted=parts[2] != "*", weekdays_restricted=parts[4] != "*")
+                    days_restricted=parts[2] != "*", weekdays_restricted=parts[4] != "*", seconds=seconds)
 
 
 def zone(name: str) -> ZoneInfo:
@@ -132,13 +138,16 @@ def zone(name: str) -> ZoneInfo:
 
 def _first_time_on(spec: CronSpec, day: date, not_before: time | None) -> time | None:
     """The earliest matching wall-clock time on `day` (at or after `not_before`)."""
+    floor = (not_before.hour, not_before.minute, not_before.second) if not_before is not None else (0, 0, 0)
     for hour in sorted(spec.hours):
-        if not_before is not None and hour < not_before.hour:
+        if hour < floor[0]:
             continue
         for minute in sorted(spec.minutes):
-            if not_before is not None and (hour, minute) < (not_before.hour, not_before.minute):
+            if (hour, minute) < floor[:2]:
                 continue
-            return time(hour, minute)
+            for second in sorted(spec.seconds):
+                if (hour, minute, second) >= floor:
+                    return time(hour, minute, second)
     return None
 
 
@@ -155,7 +164,7 @@ def next_after(expr: str | CronSpec, tz: str | ZoneInfo, after: datetime) -> dat
     if after.tzinfo is None:
         raise ValueError("next_after needs an aware datetime")
     local = after.astimezone(zone_info)
-    start = local.replace(second=0, microsecond=0, tzinfo=None) + timedelta(minutes=1)
+    start = local.replace(microsecond=0, tzinfo=None) + timedelta(seconds=1)
     for offset in range(HORIZON_DAYS):
         day = start.date() + timedelta(days=offset)
         if not spec.matches_day(day):
@@ -166,7 +175,7 @@ def next_after(expr: str | CronSpec, tz: str | ZoneInfo, after: datetime) -> dat
             if fired > after:
                 return fired
             # The repeated hour after a fall-back: this wall time already fired at its first occurrence.
-            not_before = (datetime.combine(day, wall) + timedelta(minutes=1)).time()
+            not_before = (datetime.combine(day, wall) + timedelta(seconds=1)).time()
             if not_before == time(0, 0):
                 break
     return None
@@ -230,6 +239,7 @@ class CatchUp:
 
     fire: tuple[datetime, ...]
     missed: int
+    cursor: datetime  # the last firing considered (fired or missed): where the next beat starts
 
 
 def catch_up(expr: str | CronSpec, tz: str | ZoneInfo, last_fired: datetime, now: datetime,
@@ -257,4 +267,60 @@ def catch_up(expr: str | CronSpec, tz: str | ZoneInfo, last_fired: datetime, now
         else:
             missed += 1
         cursor = due
-    return CatchUp(fire=tuple(fire), missed=missed)
+    return CatchUp(fire=tuple(fire), missed=missed, cursor=cursor)
+
+
+@dataclass(frozen=True)
+class Firing:
+    """What one due firing becomes: `started` (after cancelling `cancel`), `skipped` (with `reason`)
+    or `buffered`."""
+
+    at: datetime
+    outcome: str
+    cancel: tuple[str, ...] = ()
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class BeatPlan:
+    firings: tuple[Firing, ...]
+    missed: int
+    cursor: datetime
+    start_buffered: bool  # the oldest buffered firing starts now
+    next_fire_at: datetime | None
+
+
+def plan_beat(expr: str | CronSpec, tz: str, policy: Overlap | str, catchup_seconds: float, cursor: datetime,
+              now: datetime, open_runs: Sequence[str], buffered: int) -> BeatPlan:
+    """One beat of one schedule: the due firings since `cursor` (catch_up), each decided by the
+    overlap policy against the runs still open — including those this beat starts — and whether a
+    buffered firing starts. Under `cancel_other`, a firing this same beat started and would cancel
+    at once is skipped as superseded instead of started."""
+    spec = parse(expr) if isinstance(expr, str) else expr
+    due = catch_up(spec, tz, cursor, now, catchup_seconds)
+    open_now, waiting, decided = list(open_runs), buffered, list[Firing]()
+    for at in due.fire:
+        decision = decide_overlap(policy, open_now, waiting)
+        if isinstance(decision, Skip):
+            decided.append(Firing(at, "skipped", reason="a run of this schedule is still open"))
+        elif isinstance(decision, Buffer):
+            decided.append(Firing(at, "buffered"))
+            waiting += 1
+        else:
+            cancel = list(decision.run_ids) if isinstance(decision, CancelThenStart) else []
+            superseded = [index for index, firing in enumerate(decided)
+                          if firing.outcome == "started" and _placeholder(firing.at) in cancel]
+            for index in superseded:  # its cancellations pass to this firing
+                cancel += decided[index].cancel
+                decided[index] = replace(decided[index], outcome="skipped", cancel=(),
+                                         reason="superseded by a later firing")
+            decided.append(Firing(at, "started", cancel=tuple(run for run in cancel if not run.startswith("@"))))
+            open_now = [_placeholder(at)]
+    return BeatPlan(firings=tuple(decided), missed=due.missed, cursor=due.cursor,
+                    start_buffered=start_buffered(open_now, waiting),
+                    next_fire_at=next_after(spec, tz, max(due.cursor, now)))
+
+
+def _placeholder(at: datetime) -> str:
+    """Stands for the run a firing of this beat starts (it has no id yet)."""
+    return f"@{at.isoformat()}"

@@ -401,3 +401,50 @@ class FlowTrigger(Base):
     created_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = _created_at()
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class FlowSchedule(Base):
+    """A flow's `schedule` turned on in one project (docs/flows.md, Schedules). The cron, time zone and
+    overlap policy are read from the flow's definition at every beat; `last_fired_at` is the cursor:
+    the last firing acted on, so a restarted beat neither loses nor repeats one. Runs it starts are
+    created by `created_by` (the member who turned it on) and stop if they lose access."""
+
+    __tablename__ = "flow_schedules"
+    __table_args__ = (UniqueConstraint("project_id", "flow_name", name="uq_flow_schedules_project_flow"),)
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), nullable=False)
+    flow_name: Mapped[str] = mapped_column(StorableString(200), nullable=False)
+    enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    created_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = _created_at()
+    cron: Mapped[str | None] = mapped_column(StorableText)
+    timezone: Mapped[str | None] = mapped_column(StorableText)
+    last_fired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    next_fire_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    missed: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    last_beat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[dict[str, Any] | None] = mapped_column(StorableJSONB)
+
+
+class FlowFiring(Base):
+    """One due firing of a schedule, written once: unique (schedule, fire_at) is what keeps two beat
+    processes (or a beat and its restart) from starting the same firing twice. `outcome` is what the
+    overlap policy made of it; a buffered firing gets its run when the open ones have finished."""
+
+    __tablename__ = "flow_firings"
+    __table_args__ = (
+        UniqueConstraint("schedule_id", "fire_at", name="uq_flow_firings_schedule_fire_at"),
+        CheckConstraint("outcome IN ('started', 'skipped', 'buffered', 'refused')", name="ck_flow_firings_outcome"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    schedule_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("flow_schedules.id", ondelete="CASCADE"),
+                                                   nullable=False)
+    fire_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    outcome: Mapped[str] = mapped_column(StorableString(16), nullable=False)
+    run_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"), index=True)
+    cancelled: Mapped[list[Any]] = mapped_column(StorableJSONB, nullable=False, default=list)
+    error: Mapped[dict[str, Any] | None] = mapped_column(StorableJSONB)
+    created_at: Mapped[datetime] = _created_at()
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
