@@ -12,8 +12,8 @@ from tests.conftest import create_database, drop_database
 
 TABLES = {"users", "api_tokens", "projects", "project_members", "sessions", "messages", "runs", "steps", "events",
           "project_blobs",
-          "blobs", "spans", "approvals", "workflow_calls", "workflow_logs", "flow_steps", "flow_triggers", "flow_schedules",
-          "flow_firings"}
+          "blobs", "spans", "approvals", "workflow_calls", "workflow_logs", "flow_steps", "flow_triggers",
+          "flow_schedules", "flow_firings"}
 
 
 def _tables(url: str) -> set[str]:
