@@ -102,9 +102,10 @@ def test_quick_start_from_a_fresh_clone(tmp_path: Path) -> None:
 
         # The worker holds no secret in its environment (they come in a 0600 file), and if it dies
         # `up` starts it again and runs go on.
-        workers = [process for process in processes_mentioning(str(clone)) if "celery" in process.cmdline()
-                   and "celery" not in process.parent().cmdline()]  # the main process, not its pool
-        assert len(workers) == 1, workers
+        celery = [process for process in processes_mentioning(str(clone)) if "celery" in process.cmdline()
+                  and "celery" not in process.parent().cmdline()]  # the main processes, not the worker's pool
+        workers = [process for process in celery if "worker" in process.cmdline()]
+        assert len(workers) == 1 and [process for process in celery if "beat" in process.cmdline()], celery
         environ = Path(f"/proc/{workers[0].pid}/environ").read_bytes()
         assert b"BOOCODE_SECRET_KEY" not in environ and b"DATABASE_URL=" not in environ and b"REDIS_URL=" not in environ
         assert b"BOOCODE_CONFIG=" in environ and (data_dir / "run" / "secrets.toml").stat().st_mode & 0o077 == 0
