@@ -1,9 +1,10 @@
 // BooCode web UI: a thin client over the public REST + WebSocket API (the same one the CLI uses).
 // This module routes (#/…), signs in, and draws projects, members and the session page; the chat,
-// trace, cache, timeline and workflow views live in js/.
+// trace, cache, timeline, workflow and flow views live in js/.
 
 import {api, closeSocket, dollars, el, follow, hitClass, percent, toast} from "./js/api.js";
 import {createChat} from "./js/chat.js";
+import {showFlowRun, showFlows} from "./js/flows.js";
 import {createTimeline} from "./js/timeline.js";
 import {createCache, createTrace} from "./js/trace.js";
 import {showWorkflowRun, showWorkflows} from "./js/workflows.js";
@@ -105,6 +106,7 @@ async function showProject(projectId) {
   view.replaceChildren(el("h1", {}, project.name),
     el("nav", {class: "row", "aria-label": "Project"}, canWrite ? create : "",
        el("a", {href: `#/projects/${projectId}/workflows`}, "Workflows"),
+       el("a", {href: `#/projects/${projectId}/flows`}, "Flows"),
        el("a", {href: `#/projects/${projectId}/members`}, project.role === "owner" ? "Members and roles" : "Members")),
     el("ul", {class: "list"}, sessions.map((chat) =>
       el("li", {}, el("a", {href: `#/sessions/${chat.id}`}, chat.title), " ",
@@ -271,10 +273,15 @@ async function route() {
       const {project} = await api("GET", `/api/projects/${id}`);
       setCrumbs(el("a", {href: "#/"}, "Projects"), el("a", {href: `#/projects/${id}`}, project.name), "Workflows");
       await showWorkflows(view, project);
+    } else if (kind === "projects" && id && sub === "flows") {
+      const {project} = await api("GET", `/api/projects/${id}`);
+      setCrumbs(el("a", {href: "#/"}, "Projects"), el("a", {href: `#/projects/${id}`}, project.name), "Flows");
+      await showFlows(view, project);
     } else if (kind === "projects" && id && sub === "members") await showMembers(id);
     else if (kind === "projects" && id) await showProject(id);
     else if (kind === "sessions" && id) await showSession(id, sub);
     else if (kind === "runs" && id) await showWorkflowRun(view, id, setCrumbs);
+    else if (kind === "flow-runs" && id) await showFlowRun(view, id, setCrumbs);
     else await showProjects(user);
   } catch (problem) {
     if (problem.status === 401) return showSignIn();
