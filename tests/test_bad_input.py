@@ -229,6 +229,8 @@ VALID_BODIES = {
     ("post", "/api/runs/{run_id}/resume"): {"script": 'export const meta = {name: "w", description: "d"};'},
     ("post", "/api/flows/validate"): {"text": "name: f\nsteps:\n  - id: a\n    code: 'return 1'\n"},
     ("post", "/api/projects/{project_id}/flows/{name}/runs"): {"input": {"diff": "x"}},
+    ("post", "/api/projects/{project_id}/flows/{name}/estimate"): {"input": {"diff": "x"}},
+    ("put", "/api/projects/{project_id}/flows/{name}/schedule"): {"enabled": False},
     ("post", "/api/flow-runs/{run_id}/rerun"): {"from_step": "a", "input": {"diff": "x"}},
     ("post", "/api/flows/{trigger_id}/trigger"): {"input": {"diff": "x"}},
 }

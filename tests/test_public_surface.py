@@ -16,7 +16,7 @@ SURFACE = {
     "trace": [],
     "workflow": ["cancel", "list", "result", "resume", "run", "status"],
     "subagent": ["cancel", "list", "result", "retry", "show"],
-    "flow": ["cancel", "list", "rerun", "result", "run", "status", "validate"],
+    "flow": ["cancel", "list", "rerun", "result", "run", "schedule", "status", "trigger", "validate"],
     "model": ["fetch", "list", "serve"],
 }
 

@@ -83,3 +83,4 @@ START_FLOW = strict({"input": {}, "session_id": {"type": "string", "format": "uu
                                                  "pattern": "^[0-9a-fA-F-]{36}$"}})
 RERUN_FLOW = strict({"from_step": {"type": "string", "minLength": 1, "maxLength": 200}, "input": {}}, ["from_step"])
 TRIGGER_FLOW = strict({"input": {}})
+ESTIMATE_FLOW = strict({"input": {}})

@@ -1,4 +1,5 @@
-"""`boocode flow …`: list, validate, run (and follow), read, cancel and rerun flow runs.
+"""`boocode flow …`: list, validate, run (and follow, or only estimate), read, cancel and rerun flow
+runs; `flow trigger create|list|revoke` for trigger tokens (`flow schedule` is cli/flow_schedules.py).
 
 `validate` exits EXIT_REJECTED when the definition has problems (each printed with its step and
 line); `run --wait`, `rerun --wait` and `result` exit EXIT_SERVER unless the run completed (with or
@@ -124,16 +125,48 @@ def flow_validate(context: Context, file_path: Path, as_json: bool) -> None:
         sys.exit(EXIT_REJECTED)
 
 
+def print_estimate(guess: dict[str, Any]) -> None:
+    """What the flow would do, and what it cost here before: enough to decide whether to run it."""
+    click.echo(f"{guess['flow']}: {guess['description']}" if guess["description"] else guess["flow"])
+    click.echo("steps: " + ", ".join(f"{count} {kind}" for kind, count in guess["steps"].items()))
+    click.echo(f"agent calls: at most {guess['max_agent_calls']} ({guess['agent_steps']} agent step(s), every "
+               f"attempt and every switch branch counted)")
+    for nested in guess["nested_flows"]:
+        found = (f"at most {nested['max_agent_calls']} agent calls" if nested["found"]
+                 else "not found, not counted")
+        click.echo(f"  flow step {nested['step']} runs flow {nested['flow']}: {found}")
+    past = guess["history"]
+    if past:
+        click.echo(f"the last {past['runs']} finished run(s) here: {past['agents_avg']} agents, "
+                   f"{past['tokens_avg']} tokens, ${past['cost_avg']:.4f} on average (at most "
+                   f"${past['cost_max']:.4f})")
+    else:
+        click.echo("no finished run of this flow in the project yet to estimate from")
+    bounds = guess["bounds"]
+    limits = [f"{bounds['agents']} agents" if bounds["agents"] else None,
+              f"{bounds['tokens']} tokens" if bounds["tokens"] else None,
+              f"${bounds['cost']:.4f}" if bounds["cost"] else None]
+    shown = ", ".join(limit for limit in limits if limit)
+    click.echo(f"hard bounds: at most {shown}" if shown
+               else "hard bounds: none (set caps: {agents, tokens, cost} in the flow file)")
+
+
 @flow.command("run")
 @click.argument("name")
 @click.option("--project", "project_id", required=True, help="The project whose flow NAME to run.")
 @click.option("--input", "input_json", default=None, help="The flow's input as JSON.")
 @click.option("--wait", is_flag=True, help="Follow the steps until the run ends; exit 1 unless it completed.")
+@click.option("--dry-run", is_flag=True, help="Check the input and estimate the run (agents, cost, caps); run nothing.")
 @json_option
 @pass_context
-def flow_run(context: Context, name: str, project_id: str, input_json: str | None, wait: bool, as_json: bool) -> None:
+def flow_run(context: Context, name: str, project_id: str, input_json: str | None, wait: bool, dry_run: bool,
+             as_json: bool) -> None:
     """Start flow NAME with --input (in a session of its own)."""
     api = context.api()
+    if dry_run:
+        guess = api.post(f"/api/projects/{project_id}/flows/{name}/estimate", parse_input(input_json))["estimate"]
+        output.emit(guess, as_json, print_estimate)
+        return
     created = api.post(f"/api/projects/{project_id}/flows/{name}/runs", parse_input(input_json))
     if not wait:
         output.emit(created["run"], as_json, lambda run: click.echo(f"queued flow run {run['id']}"))
@@ -198,3 +231,46 @@ def flow_rerun(context: Context, run_id: str, from_step: str, input_json: str | 
         output.emit(rerun, as_json, lambda run: click.echo(f"flow run {run_id} queued again from {from_step}"))
         return
     finish(api, session_id, run_id, as_json, since)
+
+
+@flow.group("trigger")
+def trigger() -> None:
+    """Trigger tokens (owners): each lets a program (CI, a git hook) start one flow of one project."""
+
+
+@trigger.command("create")
+@click.argument("name")
+@click.option("--project", "project_id", required=True, help="The project whose flow NAME the token starts.")
+@json_option
+@pass_context
+def trigger_create(context: Context, name: str, project_id: str, as_json: bool) -> None:
+    """A token that starts flow NAME; it is shown this once (only its hash is kept)."""
+    created = context.api().post(f"/api/projects/{project_id}/flows/{name}/triggers")
+
+    def print_created(value: dict[str, Any]) -> None:
+        click.echo(f"trigger {value['trigger']['id']} for flow {value['trigger']['flow']} (shown once, keep it):")
+        click.echo(value["token"])
+        click.echo(f"start it with: POST /api/flows/{value['trigger']['id']}/trigger "
+                   "and 'Authorization: Bearer <token>'", err=True)
+
+    output.emit(created, as_json, print_created)
+
+
+@trigger.command("list")
+@click.option("--project", "project_id", required=True)
+@json_option
+@pass_context
+def trigger_list(context: Context, project_id: str, as_json: bool) -> None:
+    """The project's trigger tokens that still work (never the tokens themselves)."""
+    found = context.api().get(f"/api/projects/{project_id}/flows/triggers")
+    output.emit(found, as_json, lambda value: output.emit_table(value["triggers"],
+                                                                ["id", "flow", "created_by", "created_at"]))
+
+
+@trigger.command("revoke")
+@click.argument("trigger_id")
+@pass_context
+def trigger_revoke(context: Context, trigger_id: str) -> None:
+    """From now on the token starts nothing."""
+    revoked = context.api().request("DELETE", f"/api/flow-triggers/{trigger_id}")["trigger"]
+    click.echo(f"trigger {revoked['id']} for flow {revoked['flow']} is revoked")

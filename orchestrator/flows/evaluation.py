@@ -12,7 +12,8 @@ the step views (`steps.<id>.result`, `.state`, `.error`, `.attempt`), both froze
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from orchestrator.flows.expressions import check_expression
@@ -36,6 +37,8 @@ class CodeResult:
     ok: bool
     value: Any = None
     error: dict[str, Any] | None = None
+    started_at: datetime | None = None  # when the sandbox began and finished it (the step's timing)
+    finished_at: datetime | None = None
 
 
 def _body(code: str) -> str:
@@ -61,7 +64,13 @@ def _run(body: str, scope: dict[str, Any], limits: Limits) -> dict[str, Any]:
 
 
 def evaluate_code(code: str, flow_input: Any, steps: Mapping[str, Any], limits: Limits) -> CodeResult:
-    """A code step's value, or why it has none (the message and the line in the step's code)."""
+    """A code step's value, or why it has none (the message and the line in the step's code), timed."""
+    started_at = datetime.now(timezone.utc)
+    outcome = _evaluate(code, flow_input, steps, limits)
+    return replace(outcome, started_at=started_at, finished_at=datetime.now(timezone.utc))
+
+
+def _evaluate(code: str, flow_input: Any, steps: Mapping[str, Any], limits: Limits) -> CodeResult:
     expression = not check_expression(code)
     try:
         state = _run(_body(code), {"input": flow_input, "steps": dict(steps)}, limits)

@@ -1,4 +1,4 @@
-"""Starting, reporting, cancelling and rerunning flow runs (what the REST API and the CLI call).
+"""Estimating, starting, reporting, cancelling and rerunning flow runs (what the REST API and the CLI call).
 
 A flow run keeps the definition it started with (text and parsed data) in its input, so editing a
 file never changes a run under way; a rerun uses that same definition. Input is checked against the
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -17,9 +18,9 @@ from sqlalchemy.orm import Session
 from orchestrator import lifecycle
 from orchestrator.domain.enums import RunKind, RunStatus
 from orchestrator.errors import ConflictError, NotFoundError, ValidationError
-from orchestrator.flows import operations
-from orchestrator.flows.definition import SwitchBody
-from orchestrator.flows.discovery import FlowEntry
+from orchestrator.flows import caps, operations
+from orchestrator.flows.definition import FlowBody, SwitchBody
+from orchestrator.flows.discovery import FlowEntry, discover
 from orchestrator.flows.records import records_of
 from orchestrator.flows.runner import definition_of
 from orchestrator.store import flows as store
@@ -51,6 +52,28 @@ def start(session: Session, chat: ChatSession, user_id: uuid.UUID | None, entry:
     flow = {"name": entry.name, "source": entry.source, "path": entry.path, "text": entry.text, "data": entry.data}
     return store.create_flow_run(session, chat, user_id, flow, [step.id for step in entry.definition.steps],
                                  flow_input, trigger)
+
+
+def estimate(session: Session, project_id: uuid.UUID, root: str, entry: FlowEntry) -> dict[str, Any]:
+    """What a run of `entry` will likely call and cost, before it starts (the workflow engine's dry run,
+    for a declared DAG): the steps by kind, the most agent calls (caps.outline: retries and every switch
+    branch counted; nested flows through their definitions, found as a run would find them), what the
+    last (up to 10) completed runs of this flow in the project spent, and the caps that bound it."""
+    nested_found, _ = discover(Path(root), None)  # as runner._nested_flow looks them up
+    names = {step.body.flow for step in entry.definition.steps if isinstance(step.body, FlowBody)}
+    nested = {name: nested_found[name].definition if name in nested_found else None for name in names}
+    past = store.finished_runs_of(session, project_id, entry.name)
+    figures = [store.spending(session, store.load_steps(session, run.id).values(), current_only=False) for run in past]
+    history = None
+    if figures:
+        count = len(figures)
+        history = {"runs": count,
+                   "agents_avg": round(sum(figure["agents"] for figure in figures) / count, 1),
+                   "tokens_avg": round(sum(figure["tokens"] for figure in figures) / count),
+                   "cost_avg": round(sum(figure["cost"] for figure in figures) / count, 6),
+                   "cost_max": max(figure["cost"] for figure in figures)}
+    return {"flow": entry.name, "description": entry.definition.description,
+            **caps.outline(entry.definition, nested), "history": history, "bounds": caps.bounds(entry.definition.caps)}
 
 
 def require_flow_run(run: Run) -> Run:

@@ -9,7 +9,9 @@
             guards asked for -> evaluate them in the sandbox, plan again with the answers
             code steps dispatched -> run them in the sandbox (outside any transaction)
             one fenced transaction: time_out (cancel the child), mark, dispatch (agent and flow
-                steps as child runs keyed by (run, step, attempt); code steps with their result)
+                steps as child runs keyed by (run, step, attempt); code steps with their result);
+                an agent or flow step is dispatched only while caps.check(flow caps, spent) says
+                so, else it fails with `flow_cap` (not retried) and the loop plans again
             enqueue the new children after the commit
         plan.finish -> Finish(completed | completed_with_failures | failed), with the rendered output
         else        -> Defer: a finishing child wakes the run (`parent_to_wake`); a retry backoff or
@@ -34,7 +36,7 @@ from sqlalchemy.orm import Session
 from orchestrator import lifecycle
 from orchestrator.domain.enums import RunKind, RunStatus
 from orchestrator.errors import RunCancelledError
-from orchestrator.flows import operations, scheduler
+from orchestrator.flows import caps, operations, scheduler
 from orchestrator.flows.definition import AgentBody, CodeBody, FlowBody, FlowDefinition, Step, StepKind, build
 from orchestrator.flows.discovery import discover
 from orchestrator.flows.evaluation import CodeResult, Limits, evaluate_code, evaluate_guards
@@ -42,7 +44,7 @@ from orchestrator.flows.expressions import render_template
 from orchestrator.flows.records import StepRecord, record_of_row, records_of
 from orchestrator.flows.rules import StepState
 from orchestrator.jobs import task_for_kind
-from orchestrator.lifecycle import Defer, Finish, Handler, RunContext, RunOutcome
+from orchestrator.lifecycle import Continue, Defer, Finish, Handler, RunContext, RunOutcome
 from orchestrator.settings import Settings
 from orchestrator.store import flows as store
 from orchestrator.store import runs, subagents
@@ -114,19 +116,21 @@ def tick(context: RunContext, config: FlowConfig) -> RunOutcome:
     _enqueue(context, started)
     for _ in range(MAX_PLANS_PER_TICK):
         plan = _plan_with_guards(definition, records, flow_input, config)
-        code = {dispatch.step: evaluate_code(code_of(definition, dispatch.step), flow_input,
-                                             step_views(definition, records), config.limits)
+        views = step_views(definition, records)
+        code = {dispatch.step: evaluate_code(code_of(definition, dispatch.step), flow_input, views, config.limits)
                 for dispatch in plan.dispatch if dispatch.kind == StepKind.CODE}
         with context.db.transaction() as session:
             _fence(session, context)
             rows = store.load_steps(session, run.id)
-            started = _apply(session, context, definition, rows, plan, code, flow_input, config)
+            started, refused = _apply(session, context, definition, rows, plan, code, flow_input, config)
             records = records_of(rows)
             if plan.finish is not None:
                 return _finish(definition, records, rows, plan.finish, flow_input)
         _enqueue(context, started)
-        if not (code or plan.mark or plan.time_out):
+        if not (code or plan.mark or plan.time_out or refused):
             break  # nothing this plan did can unblock another step before a child finishes
+    else:
+        return Continue()  # more can run now (a long chain of code steps): the next tick at once, not a sweep
     return Defer(wake=lambda session: store.child_finished_unsettled(session, run.id), wake_at=plan.wake_at)
 
 
@@ -168,8 +172,7 @@ def _reconcile(session: Session, context: RunContext, definition: FlowDefinition
                config: FlowConfig) -> list[Run]:
     """Decide every step from its child run (operations.reconcile); returns children to enqueue."""
     children = store.children_of(session, rows.values())
-    finished = [child.id for child in children.values() if RunStatus(child.status).is_terminal]
-    usage = store.usage_of(session, finished)
+    usage = _usage_of_finished(session, children)
     started: list[Run] = []
     for step in definition.steps:
         row = rows[step.id]
@@ -193,6 +196,20 @@ def _reconcile(session: Session, context: RunContext, definition: FlowDefinition
                 continue  # a stale attempt's late result: fenced out
             _settle(session, context.run, row, decision, child, usage.get(child.id))
     return started
+
+
+def _usage_of_finished(session: Session, children: dict[Any, Run]) -> dict[Any, Any]:
+    """Tokens, cost and model of each finished child: an agent's from its spans; a nested flow's agents
+    have spans of their own, so a flow child's are the totals of its outcome (result, else error)."""
+    finished = [child for child in children.values() if RunStatus(child.status).is_terminal]
+    usage = store.usage_of(session, [child.id for child in finished if child.kind != RunKind.FLOW.value])
+    for nested in finished:
+        if nested.kind == RunKind.FLOW.value:
+            ended = nested.result if isinstance(nested.result, dict) else \
+                nested.error if isinstance(nested.error, dict) else {}
+            totals = ended.get("totals") or {}
+            usage[nested.id] = (int(totals.get("tokens") or 0), float(totals.get("cost") or 0.0), None)
+    return usage
 
 
 def _settle(session: Session, run: Run, row: FlowStep, decision: operations.Reconciliation, child: Run,
@@ -247,9 +264,9 @@ def _dispatch_child(session: Session, run: Run, definition: FlowDefinition, rows
                                   {"spec": _agent_spec(run, step, attempt)}, _prompt(step, flow_input, views))
     else:
         nested = _nested_flow(session, run, step, flow_input, views)
-        if isinstance(nested, dict):
+        if isinstance(nested, NestedRefused):
             store.start_attempt(session, run, row, attempt, None, now)
-            store.end_step(session, run, row, StepState.FAILED, error=nested)
+            store.end_step(session, run, row, StepState.FAILED, error=nested.error)
             return []
         child = store.start_child(session, run, step.id, attempt, RunKind.FLOW.value, nested, None)
         store.create_steps(session, child.id, [nested_step["id"] for nested_step in nested["flow"]["data"]["steps"]])
@@ -257,18 +274,26 @@ def _dispatch_child(session: Session, run: Run, definition: FlowDefinition, rows
     return [child] if child.status == RunStatus.QUEUED else []
 
 
+@dataclass(frozen=True)
+class NestedRefused:
+    """A flow step's nested flow cannot start: `error` fails the step (not retried)."""
+
+    error: dict[str, Any]
+
+
 def _nested_flow(session: Session, run: Run, step: Step, flow_input: Any, views: dict[str, Any]
-                 ) -> dict[str, Any]:
-    """The input of a nested flow's run, or the error that fails the step (unknown flow, two levels)."""
+                 ) -> dict[str, Any] | NestedRefused:
+    """The input of a nested flow's run, or why it cannot start (an unknown flow, a second level)."""
     assert isinstance(step.body, FlowBody)
     if run.parent_id is not None:
-        return {"code": "flow_nesting", "retryable": False,
-                "message": "a nested flow cannot run another flow (one level of nesting, like workflows)"}
+        return NestedRefused({"code": "flow_nesting", "retryable": False,
+                              "message": "a nested flow cannot run another flow (one level of nesting, like "
+                                         "workflows)"})
     found, _ = discover(Path(project_root(session, run.project_id)), None)
     entry = found.get(step.body.flow)
     if entry is None:
-        return {"code": "unknown_flow", "retryable": False,
-                "message": f"no flow named {step.body.flow!r}; known: {', '.join(sorted(found))}"}
+        return NestedRefused({"code": "unknown_flow", "retryable": False,
+                              "message": f"no flow named {step.body.flow!r}; known: {', '.join(sorted(found))}"})
     nested_input = _render_values(step.body.input, flow_input, views)
     return {"flow": {"name": entry.name, "source": entry.source, "path": entry.path, "text": entry.text,
                      "data": entry.data},
@@ -287,8 +312,10 @@ def _render_values(value: Any, flow_input: Any, views: dict[str, Any]) -> Any:
 
 
 def _apply(session: Session, context: RunContext, definition: FlowDefinition, rows: dict[str, FlowStep],
-           plan: scheduler.Plan, code: dict[str, CodeResult], flow_input: Any, config: FlowConfig) -> list[Run]:
-    """One plan, in the caller's fenced transaction: time outs, then marks, then dispatches."""
+           plan: scheduler.Plan, code: dict[str, CodeResult], flow_input: Any, config: FlowConfig
+           ) -> tuple[list[Run], bool]:
+    """One plan, in the caller's fenced transaction: time outs, then marks, then dispatches. Returns the
+    children to enqueue, and whether a cap refused a dispatch (that step failed: plan again)."""
     run = context.run
     started: list[Run] = []
     for time_out in plan.time_out:
@@ -304,21 +331,49 @@ def _apply(session: Session, context: RunContext, definition: FlowDefinition, ro
     for mark in plan.mark:
         store.end_step(session, run, rows[mark.step], StepState(mark.state), attempt=mark.attempt, result=mark.result,
                        error=dict(mark.error) if mark.error else None, reason=mark.reason)
-    now = datetime.now(timezone.utc)
+    spent = _spent(session, definition, rows, plan)
+    refused = False
     for dispatch in plan.dispatch:
         step = definition.step(dispatch.step)
         if isinstance(step.body, CodeBody):
-            outcome = code[dispatch.step]
-            row = rows[dispatch.step]
-            store.start_attempt(session, run, row, dispatch.attempt, None, now)
-            if outcome.ok:
-                store.end_step(session, run, row, StepState.COMPLETED, result=outcome.value)
-            else:
-                store.end_step(session, run, row, StepState.FAILED, error=outcome.error)
-        else:
-            started += _dispatch_child(session, run, definition, rows, step, dispatch.attempt, flow_input)
+            _record_code(session, run, rows[dispatch.step], dispatch.attempt, code[dispatch.step])
+            continue
+        reached = caps.check(definition.caps, spent) if spent is not None else None
+        if reached is not None:
+            _refuse(session, run, rows[dispatch.step], dispatch.attempt, reached)
+            refused = True
+            continue
+        started += _dispatch_child(session, run, definition, rows, step, dispatch.attempt, flow_input)
+        if spent is not None and step.kind == StepKind.AGENT:
+            spent = spent.plus_agent()
     session.flush()
-    return started
+    return started, refused
+
+
+def _spent(session: Session, definition: FlowDefinition, rows: dict[str, FlowStep], plan: scheduler.Plan
+           ) -> caps.Spent | None:
+    """What the run's current results cost so far, counted only when a cap is set and the plan would
+    start an agent or a nested flow (nothing else can spend)."""
+    if not caps.is_capped(definition.caps) or all(dispatch.kind == StepKind.CODE for dispatch in plan.dispatch):
+        return None
+    return caps.Spent(**store.spending(session, rows.values()))
+
+
+def _record_code(session: Session, run: Run, row: FlowStep, attempt: int, outcome: CodeResult) -> None:
+    """A code step ran in the sandbox before this transaction: record its attempt and how it ended."""
+    store.start_attempt(session, run, row, attempt, None, outcome.started_at or datetime.now(timezone.utc))
+    if outcome.ok:
+        store.end_step(session, run, row, StepState.COMPLETED, result=outcome.value, finished_at=outcome.finished_at)
+    else:
+        store.end_step(session, run, row, StepState.FAILED, error=outcome.error, finished_at=outcome.finished_at)
+
+
+def _refuse(session: Session, run: Run, row: FlowStep, attempt: int, reached: caps.CapReached) -> None:
+    """A cap is reached: the attempt fails at once, with no child run (like an unknown nested flow), and
+    is not retried, so its dependents follow their trigger rules."""
+    store.start_attempt(session, run, row, attempt, None, datetime.now(timezone.utc))
+    store.end_step(session, run, row, StepState.FAILED, error=reached.error())
+    logger.info("flow cap reached", extra={"run_id": str(run.id), "step": row.step_id, "cap": reached.cap})
 
 
 def _finish(definition: FlowDefinition, records: dict[str, StepRecord], rows: dict[str, FlowStep],

@@ -1,4 +1,4 @@
-"""Flow runs in the database: their step rows, their child runs, their trigger tokens.
+"""Flow runs in the database: their step rows, their child runs, what they spent, their trigger tokens.
 
 Every query the flow runner and the flow routes make lives here; orchestrator/flows/ decides, this
 module reads and writes. A step row is written only in a transaction of the tick holding the flow
@@ -22,7 +22,7 @@ from sqlalchemy import exists, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from orchestrator.domain.enums import TERMINAL_STATUSES, MessageRole, RunKind
+from orchestrator.domain.enums import TERMINAL_STATUSES, MessageRole, RunKind, RunStatus
 from orchestrator.domain.enums import FlowStepState as StepState
 from orchestrator.store import runs
 from orchestrator.store import sessions as chat_sessions
@@ -160,6 +160,47 @@ def start_child(session: Session, run: Run, step_id: str, attempt: int, kind: st
     return child
 
 
+def _attempt_children(rows: Iterable[FlowStep], current_only: bool) -> list[uuid.UUID]:
+    """The child runs the rows' attempts started (from their history and the attempt now running);
+    `current_only`: only the attempts of each step's current generation (a rerun starts a new one)."""
+    found: dict[uuid.UUID, None] = {}
+    for row in rows:
+        floor = row.first_attempt if current_only else 1
+        named = [item.get("child_run_id") for item in row.history or [] if int(item.get("attempt") or 0) >= floor]
+        if row.child_run_id is not None and row.attempt >= floor:
+            named.append(str(row.child_run_id))
+        found.update((uuid.UUID(str(child_id)), None) for child_id in named if child_id)
+    return list(found)
+
+
+def spending(session: Session, rows: Iterable[FlowStep], *, current_only: bool = True) -> dict[str, Any]:
+    """What the agents a flow run's steps started have cost, with those of its nested flows (one level):
+    `agents` (every attempt counts), `tokens` and `cost` from their model-call spans, so an agent still
+    running counts what it has spent so far. `current_only` leaves out attempts a rerun reset."""
+    agents: list[uuid.UUID] = []
+    level = list(rows)
+    for _ in range(2):  # the run's own steps, then those of the nested flow runs they started
+        started = _attempt_children(level, current_only)
+        if not started:
+            break
+        kinds: dict[uuid.UUID, str] = {run_id: kind for run_id, kind in session.execute(
+            select(Run.id, Run.kind).where(Run.id.in_(started)))}
+        agents += [run_id for run_id in started if kinds.get(run_id) == RunKind.AGENT.value]
+        nested = [run_id for run_id in started if kinds.get(run_id) == RunKind.FLOW.value]
+        level = list(session.scalars(select(FlowStep).where(FlowStep.run_id.in_(nested)))) if nested else []
+    usage = usage_of_runs(session, agents)
+    return {"agents": len(agents), "tokens": sum(figures[0] for figures in usage.values()),
+            "cost": round(sum(figures[1] for figures in usage.values()), 8)}
+
+
+def finished_runs_of(session: Session, project_id: uuid.UUID, flow_name: str, limit: int = 10) -> list[Run]:
+    """The latest runs of a flow in a project that completed (with or without failures), newest first."""
+    return list(session.scalars(select(Run).where(
+        Run.project_id == project_id, Run.kind == RunKind.FLOW.value, Run.input["flow"]["name"].astext == flow_name,
+        Run.status.in_([RunStatus.COMPLETED, RunStatus.COMPLETED_WITH_FAILURES]))
+        .order_by(Run.created_at.desc()).limit(limit)))
+
+
 def totals(rows: Iterable[FlowStep]) -> dict[str, Any]:
     """Tokens and cost of every attempt of every step (the ended ones from the history)."""
     tokens, cost = 0, 0.0
@@ -208,6 +249,19 @@ def create_trigger(session: Session, project_id: uuid.UUID, flow_name: str, user
     return trigger, plain
 
 
+def list_triggers(session: Session, project_id: uuid.UUID) -> list[FlowTrigger]:
+    """The project's trigger tokens that still work, oldest first."""
+    return list(session.scalars(select(FlowTrigger).where(FlowTrigger.project_id == project_id,
+                                                          FlowTrigger.revoked_at.is_(None))
+                                .order_by(FlowTrigger.created_at, FlowTrigger.id)))
+
+
+def revoke_trigger(session: Session, trigger: FlowTrigger) -> None:
+    """From now on the token starts nothing (`load_trigger` no longer finds it); the row stays."""
+    trigger.revoked_at = datetime.now(timezone.utc)
+    session.flush()
+
+
 def load_trigger(session: Session, trigger_id: uuid.UUID) -> FlowTrigger | None:
     trigger = session.get(FlowTrigger, trigger_id)
     return trigger if trigger is not None and trigger.revoked_at is None else None
@@ -218,5 +272,7 @@ def token_matches(trigger: FlowTrigger, plain: str) -> bool:
 
 
 def serialize_trigger(trigger: FlowTrigger) -> dict[str, Any]:
+    """Never the token nor its hash."""
     return {"id": str(trigger.id), "project_id": str(trigger.project_id), "flow": trigger.flow_name,
-            "created_at": _stamp(trigger.created_at)}
+            "created_by": str(trigger.created_by) if trigger.created_by else None,
+            "created_at": _stamp(trigger.created_at), "revoked_at": _stamp(trigger.revoked_at)}

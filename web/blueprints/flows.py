@@ -1,9 +1,10 @@
-"""Flows: list what a project can run, validate a definition, start, follow, cancel and rerun flow
-runs, and trigger tokens for programs (CI, git hooks).
+"""Flows: list what a project can run, validate a definition, estimate, start, follow, cancel and rerun
+flow runs, and trigger tokens for programs (CI, git hooks).
 
-Access as for workflows: a viewer of the project reads, a member runs, an owner creates trigger
-tokens. `POST /api/flows/{id}/trigger` is the one public route: it authenticates with the trigger's
-own token (`Authorization: Bearer <token>`), which starts that one flow and nothing else.
+Access as for workflows: a viewer of the project reads, a member runs (and estimates, like a
+workflow's dry run), an owner creates, lists and revokes trigger tokens. `POST
+/api/flows/{id}/trigger` is the one public route: it authenticates with the trigger's own token
+(`Authorization: Bearer <token>`), which starts that one flow and nothing else; a revoked one is 404.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def _personal_dir() -> Path:
 
 
 def _find(root: str, name: str) -> FlowEntry:
+    """The flow a start, an estimate or a trigger names, found the way the project's list shows it."""
     found, refused = discover(Path(root), _personal_dir())
     if name not in found:
         raise NotFoundError(f"no flow named {name!r}", details={"known": sorted(found), "refused": refused})
@@ -91,6 +93,19 @@ def start_flow(project_id: uuid.UUID, name: str, body):
                   current_user().id), 202
 
 
+@operation(bp, "POST", "/projects/<uuid:project_id>/flows/<name>/estimate", body=schemas.ESTIMATE_FLOW,
+           body_optional=True, summary="Estimate a flow run without starting it: steps by kind, the most agent "
+                                       "calls, what its last runs here spent, and its caps")
+def estimate_flow(project_id: uuid.UUID, name: str, body):
+    with state().db.transaction() as session:
+        project, _ = require_project(session, project_id, Role.MEMBER)
+        root = project.root_path
+    entry = _find(root, name)
+    launch.validate_input(entry.name, entry.definition.input_schema, body.get("input"))  # as a start checks it
+    with state().db.transaction() as session:
+        return {"estimate": launch.estimate(session, project_id, root, entry)}
+
+
 def _flow_run(session, run_id: uuid.UUID, needed: Role):
     return launch.require_flow_run(load_visible_run(session, run_id, needed))
 
@@ -137,6 +152,26 @@ def create_trigger(project_id: uuid.UUID, name: str):
     with state().db.transaction() as session:
         trigger, plain = store.create_trigger(session, project_id, name, current_user().id)
         return {"trigger": store.serialize_trigger(trigger), "token": plain}, 201
+
+
+@operation(bp, "GET", "/projects/<uuid:project_id>/flows/triggers",
+           summary="The project's trigger tokens (owners only): id, flow, who created it and when; never the token")
+def list_triggers(project_id: uuid.UUID):
+    with state().db.transaction() as session:
+        require_project(session, project_id, Role.OWNER)
+        return {"triggers": [store.serialize_trigger(trigger) for trigger in store.list_triggers(session, project_id)]}
+
+
+@operation(bp, "DELETE", "/flow-triggers/<uuid:trigger_id>",
+           summary="Revoke a trigger token (owners of its project): from then on it starts nothing")
+def revoke_trigger(trigger_id: uuid.UUID):
+    with state().db.transaction() as session:
+        trigger = store.load_trigger(session, trigger_id)
+        if trigger is None:
+            raise NotFoundError(f"flow trigger {trigger_id} does not exist")
+        require_project(session, trigger.project_id, Role.OWNER, resource=f"flow trigger {trigger_id}")
+        store.revoke_trigger(session, trigger)
+        return {"trigger": store.serialize_trigger(trigger)}
 
 
 @operation(bp, "POST", "/flows/<uuid:trigger_id>/trigger", body=schemas.TRIGGER_FLOW, body_optional=True,
