@@ -11,8 +11,9 @@ import os
 import shutil
 import tempfile
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import psycopg
 import pytest
@@ -201,14 +202,15 @@ class Stack:
         self.settings, self.db, self.server, self.api = settings, db, server, api
 
 
-@pytest.fixture
-def make_stack(admin_postgres_url: str, server_urls: tuple[str, str], scratch_dir: Path):  # type: ignore[no-untyped-def]
-    """Stacks no shared worker can see, for tests that must control exactly which worker runs what."""
+@contextmanager
+def stacks(admin_postgres_url: str, server_urls: tuple[str, str], scratch_dir: Path) -> Iterator[Callable[..., Stack]]:
+    """`make(**settings)` builds isolated stacks (database, Redis prefix, web server, admin token);
+    all are torn down on exit. For module fixtures; tests use `make_stack`."""
     from web.app import create_app
 
     made: list[tuple[str, Stack]] = []
 
-    def make(**overrides) -> Stack:  # type: ignore[no-untyped-def]
+    def make(**overrides: Any) -> Stack:
         name = f"boocode_test_{RUN_ID}_{uuid.uuid4().hex[:6]}"
         url = create_database(admin_postgres_url, name)
         migrate.upgrade(url)
@@ -226,11 +228,20 @@ def make_stack(admin_postgres_url: str, server_urls: tuple[str, str], scratch_di
         made.append((name, stack))
         return stack
 
-    yield make
-    for name, stack in made:
-        stack.server.stop()
-        stack.db.dispose()
-        drop_database(admin_postgres_url, name)
+    try:
+        yield make
+    finally:
+        for name, stack in made:
+            stack.server.stop()
+            stack.db.dispose()
+            drop_database(admin_postgres_url, name)
+
+
+@pytest.fixture
+def make_stack(admin_postgres_url: str, server_urls: tuple[str, str], scratch_dir: Path):  # type: ignore[no-untyped-def]
+    """Stacks no shared worker can see, for tests that must control exactly which worker runs what."""
+    with stacks(admin_postgres_url, server_urls, scratch_dir) as make:
+        yield make
 
 
 def new_session(api: Api, root: Path) -> dict:

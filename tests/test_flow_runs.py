@@ -20,12 +20,9 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from orchestrator import migrate, services
-from orchestrator.settings import load_settings
-from orchestrator.store import users
-from tests.conftest import create_database, drop_database
+from tests.conftest import stacks
 from tests.fakes.model_server import FakeModelServer, Reply, openai_usage
-from tests.support import Api, LiveServer, WorkerProcess, cli_environment, events_of, first_user_text, run_cli, wait_for
+from tests.support import Api, WorkerProcess, cli_environment, events_of, first_user_text, run_cli, wait_for
 
 DONE = ("completed", "completed_with_failures", "failed", "cancelled")
 
@@ -93,34 +90,20 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(admin_postgres_url: str, server_urls: tuple[str, str], scratch_dir: Path,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    from web.app import create_app
-
     fake = FakeModelServer().start()
-    name = f"boocode_test_flows_{uuid.uuid4().hex[:8]}"
-    url = create_database(admin_postgres_url, name)
-    migrate.upgrade(url)
-    settings = load_settings(environ={}, database_url=url, redis_url=server_urls[1], redis_prefix=f"bct-{name[-8:]}",
-                             data_dir=scratch_dir / "flows-data", lease_seconds=2.0, recovery_interval_seconds=0.5,
-                             requeue_after_seconds=3.0, ws_poll_seconds=0.5, model_base_url=fake.base_url,
-                             model_name="gpt-4o-mini", model_api_key="sk-fake")
-    db = services.make_database(settings)
-    with db.transaction() as session:
-        admin = users.create_user(session, "admin", is_admin=True)
-        _, token = users.create_token(session, admin.id, "tests")
-    server = LiveServer(create_app(settings)).start()
-    api = Api(server.url, token)
-    root = tmp_path_factory.mktemp("flows") / "root"
-    root.mkdir()
-    project = api.ok("POST", "/api/projects", {"name": "flows", "root_path": str(root)}, expected=201)["project"]
-    made = Stack(api, settings, db, root, project, Model(fake), tmp_path_factory.mktemp("flow-logs"))
-    made.worker("flows")
-    yield made
-    for process in made.workers:
-        process.stop()
-    server.stop()
-    db.dispose()
+    with stacks(admin_postgres_url, server_urls, scratch_dir) as make:
+        base = make(data_dir=scratch_dir / "flows-data", requeue_after_seconds=3.0, model_base_url=fake.base_url,
+                    model_name="gpt-4o-mini", model_api_key="sk-fake")
+        root = tmp_path_factory.mktemp("flows") / "root"
+        root.mkdir()
+        project = base.api.ok("POST", "/api/projects", {"name": "flows", "root_path": str(root)},
+                              expected=201)["project"]
+        made = Stack(base.api, base.settings, base.db, root, project, Model(fake), tmp_path_factory.mktemp("flow-logs"))
+        made.worker("flows")
+        yield made
+        for process in made.workers:
+            process.stop()
     fake.stop()
-    drop_database(admin_postgres_url, name)
 
 
 BRANCHY = """\

@@ -14,14 +14,12 @@ from typing import Any, Iterator
 import pytest
 from sqlalchemy import select
 
-from orchestrator import migrate, services
 from orchestrator.flows import cron
 from orchestrator.flows.schedules import beat
-from orchestrator.settings import load_settings
 from orchestrator.store import subagents, users
 from orchestrator.store.models import FlowFiring, FlowSchedule, Run
-from tests.conftest import create_database, drop_database
-from tests.support import Api, BeatProcess, LiveServer, WorkerProcess, cli_environment, run_cli, wait_for
+from tests.conftest import stacks
+from tests.support import Api, BeatProcess, WorkerProcess, cli_environment, run_cli, wait_for
 
 T0 = datetime(2026, 1, 1, 10, 0, 0, tzinfo=timezone.utc)
 EVERY_10S = "*/10 * * * * *"
@@ -101,30 +99,15 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(admin_postgres_url: str, server_urls: tuple[str, str], scratch_dir: Path,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    from web.app import create_app
-
-    name = f"boocode_test_sched_{uuid.uuid4().hex[:8]}"
-    url = create_database(admin_postgres_url, name)
-    migrate.upgrade(url)
     # No recovery re-enqueue within a test: the policy test's runs must stay queued (open) until it says.
-    settings = load_settings(environ={}, database_url=url, redis_url=server_urls[1], redis_prefix=f"bct-{name[-8:]}",
-                             data_dir=scratch_dir / "schedules-data", lease_seconds=2.0,
-                             recovery_interval_seconds=0.5, requeue_after_seconds=600.0, ws_poll_seconds=0.5,
-                             beat_interval_seconds=0.25, model_base_url="http://127.0.0.1:9/v1",
-                             model_name="gpt-4o-mini", model_api_key="sk-fake")
-    db = services.make_database(settings)
-    with db.transaction() as session:
-        admin = users.create_user(session, "admin", is_admin=True)
-        _, token = users.create_token(session, admin.id, "tests")
-    server = LiveServer(create_app(settings)).start()
-    api = Api(server.url, token)
-    root = tmp_path_factory.mktemp("schedules") / "root"
-    root.mkdir()
-    project = api.ok("POST", "/api/projects", {"name": "schedules", "root_path": str(root)}, expected=201)["project"]
-    yield Stack(api, settings, db, root, project, tmp_path_factory.mktemp("schedule-logs"))
-    server.stop()
-    db.dispose()
-    drop_database(admin_postgres_url, name)
+    with stacks(admin_postgres_url, server_urls, scratch_dir) as make:
+        base = make(data_dir=scratch_dir / "schedules-data", requeue_after_seconds=600.0, beat_interval_seconds=0.25,
+                    model_base_url="http://127.0.0.1:9/v1", model_name="gpt-4o-mini", model_api_key="sk-fake")
+        root = tmp_path_factory.mktemp("schedules") / "root"
+        root.mkdir()
+        project = base.api.ok("POST", "/api/projects", {"name": "schedules", "root_path": str(root)},
+                              expected=201)["project"]
+        yield Stack(base.api, base.settings, base.db, root, project, tmp_path_factory.mktemp("schedule-logs"))
 
 
 def overlap_flow(policy: str) -> str:

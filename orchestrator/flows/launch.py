@@ -27,6 +27,7 @@ from orchestrator.store import flows as store
 from orchestrator.store import runs, subagents
 from orchestrator.store.events import append_event
 from orchestrator.store.models import ChatSession, Run
+from orchestrator.workflow.launch import spending_history
 
 MAX_INPUT_BYTES = 256 * 1024
 
@@ -63,15 +64,8 @@ def estimate(session: Session, project_id: uuid.UUID, root: str, entry: FlowEntr
     names = {step.body.flow for step in entry.definition.steps if isinstance(step.body, FlowBody)}
     nested = {name: nested_found[name].definition if name in nested_found else None for name in names}
     past = store.finished_runs_of(session, project_id, entry.name)
-    figures = [store.spending(session, store.load_steps(session, run.id).values(), current_only=False) for run in past]
-    history = None
-    if figures:
-        count = len(figures)
-        history = {"runs": count,
-                   "agents_avg": round(sum(figure["agents"] for figure in figures) / count, 1),
-                   "tokens_avg": round(sum(figure["tokens"] for figure in figures) / count),
-                   "cost_avg": round(sum(figure["cost"] for figure in figures) / count, 6),
-                   "cost_max": max(figure["cost"] for figure in figures)}
+    history = spending_history([store.spending(session, store.load_steps(session, run.id).values(),
+                                               current_only=False) for run in past])
     return {"flow": entry.name, "description": entry.definition.description,
             **caps.outline(entry.definition, nested), "history": history, "bounds": caps.bounds(entry.definition.caps)}
 

@@ -85,18 +85,23 @@ def estimate(session: Session, project_id: uuid.UUID, name: str, first_wave: int
         Run.project_id == project_id, Run.kind == RunKind.WORKFLOW.value, Run.input["meta"]["name"].astext == name,
         Run.status.in_([RunStatus.COMPLETED, RunStatus.COMPLETED_WITH_FAILURES]))
         .order_by(Run.created_at.desc()).limit(10))
-    figures = [workflows.totals(session, run.id) for run in past]
-    history = None
-    if figures:
-        count = len(figures)
-        history = {"runs": count,
-                   "agents_avg": round(sum(figure["agents"] for figure in figures) / count, 1),
-                   "tokens_avg": round(sum(figure["tokens"] for figure in figures) / count),
-                   "cost_avg": round(sum(figure["cost"] for figure in figures) / count, 6),
-                   "cost_max": max(figure["cost"] for figure in figures)}
+    history = spending_history([workflows.totals(session, run.id) for run in past])
     return {"first_wave_agents": first_wave, "history": history,
             "bounds": {"max_agents": min(int(caps.get("max_agents") or max_agents), max_agents),
                        "max_tokens": caps.get("max_tokens")}}
+
+
+def spending_history(figures: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """What past runs spent ({agents, tokens, cost} each), as an estimate shows it; None without any.
+    The flow estimate (orchestrator/flows/launch.py) shows its history the same way."""
+    if not figures:
+        return None
+    count = len(figures)
+    return {"runs": count,
+            "agents_avg": round(sum(figure["agents"] for figure in figures) / count, 1),
+            "tokens_avg": round(sum(figure["tokens"] for figure in figures) / count),
+            "cost_avg": round(sum(figure["cost"] for figure in figures) / count, 6),
+            "cost_max": max(figure["cost"] for figure in figures)}
 
 
 def describe_script(script: WorkflowScript) -> dict[str, Any]:
