@@ -18,7 +18,9 @@ from orchestrator.store import approvals, runs, subagents, users
 from tests.conftest import new_session
 from tests.support import TINY_GIF
 
-TIME_LIMIT_SECONDS = 100
+# The run's budget grows with the API: about 1.3 s per operation was measured on 2 loaded cores (67
+# operations in 95 s, both phases); the limit is there to stop a hung run, not to time the server.
+SECONDS_PER_OPERATION = 2.5
 EXAMPLES_PER_OPERATION = 25
 
 
@@ -66,7 +68,10 @@ def test_schemathesis_finds_no_server_error(make_stack, tmp_path: Path) -> None:
                "--exclude-path", "/health",  # 503 with no worker running is its documented answer
                "--request-timeout", "20", "--seed", "12",
                "--workers", "1"]  # one: hypothesis' lambda descriptions call ast.parse, not thread-safe on 3.11
-    result = subprocess.run(command, capture_output=True, text=True, timeout=TIME_LIMIT_SECONDS, cwd=tmp_path)
+    document = stack.api.ok("GET", "/api/openapi.json")
+    operations = sum(len(item) for item in document["paths"].values())
+    result = subprocess.run(command, capture_output=True, text=True, timeout=30 + SECONDS_PER_OPERATION * operations,
+                            cwd=tmp_path)
     report = result.stdout[-20000:] + result.stderr[-4000:]
     assert result.returncode == 0, report
     assert "No issues found" in result.stdout or "passed" in result.stdout, report
