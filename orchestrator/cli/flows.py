@@ -135,13 +135,7 @@ def print_estimate(guess: dict[str, Any]) -> None:
         found = (f"at most {nested['max_agent_calls']} agent calls" if nested["found"]
                  else "not found, not counted")
         click.echo(f"  flow step {nested['step']} runs flow {nested['flow']}: {found}")
-    past = guess["history"]
-    if past:
-        click.echo(f"the last {past['runs']} finished run(s) here: {past['agents_avg']} agents, "
-                   f"{past['tokens_avg']} tokens, ${past['cost_avg']:.4f} on average (at most "
-                   f"${past['cost_max']:.4f})")
-    else:
-        click.echo("no finished run of this flow in the project yet to estimate from")
+    click.echo(output.spending_history(guess["history"], "flow"))
     bounds = guess["bounds"]
     limits = [f"{bounds['agents']} agents" if bounds["agents"] else None,
               f"{bounds['tokens']} tokens" if bounds["tokens"] else None,

@@ -25,6 +25,15 @@ def table(*columns: str) -> Callable[[Sequence[dict[str, Any]]], None]:
     return lambda rows: emit_table(rows, columns)
 
 
+def spending_history(history: dict[str, Any] | None, what: str) -> str:
+    """An estimate's history of past runs (the server's `spending_history`) as one line."""
+    if not history:
+        return f"no finished run of this {what} in the project yet to estimate from"
+    return (f"the last {history['runs']} finished run(s) here: {history['agents_avg']} agents, "
+            f"{history['tokens_avg']} tokens, ${history['cost_avg']:.4f} on average (at most "
+            f"${history['cost_max']:.4f})")
+
+
 def emit_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, default=str))
 

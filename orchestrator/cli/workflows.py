@@ -99,13 +99,7 @@ def print_dry_run(checked: dict[str, Any]) -> None:
     click.echo(f"phases: {', '.join(checked['phases']) or '(none)'}")
     click.echo(f"agents started before the first await: {len(checked['first_wave'])}")
     guess = checked["estimate"]
-    past = guess["history"]
-    if past:
-        click.echo(f"the last {past['runs']} finished run(s) here: {past['agents_avg']} agents, "
-                   f"{past['tokens_avg']} tokens, ${past['cost_avg']:.4f} on average (at most "
-                   f"${past['cost_max']:.4f})")
-    else:
-        click.echo("no finished run of this workflow in the project yet to estimate from")
+    click.echo(output.spending_history(guess["history"], "workflow"))
     bounds = guess["bounds"]
     click.echo(f"hard bounds: at most {bounds['max_agents']} agents"
                + (f", {bounds['max_tokens']} tokens" if bounds["max_tokens"] else " (no token cap: --max-tokens)"))
