@@ -169,3 +169,34 @@ def test_a_run_cancelled_while_it_parks_for_approval_ends_quietly(isolated) -> N
         assert runs.finish_run(session, lease, runs.RunStatus.COMPLETED) is False
     with stack.db.transaction() as session:
         assert session.get(Run, run_id).status == "cancelled"
+
+
+def test_the_session_list_says_waiting_from_the_moment_an_approval_is_asked(isolated) -> None:  # type: ignore[no-untyped-def]
+    """The approval is asked in one transaction and the run parks in a later one; the page shows the
+    approval card at once, so the session list must not say `running` in between."""
+    from orchestrator.store import approvals
+    from orchestrator.store import sessions as chat_sessions
+
+    stack, chat = isolated
+    with stack.db.transaction() as session:
+        run_id = runs.create_run(session, project_id=uuid.UUID(chat["project_id"]), session_id=uuid.UUID(chat["id"]),
+                                 kind="agent", input={}, created_by=None).id
+    [lease] = race(stack.db, run_id, contenders=1)
+
+    def listed() -> str:
+        found = stack.api.ok("GET", f"/api/projects/{chat['project_id']}/sessions")["sessions"]
+        return {item["id"]: item["activity"] for item in found}[chat["id"]]
+
+    assert listed() == "running"
+    with stack.db.transaction() as session:
+        approval = approvals.request_approval(session, session.get(Run, run_id), "turn/0000/tool/0", "run_command",
+                                              {"argv": ["ls"]}, None)
+    assert listed() == "waiting"  # not parked yet
+    with stack.db.transaction() as session:
+        assert runs.park_run(session, lease) is False
+    with stack.db.transaction() as session:
+        assert session.get(Run, run_id).status == "waiting"
+        assert chat_sessions.activity(session, [uuid.UUID(chat["id"])]) == {uuid.UUID(chat["id"]): "waiting"}
+        session.get(approvals.Approval, approval.id).status = "approved"  # decided: the run is the state again
+        session.flush()
+        assert chat_sessions.activity(session, [uuid.UUID(chat["id"])]) == {uuid.UUID(chat["id"]): "waiting"}

@@ -24,7 +24,7 @@ from orchestrator.domain.enums import MessageRole
 from orchestrator.errors import NotFoundError, ValidationError
 from orchestrator.store.blobs import blobs_outside_project
 from orchestrator.store.events import append_event
-from orchestrator.store.models import ChatSession, Message, ProjectBlob, Run
+from orchestrator.store.models import Approval, ChatSession, Message, ProjectBlob, Run
 from orchestrator.store.storable import storable
 
 
@@ -147,15 +147,22 @@ def latest_chat_run_query(session_ids: list[uuid.UUID]) -> Select:
               .where(Run.session_id == ChatSession.id, Run.kind == "agent", Run.parent_id.is_(None))
               .order_by(Run.created_at.desc(), Run.id.desc()).limit(1)
               .correlate(ChatSession).scalar_subquery())
-    return select(ChatSession.id, latest.label("status")).where(ChatSession.id.in_(session_ids))
+    pending = (select(Approval.id).where(Approval.session_id == ChatSession.id, Approval.status == "pending")
+               .correlate(ChatSession).exists())
+    return (select(ChatSession.id, latest.label("status"), pending.label("pending"))
+            .where(ChatSession.id.in_(session_ids)))
 
 
 def activity(session: Session, session_ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
     """Each session's state for a list view, from its latest chat run: `running` (queued or running),
-    `waiting` (for an approval), `failed`, `cancelled`, or `idle` (finished well, or never ran)."""
+    `waiting` (for an approval), `failed`, `cancelled`, or `idle` (finished well, or never ran).
+    A pending approval says `waiting` as soon as it is asked for, as the session page shows it, not
+    only once the run has parked (a later transaction)."""
     if not session_ids:
         return {}
     mapping = {"queued": "running", "running": "running", "waiting": "waiting", "failed": "failed",
                "cancelled": "cancelled", "interrupted": "failed"}
-    found = {row.id: mapping.get(row.status, "idle") for row in session.execute(latest_chat_run_query(session_ids))}
+    rows = session.execute(latest_chat_run_query(session_ids))
+    found = {row.id: "waiting" if row.pending and row.status in ("queued", "running")
+             else mapping.get(row.status, "idle") for row in rows}
     return {session_id: found.get(session_id, "idle") for session_id in session_ids}
