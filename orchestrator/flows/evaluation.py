@@ -5,7 +5,9 @@
 
 User JavaScript never runs in a web or worker process (DESIGN §3.5-3.6): each evaluation is one
 script in a pooled sandbox *process* with the workflow engine's time and memory limits, the clock and
-randomness refused (so a replayed tick takes the same path). `input` is the run's input and `steps`
+randomness refused (so a replayed tick takes the same path). A tick passes one `evaluator_for(limits)`
+to all its evaluations: one isolate for all of them, each script a function of its own arguments in
+a realm frozen deep, put back after each (`isolate.Evaluator`). `input` is the run's input and `steps`
 the step views (`steps.<id>.result`, `.state`, `.error`, `.attempt`), both frozen.
 """
 
@@ -18,8 +20,7 @@ from typing import Any, Mapping
 
 from orchestrator.flows.expressions import check_expression
 from orchestrator.flows.scheduler import GuardFailure
-from orchestrator.workflow.sandbox import Sandbox, SandboxError
-from orchestrator.workflow.script import WorkflowScript
+from orchestrator.workflow.sandbox import Evaluator, SandboxError
 
 PREAMBLE = "const input = args.input, steps = args.steps;\nreturn await (async () => {\n"
 PREAMBLE_LINES = PREAMBLE.count("\n")
@@ -55,25 +56,36 @@ def _user_line(line: int | None, expression: bool) -> int | None:
     return shifted if shifted >= 1 else None
 
 
-def _run(body: str, scope: dict[str, Any], limits: Limits) -> dict[str, Any]:
-    script = WorkflowScript(meta={"name": "flow-step"}, body=body, source=body)
-    with Sandbox(script, scope, timeout_seconds=limits.timeout_seconds, memory_bytes=limits.memory_bytes,
-                 pool_size=limits.pool_size) as sandbox:
-        sandbox.start()
-        return sandbox.state()
+def _run(body: str, scope: dict[str, Any], limits: Limits, evaluator: Evaluator | None) -> dict[str, Any]:
+    if evaluator is None:
+        with evaluator_for(limits) as own:
+            return _run(body, scope, limits, own)
+    state = evaluator.evaluate(body, scope)
+    problem = state.get("error") or {}
+    if problem.get("code") == "script_syntax":
+        raise SandboxError("script_syntax", problem.get("message") or "syntax error", problem.get("line"))
+    return state
 
 
-def evaluate_code(code: str, flow_input: Any, steps: Mapping[str, Any], limits: Limits) -> CodeResult:
+def evaluator_for(limits: Limits) -> Evaluator:
+    """A sandbox evaluator with the flow's limits: a tick opens one and evaluates all its scripts in it."""
+    return Evaluator(timeout_seconds=limits.timeout_seconds, memory_bytes=limits.memory_bytes,
+                     pool_size=limits.pool_size)
+
+
+def evaluate_code(code: str, flow_input: Any, steps: Mapping[str, Any], limits: Limits,
+                  evaluator: Evaluator | None = None) -> CodeResult:
     """A code step's value, or why it has none (the message and the line in the step's code), timed."""
     started_at = datetime.now(timezone.utc)
-    outcome = _evaluate(code, flow_input, steps, limits)
+    outcome = _evaluate(code, flow_input, steps, limits, evaluator)
     return replace(outcome, started_at=started_at, finished_at=datetime.now(timezone.utc))
 
 
-def _evaluate(code: str, flow_input: Any, steps: Mapping[str, Any], limits: Limits) -> CodeResult:
+def _evaluate(code: str, flow_input: Any, steps: Mapping[str, Any], limits: Limits,
+              evaluator: Evaluator | None) -> CodeResult:
     expression = not check_expression(code)
     try:
-        state = _run(_body(code), {"input": flow_input, "steps": dict(steps)}, limits)
+        state = _run(_body(code), {"input": flow_input, "steps": dict(steps)}, limits, evaluator)
     except SandboxError as error:
         return CodeResult(False, error={"code": error.code, "message": error.message,
                                         "line": _user_line(error.line, expression)})
@@ -90,7 +102,7 @@ def _evaluate(code: str, flow_input: Any, steps: Mapping[str, Any], limits: Limi
 
 
 def evaluate_guards(expressions: tuple[str, ...], flow_input: Any, steps: Mapping[str, Any],
-                    limits: Limits) -> tuple[bool, ...] | GuardFailure:
+                    limits: Limits, evaluator: Evaluator | None = None) -> tuple[bool, ...] | GuardFailure:
     """The truth value of each expression (JavaScript truthiness), in one sandbox script; the first
     that throws fails the step with its message."""
     parts = [f"(() => {{ try {{ return {{ok: true, value: !!(\n{text}\n)}}; }} catch (error) {{ return "
@@ -98,7 +110,7 @@ def evaluate_guards(expressions: tuple[str, ...], flow_input: Any, steps: Mappin
              for index, text in enumerate(expressions)]
     body = PREAMBLE + "return [" + ",\n".join(parts) + "];\n})();"
     try:
-        state = _run(body, {"input": flow_input, "steps": dict(steps)}, limits)
+        state = _run(body, {"input": flow_input, "steps": dict(steps)}, limits, evaluator)
     except SandboxError as error:
         return GuardFailure(f"a guard could not be evaluated: {error.message}")
     if state["error"] is not None or not state["done"]:

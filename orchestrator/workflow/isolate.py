@@ -9,6 +9,9 @@
     session.start_nested(key, body, name, args)   # a workflow() call: its script in an isolate of its own
     session.state()                          # done / result / error / logs / failures
 
+    evaluator = Evaluator(timeout_seconds, memory_bytes)   # many short scripts in turn, one isolate
+    evaluator.evaluate(body, args)           # one script, a function of `args`, run to its end: its state
+
 Each isolate gets the prelude, which returns the host function; Python keeps it as a handle and
 never puts it on the global object, so nothing of the host is in the script's reach. Every host
 call is timed, and followed by a barrier: code after an `await` runs once the call has returned,
@@ -59,12 +62,13 @@ class _BareRacer(MiniRacer):
 class Isolate:
     """One V8 isolate with the prelude installed; `call(method, ...)` drives its host function."""
 
-    def __init__(self, timeout_seconds: float, memory_bytes: int, *, nested: bool, chain: str) -> None:
+    def __init__(self, timeout_seconds: float, memory_bytes: int, *, nested: bool, chain: str,
+                 evaluator: bool = False) -> None:
         self.timeout_seconds = timeout_seconds
         self._context: MiniRacer | None = _BareRacer()
         self._context.set_hard_memory_limit(memory_bytes)
         prelude = self._eval(PRELUDE + "\n//# sourceURL=boocode-prelude.js")
-        config = json.dumps({"nested": nested, "chain": chain})
+        config = json.dumps({"nested": nested, "chain": chain, "evaluator": evaluator})
         self._host = self._timed(lambda: prelude(config, timeout_sec=timeout_seconds))
         self._barrier()
         self._next_step: tuple[Any, ...] | None = None  # handles for `host("nextStep")`, made once when idle
@@ -102,10 +106,11 @@ class Isolate:
         context = self._live_context()
         self._timed(lambda: context.eval("0", timeout_sec=self.timeout_seconds))
 
-    def _eval(self, code: str) -> Any:
+    def _eval(self, code: str, *, barrier: bool = True) -> Any:
         context = self._live_context()
         result = self._timed(lambda: context.eval(code, timeout_sec=self.timeout_seconds))
-        self._barrier()
+        if barrier:
+            self._barrier()
         return result
 
     def call(self, method: str, *arguments: Any) -> Any:
@@ -158,15 +163,68 @@ class Isolate:
         except asyncio.TimeoutError:
             raise JSTimeoutException from None
 
+    def compile(self, body: str, source_name: str, parameters: str = "") -> Any:
+        """The body as an async function (not run yet: no barrier needed); a syntax error raises
+        `script_syntax`."""
+        try:
+            return self._eval(f"(async function ({parameters}) {{{body}\n}})\n//# sourceURL={source_name}",
+                              barrier=False)
+        except JSEvalException as error:
+            message, line = _syntax_error(str(error))
+            raise IsolateError("script_syntax", message, line) from None
+
     def start(self, body: str, args_text: str | None, source_name: str) -> None:
         """Compile the body (a syntax error is reported before anything runs), then start it."""
         try:
-            run = self._eval(f"(async function () {{{body}\n}})\n//# sourceURL={source_name}")
-        except JSEvalException as error:
+            run = self.compile(body, source_name)
+        except IsolateError:
             self.close()
-            message, line = _syntax_error(str(error))
-            raise IsolateError("script_syntax", message, line) from None
+            raise
         self.call("start", run, args_text)
+
+
+class Evaluator:
+    """Many short scripts in turn, each a function of its `args` (a flow tick's code steps and guards),
+    in one isolate: an isolate and its prelude cost about 15 ms, a script in a warm one well under 1.
+    The realm is frozen deep and its global object closed (prelude, evaluator realms), so a script
+    can leave nothing behind for the next one: what it may change (the Error types) is put back after
+    it, and the isolate is replaced when that cannot be done exactly, or when a script did not finish
+    (something may still be pending in it). A syntax error is the script's outcome, not the realm's:
+    it comes back as the state's error. A limit broken (time, memory) raises `IsolateError`, and the
+    next script gets a new isolate."""
+
+    def __init__(self, timeout_seconds: float, memory_bytes: int) -> None:
+        self.timeout_seconds, self.memory_bytes = timeout_seconds, memory_bytes
+        self.isolate: Isolate | None = None
+
+    def close(self) -> None:
+        if self.isolate is not None:
+            isolate, self.isolate = self.isolate, None
+            isolate.close()
+
+    def evaluate(self, body: str, args_text: str | None) -> dict[str, Any]:
+        if self.isolate is None:
+            self.isolate = Isolate(self.timeout_seconds, self.memory_bytes, nested=False, chain="root", evaluator=True)
+        isolate = self.isolate
+        try:
+            run = isolate.compile(body, "workflow.js", "args")
+        except IsolateError as error:
+            if error.code != "script_syntax":
+                self.isolate = None
+                raise
+            return {"done": True, "result": None, "logs": [], "failures": [], "waiting": 0, "chain": None,
+                    "error": {"name": "SyntaxError", "message": error.message, "line": error.line,
+                              "code": "script_syntax"}}
+        try:
+            isolate.call("evaluate", run, args_text)
+            ended = isolate.call("evaluated")
+            state, reusable = ended["state"], ended["clean"]
+        except IsolateError:
+            self.isolate = None
+            raise
+        if not reusable:
+            self.close()
+        return state
 
 
 class ScriptSession:

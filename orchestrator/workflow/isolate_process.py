@@ -1,7 +1,8 @@
 """The sandbox process: `python -I -m orchestrator.workflow.isolate_process --data-bytes N`.
 
     limit the process (RLIMIT_DATA, no core dumps), move stdout aside, warm V8 up, say "ready"
-    loop: read a request frame -> run it on the current ScriptSession -> write the answer frame
+    loop: read a request frame -> run it on the current ScriptSession (a workflow script) or
+          Evaluator (a flow tick's short scripts) -> write the answer frame
     EOF on stdin (the parent is gone) -> exit
 
 Started by `sandbox_pool` with a clean environment (PATH and LANG only), in a session of its own,
@@ -35,9 +36,9 @@ class Server:
     """Requests in, answers out; one ScriptSession at a time."""
 
     def __init__(self) -> None:
-        from orchestrator.workflow.isolate import IsolateError, ScriptSession
+        from orchestrator.workflow.isolate import Evaluator, IsolateError, ScriptSession
 
-        self.session_type, self.error_type = ScriptSession, IsolateError
+        self.session_type, self.error_type, self.evaluator_type = ScriptSession, IsolateError, Evaluator
         self.session: Any = None
 
     def handle(self, request: dict[str, Any]) -> Any:
@@ -47,12 +48,22 @@ class Server:
             self.session = self.session_type(request["body"], request.get("args_text"), float(request["timeout"]),
                                              int(request["memory"]))
             return None
+        if op == "evaluator":
+            self._drop()
+            self.session = self.evaluator_type(float(request["timeout"]), int(request["memory"]))
+            return None
         if op == "close":
             self._drop()
             return None
         if self.session is None:
             raise self.error_type("sandbox_closed", "the sandbox was closed after an earlier error")
         session = self.session
+        if op == "evaluate":
+            if not isinstance(session, self.evaluator_type):
+                raise self.error_type("sandbox_protocol", "evaluate needs an evaluator (op 'evaluator')")
+            return session.evaluate(request["body"], request.get("args_text"))
+        if isinstance(session, self.evaluator_type):
+            raise self.error_type("sandbox_protocol", f"an evaluator does not take {op!r}")
         if op == "start":
             return session.start()
         if op == "take_calls":

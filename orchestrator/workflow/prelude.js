@@ -14,6 +14,7 @@
   'use strict';
   const config = JSON.parse(configText);
   const NESTED = config.nested === true;
+  const EVALUATOR = config.evaluator === true;  // many short scripts in turn (flow code steps, guards)
   const RealDate = Date;
   const realFreeze = Object.freeze;
   const stringify = JSON.stringify;
@@ -349,6 +350,64 @@
     }
   }
 
+  // ---- evaluator realms (flow code steps and guards): one script after another in this isolate,
+  // and none may leave anything behind for the next. Everything reachable from the global object is
+  // frozen, and the global object takes no new names. Error constructors and prototypes stay open
+  // (the override mistake, above): their own properties are recorded here and put back after each
+  // script; `clean()` says false when that cannot be done exactly, and Python drops the isolate.
+  const errorShapes = [];
+  if (EVALUATOR) {
+    const open = new Set();
+    const isError = (key, value) => typeof key === 'string' && key.endsWith('Error') && typeof value === 'function';
+    const findErrors = (holder) => {
+      for (const key of Reflect.ownKeys(holder)) {
+        const descriptor = Object.getOwnPropertyDescriptor(holder, key);
+        if (descriptor && isError(key, descriptor.value)) {
+          open.add(descriptor.value);
+          if (descriptor.value.prototype) open.add(descriptor.value.prototype);
+        }
+      }
+    };
+    findErrors(globalThis);
+    if (typeof WebAssembly === 'object') findErrors(WebAssembly);
+    const seen = new Set();
+    const visit = (value) => {
+      if (value === null || (typeof value !== 'object' && typeof value !== 'function') || seen.has(value)) return;
+      seen.add(value);
+      if (!open.has(value)) realFreeze(value);
+      visit(Object.getPrototypeOf(value));
+      for (const key of Reflect.ownKeys(value)) {
+        const descriptor = Object.getOwnPropertyDescriptor(value, key);
+        if (!descriptor) continue;
+        if ('value' in descriptor) visit(descriptor.value);
+        else { visit(descriptor.get); visit(descriptor.set); }
+      }
+    };
+    visit(globalThis);
+    Object.preventExtensions(globalThis);
+    for (const target of open) {
+      if (Object.isFrozen(target)) continue;  // the prelude's own error types: nothing to put back
+      errorShapes.push({ target, prototype: Object.getPrototypeOf(target), extensible: Object.isExtensible(target),
+                         descriptors: Object.getOwnPropertyDescriptors(target) });
+    }
+  }
+  function sameDescriptor(now, was) {
+    return now !== undefined && now.value === was.value && now.get === was.get && now.set === was.set &&
+      now.writable === was.writable && now.enumerable === was.enumerable && now.configurable === was.configurable;
+  }
+  function putBack({ target, prototype, extensible, descriptors }) {
+    if (Object.isExtensible(target) !== extensible || Object.getPrototypeOf(target) !== prototype) return false;
+    for (const key of Reflect.ownKeys(target)) {
+      if (!Object.prototype.hasOwnProperty.call(descriptors, key) && !Reflect.deleteProperty(target, key)) return false;
+    }
+    for (const key of Reflect.ownKeys(descriptors)) {
+      const was = descriptors[key];
+      if (!sameDescriptor(Object.getOwnPropertyDescriptor(target, key), was) &&
+          !Reflect.defineProperty(target, key, was)) return false;
+    }
+    return true;
+  }
+
   function finish(value) {
     try {
       outcome = { done: true, result: toPlain(value, 'result') ?? null, error: null, chain };
@@ -385,6 +444,34 @@
       }
       Promise.resolve(started).then(finish, fail);
       return stringify([]);
+    },
+    // evaluator realms: run one script (a function of its args), as `start` does for a workflow
+    evaluate(run, argsText) {
+      if (!EVALUATOR || typeof run !== 'function') throw new Error('evaluate() is for evaluator realms');
+      calls.splice(0, calls.length);
+      pending.clear();
+      logs.splice(0, logs.length);
+      failures.splice(0, failures.length);
+      outcome = { done: false, result: null, error: null, chain: null };
+      /(?:)/.exec('');  // RegExp's legacy statics ($1, lastMatch) keep no earlier script's match
+      let started;
+      try {
+        started = run(argsText === null ? undefined : realFreeze(parse(argsText)));
+      } catch (error) {
+        fail(error);
+        return stringify([]);
+      }
+      Promise.resolve(started).then(finish, fail);
+      return stringify([]);
+    },
+    // after an evaluated script: its state, and whether the realm can take the next one (the script
+    // ended, and the Error types are put back exactly)
+    evaluated() {
+      const state = parse(methods.state());
+      let clean = outcome.done && pending.size === 0;
+      for (const shape of errorShapes) clean = clean && putBack(shape);
+      /(?:)/.exec('');
+      return stringify({ state, clean });
     },
     takeCalls() { return stringify(calls.splice(0, calls.length)); },
     // One call per journaled result: hand over the calls made while the isolate drained after the

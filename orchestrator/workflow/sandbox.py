@@ -8,12 +8,15 @@
     sandbox.state()                          # done / result / error (message and line) / logs / failures
     sandbox.close()                          # the process goes back to its pool
 
+    evaluator = Evaluator()                  # short scripts in turn in one isolate (flow code steps)
+    evaluator.evaluate(body, args)           # one of them, run to its end: its state
+
 The isolate lives in a sandbox process (`sandbox_process`, `isolate_process`), never in the caller:
 a V8 fatal error, a segfault or an out-of-memory kill ends that process only, and the call raises
 `SandboxError("script_crashed")`. Time is bounded twice: V8's own timeout on every host call and
 the barrier after it (`isolate`), and the caller's deadline on every request, which kills the
-process. One isolate per tick, never shared; the process is reused. After any error the sandbox
-is closed and later calls raise `sandbox_closed`.
+process. One isolate per tick (an Evaluator's: one per flow tick), never shared; the process is
+reused. After any error the sandbox is closed and later calls raise `sandbox_closed`.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import json
 import logging
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Self
 
 from orchestrator.workflow.sandbox_process import NOT_REUSED, SandboxError, SandboxProcess, pool_for
 from orchestrator.workflow.script import WorkflowScript
@@ -30,29 +33,26 @@ from orchestrator.workflow.script import WorkflowScript
 logger = logging.getLogger(__name__)
 OPEN_SECONDS = 30.0
 
-__all__ = ["Nested", "Sandbox", "SandboxError", "Settled", "replay", "run_to_completion"]
+__all__ = ["Evaluator", "Nested", "Sandbox", "SandboxError", "Settled", "replay", "run_to_completion"]
 
 
-class Sandbox:
-    def __init__(self, script: WorkflowScript, args: Any = None, *, timeout_seconds: float = 2.0,
-                 memory_bytes: int = 128 * 1024 * 1024, pool_size: int | None = None) -> None:
-        self.script = script
-        self.args = args
-        self.timeout_seconds = timeout_seconds
+class _Held:
+    """A pooled sandbox process held by one caller until `close`, and its requests."""
+
+    def __init__(self, timeout_seconds: float, memory_bytes: int, pool_size: int | None) -> None:
+        self.timeout_seconds, self.memory_bytes = timeout_seconds, memory_bytes
         # A request may run a host call, its barrier, and a nested workflow's end settling the root:
         # V8 stops each within timeout_seconds; the deadline only catches what V8 misses.
         self._deadline_seconds = 4 * timeout_seconds + 5
         self._pool = pool_for(memory_bytes, pool_size)
-        self._process: SandboxProcess | None = self._pool.acquire()
-        self._request({"op": "open", "body": script.body, "args_text": None if args is None else json.dumps(args),
-                       "timeout": timeout_seconds, "memory": memory_bytes}, OPEN_SECONDS)
+        self._process: SandboxProcess | None = None
 
     @property
     def process_id(self) -> int | None:
-        """The sandbox process's pid while this sandbox holds it (for operators and tests)."""
+        """The sandbox process's pid while this holds it (for operators and tests)."""
         return self._process.pid if self._process is not None else None
 
-    def __enter__(self) -> "Sandbox":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -80,6 +80,35 @@ class Sandbox:
             self._process = None
             self._pool.release(process, error.code not in NOT_REUSED)
             raise
+
+
+class Evaluator(_Held):
+    """Short scripts one after another in one isolate of one sandbox process (a flow tick's code steps
+    and guards; `isolate.Evaluator` says what keeps them apart). The process is taken at the first
+    script; after a script that broke a limit the next one takes a process and an isolate afresh."""
+
+    def __init__(self, *, timeout_seconds: float = 2.0, memory_bytes: int = 128 * 1024 * 1024,
+                 pool_size: int | None = None) -> None:
+        super().__init__(timeout_seconds, memory_bytes, pool_size)
+
+    def evaluate(self, body: str, args: Any) -> dict[str, Any]:
+        """Run `body` (a function body of `args`) to its end: done / result / error / logs, like `state`."""
+        if self._process is None:
+            self._process = self._pool.acquire()
+            self._request({"op": "evaluator", "timeout": self.timeout_seconds, "memory": self.memory_bytes},
+                          OPEN_SECONDS)
+        return self._request({"op": "evaluate", "body": body, "args_text": json.dumps(args)})
+
+
+class Sandbox(_Held):
+    def __init__(self, script: WorkflowScript, args: Any = None, *, timeout_seconds: float = 2.0,
+                 memory_bytes: int = 128 * 1024 * 1024, pool_size: int | None = None) -> None:
+        super().__init__(timeout_seconds, memory_bytes, pool_size)
+        self.script = script
+        self.args = args
+        self._process = self._pool.acquire()
+        self._request({"op": "open", "body": script.body, "args_text": None if args is None else json.dumps(args),
+                       "timeout": timeout_seconds, "memory": memory_bytes}, OPEN_SECONDS)
 
     def start(self) -> None:
         """Compile and start the body: a syntax error is reported before anything runs."""
