@@ -136,13 +136,20 @@ def time_baseline(place: Scratch, sender: Celery, shape: str, steps: int) -> tup
     return seconds, stamps
 
 
-def run_baseline(place: Scratch, shapes: tuple[str, ...], steps: int) -> dict[str, tuple[float, Stamps]]:
+def median_of(rounds: list[Any]) -> Any:
+    """The round with the median time (the first element of a baseline's pair, an Ours' seconds)."""
+    ordered = sorted(rounds, key=lambda measured: measured[0] if isinstance(measured, tuple) else measured.seconds)
+    return ordered[len(ordered) // 2]
+
+
+def run_baseline(place: Scratch, shapes: tuple[str, ...], steps: int,
+                 rounds: int = 1) -> dict[str, list[tuple[float, Stamps]]]:
     """Each shape through one warm worker (a two-link chain first, so its start is not counted)."""
     sender = baseline_app(place.noop_environment["BENCH_REDIS_URL"], place.noop_environment["BENCH_PREFIX"])
     worker = start_worker("bench.flow_overhead", place.noop_environment, f"flow-baseline-{place.tag}@bench")
     try:
         time_baseline(place, sender, "chain", 2)
-        return {shape: time_baseline(place, sender, shape, steps) for shape in shapes}
+        return {shape: [time_baseline(place, sender, shape, steps) for _ in range(rounds)] for shape in shapes}
     finally:
         stop(worker)
 
@@ -219,7 +226,7 @@ def time_flow(place: Scratch, db: Database, root: Path, log: Path, shape: str, s
     return Ours(seconds, str(status), value, ticks, stamps, tasks_since(log, offset))
 
 
-def run_ours(place: Scratch, shapes: tuple[str, ...], steps: int) -> dict[str, Ours]:
+def run_ours(place: Scratch, shapes: tuple[str, ...], steps: int, rounds: int = 1) -> dict[str, list[Ours]]:
     """Each shape as a flow run through one warm worker (a two-step flow first: the worker's imports
     and its sandbox process are not counted, as the baseline's worker start is not)."""
     db = services.make_database(place.settings)
@@ -229,7 +236,7 @@ def run_ours(place: Scratch, shapes: tuple[str, ...], steps: int) -> dict[str, O
         worker = start_worker("worker.celery_app", place.settings.to_environment(), f"flow-{place.tag}@bench")
     try:
         time_flow(place, db, root, log, "chain", 2)
-        return {shape: time_flow(place, db, root, log, shape, steps) for shape in shapes}
+        return {shape: [time_flow(place, db, root, log, shape, steps) for _ in range(rounds)] for shape in shapes}
     finally:
         stop(worker)
         db.dispose()
@@ -263,14 +270,18 @@ def longest_gaps(stamps: Stamps, count: int = 3) -> list[float]:
     return sorted((later - earlier for earlier, later in zip(moments, moments[1:])), reverse=True)[:count]
 
 
-def report(shape: str, steps: int, baseline: tuple[float, Stamps], ours: Ours) -> None:
+def report(shape: str, steps: int, baselines: list[tuple[float, Stamps]], rounds: list[Ours]) -> None:
+    """The median round of each side (and every round's time: the machine is shared, the spread shows it)."""
     upstream = upstream_of(shape, steps)
-    base_seconds, base_stamps = baseline
-    print(f"\n== {shape}: {steps} steps ==")
-    print(f"bare celery tasks : {base_seconds:7.2f}s = {base_seconds / steps * 1000:6.1f} ms/step")
+    base_seconds, base_stamps = median_of(baselines)
+    ours = median_of(rounds)
+    print(f"\n== {shape}: {steps} steps, median of {len(rounds)} rounds ==")
+    print(f"bare celery tasks : {base_seconds:7.2f}s = {base_seconds / steps * 1000:6.1f} ms/step "
+          f"(rounds {', '.join(f'{seconds:.2f}s' for seconds, _ in baselines)})")
     print(f"flow of code steps: {ours.seconds:7.2f}s = {ours.seconds / steps * 1000:6.1f} ms/step ({ours.status}, "
           f"value {ours.value}, {ours.ticks} ticks; longest gaps with nothing moving "
-          f"{', '.join(f'{gap:.2f}s' for gap in longest_gaps(ours.stamps))})")
+          f"{', '.join(f'{gap:.2f}s' for gap in longest_gaps(ours.stamps))}; "
+          f"rounds {', '.join(f'{one.seconds:.2f}s' for one in rounds)})")
     print(f"ratio             : {ours.seconds / base_seconds:7.1f}x the bare tasks (target <= 3x)")
     print(f"scheduling delay, flow  : {describe(delays(upstream, ours.stamps))}")
     print(f"scheduling delay, celery: {describe(delays(upstream, base_stamps))}")
@@ -374,16 +385,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--shape", choices=("chain", "wide", "both"), default="both")
     parser.add_argument("--no-profile", action="store_true", help="skip the in-process cProfile run")
+    parser.add_argument("--rounds", type=int, default=3, help="times each side runs each shape (the median counts)")
     options = parser.parse_args()
     shapes = ("chain", "wide") if options.shape == "both" else (options.shape,)
     with scratch() as place:
         measured = shapes if options.no_profile else tuple(dict.fromkeys((*shapes, "chain")))  # the profile's too
-        baseline = run_baseline(place, measured, options.steps)
-        ours = run_ours(place, shapes, options.steps)
+        baseline = run_baseline(place, measured, options.steps, options.rounds)
+        ours = run_ours(place, shapes, options.steps, options.rounds)
         for shape in shapes:
             report(shape, options.steps, baseline[shape], ours[shape])
         if not options.no_profile:
-            profile(place, "chain", options.steps, baseline["chain"][0])
+            profile(place, "chain", options.steps, median_of(baseline["chain"])[0])
 
 
 if __name__ == "__main__":

@@ -81,9 +81,15 @@ class Counts:
         return self.failed + self.upstream_failed
 
 
+def as_state(state: StepState | str) -> StepState:
+    """The state as the enum (a flow's scheduler asks this of every step of every plan: a state that is
+    already one is not converted again, which costs as much as the rest of the rule)."""
+    return state if isinstance(state, StepState) else StepState(state)
+
+
 def count(states: Iterable[StepState]) -> Counts:
     """Tally the non-excluded upstream states into the table's S, K, F and UF."""
-    kept = [StepState(state) for state in states if state != StepState.EXCLUDED]
+    kept = [as_state(state) for state in states if state != StepState.EXCLUDED]
     return Counts(
         total=len(kept),
         success=sum(state == StepState.COMPLETED for state in kept),
@@ -160,9 +166,12 @@ RULES: dict[TriggerRule, Callable[[Counts], Verdict]] = {
 
 def evaluate(rule: TriggerRule | str, upstream_states: Iterable[StepState | str]) -> Verdict:
     """Decide a step from its rule and its direct upstreams' states (pending/running = not done)."""
-    states = [StepState(state) for state in upstream_states]
+    states = [as_state(state) for state in upstream_states]
     if not states:
         return Ready()
+    decide = RULES[rule if isinstance(rule, TriggerRule) else TriggerRule(rule)]
+    if not any(state in FINAL_STATES for state in states):  # the common case in a long flow: nothing ended yet
+        return decide(Counts(total=len(states), success=0, skipped=0, failed=0, upstream_failed=0))
     if all(state == StepState.EXCLUDED for state in states):
         return Becomes(StepState.EXCLUDED)
-    return RULES[TriggerRule(rule)](count(states))
+    return decide(count(states))

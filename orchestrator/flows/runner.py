@@ -7,9 +7,14 @@
         repeat (a code step or a mark may unblock more steps in the same tick):
             plan = scheduler.plan(definition, records, now, guard answers)
             guards asked for -> evaluate them in the sandbox, plan again with the answers
-            code steps dispatched -> run them in the sandbox (outside any transaction)
-            one fenced transaction: time_out (cancel the child), mark, dispatch (agent and flow
-                steps as child runs keyed by (run, step, attempt); code steps with their result);
+            code steps dispatched -> run them in the sandbox (outside any transaction; one evaluator,
+                so one isolate, for the whole tick)
+            a plan that only runs code steps and marks steps is held (its records as it leaves them
+                plan the next), up to BATCH_PLANS or BATCH_SECONDS; then all held plans are written
+            one fenced transaction, on the rows the tick holds (past the fence nobody else writes
+                them: a cancellation fails the fence first), each plan in turn: time_out (cancel
+                the child), mark, dispatch (agent and flow steps as child runs keyed by (run, step,
+                attempt); code steps with their result);
                 an agent or flow step is dispatched only while caps.check(flow caps, spent) says
                 so, else it fails with `flow_cap` (not retried) and the loop plans again
             enqueue the new children after the commit
@@ -26,6 +31,7 @@ row is running is looked at, and `operations.accept_result` checks that attempt 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,7 +45,7 @@ from orchestrator.errors import RunCancelledError
 from orchestrator.flows import caps, operations, scheduler
 from orchestrator.flows.definition import AgentBody, CodeBody, FlowBody, FlowDefinition, Step, StepKind, build
 from orchestrator.flows.discovery import discover
-from orchestrator.flows.evaluation import CodeResult, Limits, evaluate_code, evaluate_guards
+from orchestrator.flows.evaluation import CodeResult, Evaluator, Limits, evaluate_code, evaluate_guards, evaluator_for
 from orchestrator.flows.expressions import render_template
 from orchestrator.flows.records import StepRecord, record_of_row, records_of
 from orchestrator.flows.rules import StepState
@@ -53,6 +59,8 @@ from orchestrator.store.workflows import project_root
 
 logger = logging.getLogger(__name__)
 MAX_PLANS_PER_TICK = 50  # code steps chain within a tick; past this the next tick goes on
+BATCH_PLANS = 25  # plans that only run code steps, written in one transaction at most
+BATCH_SECONDS = 0.1  # ... and written no later than this after the first of them was made
 
 
 @dataclass(frozen=True)
@@ -104,7 +112,6 @@ def step_views(definition: FlowDefinition, records: Mapping[str, StepRecord]) ->
 def tick(context: RunContext, config: FlowConfig) -> RunOutcome:
     run = context.run
     definition = definition_of(run)
-    flow_input = run.input.get("input")
     with context.db.transaction() as session:
         _fence(session, context)
         runs.take_tick(session, context.lease)
@@ -114,28 +121,97 @@ def tick(context: RunContext, config: FlowConfig) -> RunOutcome:
         started = _reconcile(session, context, definition, rows, config)
         records = records_of(rows)
     _enqueue(context, started)
+    with evaluator_for(config.limits) as evaluator:
+        return _plan_and_apply(context, definition, rows, records, config, evaluator)
+
+
+Batch = list[tuple[scheduler.Plan, dict[str, CodeResult]]]
+
+
+def _plan_and_apply(context: RunContext, definition: FlowDefinition, rows: dict[str, FlowStep],
+                    records: dict[str, StepRecord], config: FlowConfig, evaluator: Evaluator) -> RunOutcome:
+    """Plan, run the code steps, write; again while that can unblock more. Plans that only run code
+    steps and mark steps are written together (up to BATCH_PLANS, or BATCH_SECONDS after the first):
+    the next plan is made on the records as they leave them. A crash before the write loses only that
+    work, which has no effect outside the sandbox; the next tick does it again."""
+    flow_input = context.run.input.get("input")
+    batch: Batch = []
+    opened = 0.0
     for _ in range(MAX_PLANS_PER_TICK):
-        plan = _plan_with_guards(definition, records, flow_input, config)
+        plan = _plan_with_guards(definition, records, flow_input, config, evaluator)
         views = step_views(definition, records)
-        code = {dispatch.step: evaluate_code(code_of(definition, dispatch.step), flow_input, views, config.limits)
+        code = {dispatch.step: evaluate_code(code_of(definition, dispatch.step), flow_input, views, config.limits,
+                                             evaluator)
                 for dispatch in plan.dispatch if dispatch.kind == StepKind.CODE}
-        with context.db.transaction() as session:
-            _fence(session, context)
-            rows = store.load_steps(session, run.id)
-            started, refused = _apply(session, context, definition, rows, plan, code, flow_input, config)
-            records = records_of(rows)
-            if plan.finish is not None:
-                return _finish(definition, records, rows, plan.finish, flow_input)
-        _enqueue(context, started)
+        opened = opened if batch else time.monotonic()
+        batch.append((plan, code))
+        if _only_code(plan) and (code or plan.mark) and len(batch) < BATCH_PLANS and \
+                time.monotonic() - opened < BATCH_SECONDS:
+            records = _as_run(records, plan, code)
+            continue
+        records, refused, ended = _write(context, definition, rows, batch, flow_input, config)
+        batch = []
+        if ended is not None:
+            return ended
         if not (code or plan.mark or plan.time_out or refused):
             break  # nothing this plan did can unblock another step before a child finishes
     else:
+        if batch:
+            _write(context, definition, rows, batch, flow_input, config)
         return Continue()  # more can run now (a long chain of code steps): the next tick at once, not a sweep
-    return Defer(wake=lambda session: store.child_finished_unsettled(session, run.id), wake_at=plan.wake_at)
+    return Defer(wake=lambda session: store.child_finished_unsettled(session, context.run.id), wake_at=plan.wake_at)
+
+
+def _only_code(plan: scheduler.Plan) -> bool:
+    """Whether the plan only runs code steps and marks steps: nothing starts or stops outside the sandbox."""
+    return plan.finish is None and not plan.time_out and all(dispatch.kind == StepKind.CODE
+                                                             for dispatch in plan.dispatch)
+
+
+def _write(context: RunContext, definition: FlowDefinition, rows: dict[str, FlowStep], batch: Batch,
+           flow_input: Any, config: FlowConfig) -> tuple[dict[str, StepRecord], bool, RunOutcome | None]:
+    """Apply the batch's plans in order in one fenced transaction, on the rows the tick holds (past the
+    fence nobody else writes them: a cancellation fails the fence first). Returns the records as
+    written, whether a cap refused a dispatch, and the run's ending when the last plan finishes it."""
+    started: list[Run] = []
+    refused = False
+    with context.db.transaction() as session:
+        _fence(session, context)
+        session.add_all(rows[step] for step in {*(touched for plan, _ in batch for touched in _touches(plan))})
+        for plan, code in batch:
+            applied, refusing = _apply(session, context, definition, rows, plan, code, flow_input, config)
+            started += applied
+            refused = refused or refusing
+        records = records_of(rows)
+        last = batch[-1][0]
+        if last.finish is not None:
+            return records, refused, _finish(definition, records, rows, last.finish, flow_input)
+    _enqueue(context, started)
+    return records, refused, None
+
+
+def _touches(plan: scheduler.Plan) -> list[str]:
+    """The steps whose rows the plan writes."""
+    return [*(item.step for item in plan.time_out), *(item.step for item in plan.mark),
+            *(item.step for item in plan.dispatch)]
+
+
+def _as_run(records: dict[str, StepRecord], plan: scheduler.Plan, code: dict[str, CodeResult]
+            ) -> dict[str, StepRecord]:
+    """The records as writing the plan will leave them (its marks, then its code steps' outcomes)."""
+    after = _as_marked(records, plan)
+    for dispatch in plan.dispatch:
+        outcome = code[dispatch.step]
+        now = datetime.now(timezone.utc)
+        after[dispatch.step] = replace(
+            after.get(dispatch.step, StepRecord()), state=StepState.COMPLETED if outcome.ok else StepState.FAILED,
+            attempt=dispatch.attempt, started_at=outcome.started_at or now, finished_at=outcome.finished_at or now,
+            result=outcome.value if outcome.ok else None, error=None if outcome.ok else outcome.error)
+    return after
 
 
 def _plan_with_guards(definition: FlowDefinition, records: dict[str, StepRecord], flow_input: Any,
-                      config: FlowConfig) -> scheduler.Plan:
+                      config: FlowConfig, evaluator: Evaluator) -> scheduler.Plan:
     """Plan, evaluating the guards it asks for until it asks for none it has no answer to. A switch
     resolved in one plan can make its branches ask in the next: each round answers more steps."""
     answers: dict[str, scheduler.GuardAnswer] = {}
@@ -146,15 +222,17 @@ def _plan_with_guards(definition: FlowDefinition, records: dict[str, StepRecord]
             return plan
         views = step_views(definition, _as_marked(records, plan))
         for request in asked:
-            answers[request.step] = evaluate_guards(request.expressions, flow_input, views, config.limits)
+            answers[request.step] = evaluate_guards(request.expressions, flow_input, views, config.limits, evaluator)
 
 
 def _as_marked(records: dict[str, StepRecord], plan: scheduler.Plan) -> dict[str, StepRecord]:
     """The records as the plan's marks leave them: a guard below a switch sees the switch's choice."""
     marked = dict(records)
+    now = datetime.now(timezone.utc)
     for mark in plan.mark:
-        marked[mark.step] = replace(marked.get(mark.step, StepRecord()), state=mark.state, attempt=mark.attempt,
-                                    result=mark.result, error=mark.error)
+        before = marked.get(mark.step, StepRecord())
+        marked[mark.step] = replace(before, state=mark.state, attempt=mark.attempt, result=mark.result,
+                                    error=mark.error, started_at=before.started_at or now, finished_at=now)
     return marked
 
 
