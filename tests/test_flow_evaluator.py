@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.flows.evaluation import Limits, evaluate_code, evaluator_for
+from orchestrator.flows.evaluation import Limits, evaluate_code, evaluate_codes, evaluator_for
 from orchestrator.workflow.sandbox import Evaluator, SandboxError
 
 
@@ -50,6 +50,10 @@ LEAKS = [
     ("try { (function () {}).constructor.prototype.extra = 1; } catch (e) {} return 1;",
      "return String((function () {}).extra);", "undefined"),
     ("/(secret)/.exec('secret'); return RegExp.$1;", "return RegExp.$1;", ""),
+    # breaking out of its function: the script makes its own arguments, and can only be evaluated with them
+    ("}), 1]; [(async () => { Error.prototype.out = 1; leak = 1; return 'out'; }), 'null']; [(function () {",
+     "return [String(Error.prototype.out), typeof leak];", ["undefined", "undefined"]),
+    ("}), 1]; 5 + [(function () {", "return 'still fine';", "still fine"),
 ]
 
 
@@ -93,3 +97,29 @@ def test_code_steps_of_a_tick_in_one_evaluator_see_only_their_own_steps() -> Non
     assert first.ok and first.value == 42
     assert second.ok and second.value == ["b"]
     assert not thrown.ok and thrown.error == {"code": "code_error", "message": "Error: no 1", "line": 2}
+
+
+def test_one_plans_code_steps_go_in_one_request_and_each_ends_on_its_own() -> None:
+    limits = Limits(timeout_seconds=1.0)
+    codes = {"double": "input.n * 2", "loops": "while (true) {}", "throws": "null.x",
+             "syntax": "return (;", "after": "steps.a.result + input.n"}
+    with evaluator_for(limits) as shared:
+        results = evaluate_codes(codes, {"n": 5}, {"a": {"result": 10}}, limits, shared)
+    assert list(results) == list(codes)
+    assert results["double"].ok and results["double"].value == 10
+    assert results["loops"].error["code"] == "script_timeout"
+    assert results["throws"].error["code"] == "code_error" and "TypeError" in results["throws"].error["message"]
+    assert results["syntax"].error["code"] == "script_syntax"
+    assert results["after"].ok and results["after"].value == 15  # a new isolate after the broken limit
+    spans = [(result.started_at, result.finished_at) for result in results.values()]
+    assert all(start is not None and end is not None and start <= end for start, end in spans)
+    assert all(spans[index][1] <= spans[index + 1][0] for index in range(len(spans) - 1))  # one after another
+    assert (spans[1][1] - spans[1][0]).total_seconds() >= 0.9  # the loop ran to its limit
+
+
+def test_a_body_that_kills_the_process_fails_alone() -> None:
+    with Evaluator(timeout_seconds=5.0, memory_bytes=64 * 1024 * 1024) as shared:
+        timed = shared.evaluate_each(["return 1;", "const a = []; while (true) a.push(new Array(1e6).fill(1));",
+                                      "return 3;"], None)
+    assert [one.state["result"] if one.state else None for one in timed] == [1, None, 3]
+    assert timed[1].error is not None and timed[1].error.code in ("script_memory", "script_crashed")

@@ -1,6 +1,7 @@
 """Running a flow's JavaScript: `code` steps and guards (`when`, switch cases), in the workflow sandbox.
 
     evaluate_code(code, input, steps)         -> CodeResult(ok, value | error)
+    evaluate_codes({step: code}, input, steps) -> {step: CodeResult}   (one plan's, one request)
     evaluate_guards(expressions, input, steps) -> (bool, …) | GuardFailure
 
 User JavaScript never runs in a web or worker process (DESIGN §3.5-3.6): each evaluation is one
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Mapping
 
 from orchestrator.flows.expressions import check_expression
@@ -56,14 +57,22 @@ def _user_line(line: int | None, expression: bool) -> int | None:
     return shifted if shifted >= 1 else None
 
 
+def _syntax(state: dict[str, Any]) -> SandboxError | None:
+    """A syntax error comes back as the script's state; it is reported as the sandbox's error."""
+    problem = state.get("error") or {}
+    if problem.get("code") == "script_syntax":
+        return SandboxError("script_syntax", problem.get("message") or "syntax error", problem.get("line"))
+    return None
+
+
 def _run(body: str, scope: dict[str, Any], limits: Limits, evaluator: Evaluator | None) -> dict[str, Any]:
     if evaluator is None:
         with evaluator_for(limits) as own:
             return _run(body, scope, limits, own)
     state = evaluator.evaluate(body, scope)
-    problem = state.get("error") or {}
-    if problem.get("code") == "script_syntax":
-        raise SandboxError("script_syntax", problem.get("message") or "syntax error", problem.get("line"))
+    syntax = _syntax(state)
+    if syntax is not None:
+        raise syntax
     return state
 
 
@@ -76,17 +85,27 @@ def evaluator_for(limits: Limits) -> Evaluator:
 def evaluate_code(code: str, flow_input: Any, steps: Mapping[str, Any], limits: Limits,
                   evaluator: Evaluator | None = None) -> CodeResult:
     """A code step's value, or why it has none (the message and the line in the step's code), timed."""
-    started_at = datetime.now(timezone.utc)
-    outcome = _evaluate(code, flow_input, steps, limits, evaluator)
-    return replace(outcome, started_at=started_at, finished_at=datetime.now(timezone.utc))
+    return evaluate_codes({"": code}, flow_input, steps, limits, evaluator)[""]
 
 
-def _evaluate(code: str, flow_input: Any, steps: Mapping[str, Any], limits: Limits,
-              evaluator: Evaluator | None) -> CodeResult:
+def evaluate_codes(codes: Mapping[str, str], flow_input: Any, steps: Mapping[str, Any], limits: Limits,
+                   evaluator: Evaluator | None = None) -> dict[str, CodeResult]:
+    """`evaluate_code` for each of one plan's code steps (they see the same input and steps), in one
+    request to the sandbox process; each timed there."""
+    if evaluator is None:
+        with evaluator_for(limits) as own:
+            return evaluate_codes(codes, flow_input, steps, limits, own)
+    names = list(codes)
+    timed = evaluator.evaluate_each([_body(codes[name]) for name in names], {"input": flow_input, "steps": dict(steps)})
+    return {name: replace(_outcome(codes[name], one.state, one.error), started_at=one.started_at,
+                          finished_at=one.finished_at) for name, one in zip(names, timed)}
+
+
+def _outcome(code: str, state: dict[str, Any] | None, error: SandboxError | None) -> CodeResult:
     expression = not check_expression(code)
-    try:
-        state = _run(_body(code), {"input": flow_input, "steps": dict(steps)}, limits, evaluator)
-    except SandboxError as error:
+    error = error or (_syntax(state) if state is not None else None)
+    if error is not None or state is None:
+        assert error is not None
         return CodeResult(False, error={"code": error.code, "message": error.message,
                                         "line": _user_line(error.line, expression)})
     if not state["done"]:

@@ -45,7 +45,7 @@ from orchestrator.errors import RunCancelledError
 from orchestrator.flows import caps, operations, scheduler
 from orchestrator.flows.definition import AgentBody, CodeBody, FlowBody, FlowDefinition, Step, StepKind, build
 from orchestrator.flows.discovery import discover
-from orchestrator.flows.evaluation import CodeResult, Evaluator, Limits, evaluate_code, evaluate_guards, evaluator_for
+from orchestrator.flows.evaluation import CodeResult, Evaluator, Limits, evaluate_codes, evaluate_guards, evaluator_for
 from orchestrator.flows.expressions import render_template
 from orchestrator.flows.records import StepRecord, record_of_row, records_of
 from orchestrator.flows.rules import StepState
@@ -140,9 +140,8 @@ def _plan_and_apply(context: RunContext, definition: FlowDefinition, rows: dict[
     for _ in range(MAX_PLANS_PER_TICK):
         plan = _plan_with_guards(definition, records, flow_input, config, evaluator)
         views = step_views(definition, records)
-        code = {dispatch.step: evaluate_code(code_of(definition, dispatch.step), flow_input, views, config.limits,
-                                             evaluator)
-                for dispatch in plan.dispatch if dispatch.kind == StepKind.CODE}
+        code = evaluate_codes({dispatch.step: code_of(definition, dispatch.step) for dispatch in plan.dispatch
+                               if dispatch.kind == StepKind.CODE}, flow_input, views, config.limits, evaluator)
         opened = opened if batch else time.monotonic()
         batch.append((plan, code))
         if _only_code(plan) and (code or plan.mark) and len(batch) < BATCH_PLANS and \

@@ -11,6 +11,7 @@
 
     evaluator = Evaluator(timeout_seconds, memory_bytes)   # many short scripts in turn, one isolate
     evaluator.evaluate(body, args)           # one script, a function of `args`, run to its end: its state
+    evaluator.evaluate_each(bodies, args)    # several with the same args, each timed, in one request
 
 Each isolate gets the prelude, which returns the host function; Python keeps it as a handle and
 never puts it on the global object, so nothing of the host is in the script's reach. Every host
@@ -33,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from importlib import resources
 from typing import Any
 
@@ -69,16 +71,19 @@ class Isolate:
         self._context.set_hard_memory_limit(memory_bytes)
         prelude = self._eval(PRELUDE + "\n//# sourceURL=boocode-prelude.js")
         config = json.dumps({"nested": nested, "chain": chain, "evaluator": evaluator})
-        self._host = self._timed(lambda: prelude(config, timeout_sec=timeout_seconds))
+        made = self._timed(lambda: prelude(config, timeout_sec=timeout_seconds))
         self._barrier()
+        self._evaluate: Any = made[1] if evaluator else None  # an evaluator realm's evaluate function
+        self._host: Any = made[0] if evaluator else made
         self._next_step: tuple[Any, ...] | None = None  # handles for `host("nextStep")`, made once when idle
+        self._evaluated: tuple[Any, ...] | None = None  # handles for `host("evaluated")` and the evaluate function
 
     def close(self) -> None:
         if self._context is not None:
-            self._next_step = None
+            self._next_step = self._evaluated = None
             self._context.close()
             self._context = None
-            self._host = None
+            self._host = self._evaluate = None
 
     def _timed(self, action: Any) -> Any:
         if self._context is None:
@@ -163,6 +168,46 @@ class Isolate:
         except asyncio.TimeoutError:
             raise JSTimeoutException from None
 
+    def evaluate(self, body: str, args_text: str | None) -> dict[str, Any]:
+        """An evaluator realm's script run to its end: `{state, clean}` (prelude `evaluated`).
+
+        Four trips to V8 (the public API takes eleven): the compiled script makes its own argument
+        array, `[its function, its args' JSON]`, for the evaluate function; the barrier; `evaluated`
+        with an argument array made once. A syntax error raises `script_syntax`."""
+        runner = _task_runner(self._context)
+        if runner is None:  # a mini-racer without the internals used below
+            self.call("evaluate", self.compile(body, "workflow.js", "args"), args_text)
+            return self.call("evaluated")
+        source = f"[(async function (args) {{{body}\n}}), {json.dumps(args_text)}]\n//# sourceURL=workflow.js"
+        if self._evaluated is None:  # the isolate is idle here
+            argv = self._live_context().eval("[]")
+            argv.append("evaluated")  # type: ignore[union-attr]  # eval("[]") is a JSArray; mini-racer types any JS value
+            self._evaluated = tuple(runner._python_to_value_handle(value)
+                                    for value in (self._host, JSUndefined, argv, self._evaluate))
+        host, this, argv, evaluate = self._evaluated
+        timeout = self.timeout_seconds
+
+        async def run() -> str:
+            made = await asyncio.wait_for(runner.eval_cancelable(source), timeout)
+            own = runner._python_to_value_handle(made)
+            await asyncio.wait_for(runner._run_cancelable_mr_task(runner._dll.mr_call_function, evaluate.raw, this.raw,
+                                                                  own.raw), timeout)
+            await asyncio.wait_for(runner.eval_cancelable("0"), timeout)  # the script's drain
+            return await asyncio.wait_for(runner._run_cancelable_mr_task(runner._dll.mr_call_function, host.raw,
+                                                                         this.raw, argv.raw), timeout)
+
+        def evaluated() -> str:
+            try:
+                return asyncio.run_coroutine_threadsafe(run(), runner.event_loop).result()
+            except asyncio.TimeoutError:
+                raise JSTimeoutException from None
+
+        try:
+            return json.loads(self._timed(evaluated))
+        except JSEvalException as error:
+            message, line = _syntax_error(str(error))
+            raise IsolateError("script_syntax", message, line) from None
+
     def compile(self, body: str, source_name: str, parameters: str = "") -> Any:
         """The body as an async function (not run yet: no barrier needed); a syntax error raises
         `script_syntax`."""
@@ -205,26 +250,32 @@ class Evaluator:
     def evaluate(self, body: str, args_text: str | None) -> dict[str, Any]:
         if self.isolate is None:
             self.isolate = Isolate(self.timeout_seconds, self.memory_bytes, nested=False, chain="root", evaluator=True)
-        isolate = self.isolate
         try:
-            run = isolate.compile(body, "workflow.js", "args")
+            ended = self.isolate.evaluate(body, args_text)
         except IsolateError as error:
             if error.code != "script_syntax":
-                self.isolate = None
+                self.isolate = None  # closed by the limit it broke
                 raise
             return {"done": True, "result": None, "logs": [], "failures": [], "waiting": 0, "chain": None,
                     "error": {"name": "SyntaxError", "message": error.message, "line": error.line,
                               "code": "script_syntax"}}
-        try:
-            isolate.call("evaluate", run, args_text)
-            ended = isolate.call("evaluated")
-            state, reusable = ended["state"], ended["clean"]
-        except IsolateError:
-            self.isolate = None
-            raise
-        if not reusable:
+        if not ended["clean"]:
             self.close()
-        return state
+        return ended["state"]
+
+    def evaluate_each(self, bodies: list[str], args_text: str | None) -> list[dict[str, Any]]:
+        """`evaluate` for each body with the same args (one plan's code steps), each timed:
+        `{state, started_at, finished_at}`, or `{error: {code, message, line}, ...}` for a broken limit
+        (the next body gets a new isolate)."""
+        answers: list[dict[str, Any]] = []
+        for body in bodies:
+            started_at = time.time()
+            try:
+                answers.append({"state": self.evaluate(body, args_text)})
+            except IsolateError as error:
+                answers.append({"error": {"code": error.code, "message": error.message, "line": error.line}})
+            answers[-1].update(started_at=started_at, finished_at=time.time())
+        return answers
 
 
 class ScriptSession:

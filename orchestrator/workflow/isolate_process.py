@@ -62,6 +62,10 @@ class Server:
             if not isinstance(session, self.evaluator_type):
                 raise self.error_type("sandbox_protocol", "evaluate needs an evaluator (op 'evaluator')")
             return session.evaluate(request["body"], request.get("args_text"))
+        if op == "evaluate_each":
+            if not isinstance(session, self.evaluator_type):
+                raise self.error_type("sandbox_protocol", "evaluate_each needs an evaluator (op 'evaluator')")
+            return session.evaluate_each(list(request["bodies"]), request.get("args_text"))
         if isinstance(session, self.evaluator_type):
             raise self.error_type("sandbox_protocol", f"an evaluator does not take {op!r}")
         if op == "start":

@@ -25,6 +25,7 @@ import json
 import logging
 from collections import deque
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Callable, Self
 
 from orchestrator.workflow.sandbox_process import NOT_REUSED, SandboxError, SandboxProcess, pool_for
@@ -33,7 +34,7 @@ from orchestrator.workflow.script import WorkflowScript
 logger = logging.getLogger(__name__)
 OPEN_SECONDS = 30.0
 
-__all__ = ["Evaluator", "Nested", "Sandbox", "SandboxError", "Settled", "replay", "run_to_completion"]
+__all__ = ["Evaluator", "Nested", "Sandbox", "SandboxError", "Settled", "Timed", "replay", "run_to_completion"]
 
 
 class _Held:
@@ -91,13 +92,57 @@ class Evaluator(_Held):
                  pool_size: int | None = None) -> None:
         super().__init__(timeout_seconds, memory_bytes, pool_size)
 
-    def evaluate(self, body: str, args: Any) -> dict[str, Any]:
-        """Run `body` (a function body of `args`) to its end: done / result / error / logs, like `state`."""
+    def _open(self) -> None:
         if self._process is None:
             self._process = self._pool.acquire()
             self._request({"op": "evaluator", "timeout": self.timeout_seconds, "memory": self.memory_bytes},
                           OPEN_SECONDS)
+
+    def evaluate(self, body: str, args: Any) -> dict[str, Any]:
+        """Run `body` (a function body of `args`) to its end: done / result / error / logs, like `state`."""
+        self._open()
         return self._request({"op": "evaluate", "body": body, "args_text": json.dumps(args)})
+
+    def evaluate_each(self, bodies: list[str], args: Any) -> list[Timed]:
+        """`evaluate` for each body with the same args, in one round trip; each outcome timed by the
+        sandbox process. A limit broken ends that body only; if the process dies, each body is tried
+        again on its own, so the one that killed it gets the error and the others their states."""
+        if not bodies:
+            return []
+        self._open()
+        deadline = self._deadline_seconds * len(bodies)
+        try:
+            answers = self._request({"op": "evaluate_each", "bodies": bodies, "args_text": json.dumps(args)}, deadline)
+        except SandboxError:
+            return [self._timed_one(body, args) for body in bodies]
+        return [Timed(answer.get("state"), _error_of(answer.get("error")), _stamp(answer["started_at"]),
+                      _stamp(answer["finished_at"])) for answer in answers]
+
+    def _timed_one(self, body: str, args: Any) -> "Timed":
+        started_at = datetime.now(timezone.utc)
+        try:
+            state, error = self.evaluate(body, args), None
+        except SandboxError as broke:
+            state, error = None, broke
+        return Timed(state, error, started_at, datetime.now(timezone.utc))
+
+
+@dataclass(frozen=True)
+class Timed:
+    """One body's outcome from `Evaluator.evaluate_each`: its state, or the limit it broke; when it ran."""
+
+    state: dict[str, Any] | None
+    error: SandboxError | None
+    started_at: datetime
+    finished_at: datetime
+
+
+def _error_of(found: dict[str, Any] | None) -> SandboxError | None:
+    return SandboxError(found["code"], found["message"], found.get("line")) if found else None
+
+
+def _stamp(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, timezone.utc)
 
 
 class Sandbox(_Held):
