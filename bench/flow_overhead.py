@@ -311,8 +311,9 @@ def tick_in_process(db: Database, settings: Any, handlers: dict[str, Any], hooks
 # (module path, function): the parts of a tick, by the cumulative time cProfile gives each
 TICK_PARTS = (
     ("orchestrator/flows/runner.py", "tick", "a tick, in all"),
-    ("orchestrator/flows/evaluation.py", "evaluate_code", "code steps in the sandbox (evaluation.evaluate_code)"),
-    ("orchestrator/workflow/sandbox.py", "__init__", "  of which opening an isolate (Sandbox.__init__)"),
+    ("orchestrator/flows/evaluation.py", "evaluate_codes", "code steps in the sandbox (evaluation.evaluate_codes)"),
+    ("orchestrator/workflow/sandbox.py", "_open", "  of which taking a sandbox process (Evaluator._open)"),
+    ("orchestrator/flows/runner.py", "_write", "writing held plans (runner._write, 1 per <=25 plans)"),
     ("orchestrator/store/flows.py", "load_steps", "loading every step row (store.flows.load_steps)"),
     ("orchestrator/flows/records.py", "records_of", "rows -> records (records.records_of)"),
     ("orchestrator/flows/runner.py", "step_views", "what code sees as `steps` (runner.step_views)"),

@@ -332,6 +332,40 @@ output: fold
     assert all(count == 1 for _, count in finished_events) and len(finished_events) == jobs + 1
 
 
+def test_kill_9_during_a_chain_of_code_steps_loses_only_unwritten_work_and_records_each_step_once(
+        stack: Stack) -> None:
+    """Code-only plans are written together (runner.BATCH_PLANS): a worker killed with a batch in hand
+    loses that batch, which was never recorded, and the next tick runs those steps again."""
+    length = 400
+    lines = ["name: long-chain", "steps:", "  - {id: s0, kind: code, code: '1'}"]
+    lines += [f"  - {{id: s{index}, kind: code, deps: [s{index - 1}], code: 'steps.s{index - 1}.result + 1'}}"
+              for index in range(1, length)]
+    stack.write_flow("long-chain.yaml", "\n".join(lines + [f"output: s{length - 1}", ""]))
+    run = stack.start("long-chain").json()["run"]
+
+    def finished() -> dict[str, str]:
+        return {step["id"]: step["finished_at"] for step in stack.status(run["id"])["steps"]
+                if step["state"] == "completed"}
+
+    wait_for(lambda: len(finished()) >= 40, 60, 0.02, "some code steps recorded")
+    stack.workers[-1].kill()
+    before = finished()
+    assert stack.status(run["id"])["run"]["status"] == "running" and len(before) < length, \
+        "the kill must come while the chain runs"
+    stack.worker("after-chain")
+    status = stack.wait(run["id"], timeout=120)
+    assert status["run"]["status"] == "completed" and status["value"] == length, status["run"]
+    assert all(step["state"] == "completed" and step["attempt"] == 1 for step in status["steps"])
+    after = {step["id"]: step["finished_at"] for step in status["steps"]}
+    assert {step_id: after[step_id] for step_id in before} == before  # what was written stays as it was
+    with stack.db.transaction() as session:
+        counted = session.execute(text(
+            "SELECT type, data->>'step', count(*) FROM events WHERE run_id = :run AND type LIKE 'flow.step.%' "
+            "GROUP BY 1, 2"), {"run": run["id"]}).all()
+    assert {(kind, count) for kind, _, count in counted} == {("flow.step.started", 1), ("flow.step.finished", 1)}
+    assert len(counted) == 2 * length
+
+
 # Until orchestrator/cli/main.py lists `flows.flow` in COMMANDS, the real `boocode` process is started
 # with the group added the way main.py adds every group (cli.add_command), then main() as usual.
 FLOW_CLI = ("from orchestrator.cli.flows import flow; from orchestrator.cli.main import cli, main; "
