@@ -1,6 +1,7 @@
 """A flow run's step records as the scheduler sees them, and the retry arithmetic over them.
 
     StepRecord(state, attempt, first_attempt, started_at, finished_at, result, error)
+    step_views(definition, records) -> what templates, guards and code see as `steps.<id>`
 
 `attempt` is the number of the attempt now running or last ended (0: never started). Attempt
 numbers only ever grow within a run, even across a rerun, because they fence results: a late result
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from orchestrator.flows.definition import Step
+from orchestrator.flows.definition import FlowDefinition, Step
 from orchestrator.flows.rules import FINAL_STATES, StepState
 from orchestrator.store.models import FlowStep
 
@@ -82,3 +83,13 @@ def record_of_row(row: FlowStep) -> StepRecord:
 def records_of(rows: dict[str, FlowStep]) -> dict[str, StepRecord]:
     """The rows as the pure scheduler sees them."""
     return {step_id: record_of_row(row) for step_id, row in rows.items()}
+
+
+def step_views(definition: FlowDefinition, records: Mapping[str, StepRecord]) -> dict[str, dict[str, Any]]:
+    """What templates, guards and code see as `steps.<id>`."""
+    views = {}
+    for step in definition.steps:
+        record = records.get(step.id, StepRecord())
+        views[step.id] = {"state": record.state.value, "result": record.result, "error": record.error,
+                          "attempt": record.attempt}
+    return views

@@ -35,19 +35,16 @@ import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from sqlalchemy.orm import Session
 
-from orchestrator import lifecycle
 from orchestrator.domain.enums import RunKind, RunStatus
 from orchestrator.errors import RunCancelledError
-from orchestrator.flows import caps, operations, scheduler
+from orchestrator.flows import caps, children, operations, scheduler
 from orchestrator.flows.definition import AgentBody, CodeBody, FlowBody, FlowDefinition, Step, StepKind, build
-from orchestrator.flows.discovery import discover
 from orchestrator.flows.evaluation import CodeResult, Evaluator, Limits, evaluate_codes, evaluate_guards, evaluator_for
-from orchestrator.flows.expressions import render_template
-from orchestrator.flows.records import StepRecord, record_of_row, records_of
+from orchestrator.flows.records import StepRecord, record_of_row, records_of, step_views
 from orchestrator.flows.rules import StepState
 from orchestrator.jobs import task_for_kind
 from orchestrator.lifecycle import Continue, Defer, Finish, Handler, RunContext, RunOutcome
@@ -55,7 +52,6 @@ from orchestrator.settings import Settings
 from orchestrator.store import flows as store
 from orchestrator.store import runs, subagents
 from orchestrator.store.models import FlowStep, Run
-from orchestrator.store.workflows import project_root
 
 logger = logging.getLogger(__name__)
 MAX_PLANS_PER_TICK = 50  # code steps chain within a tick; past this the next tick goes on
@@ -97,16 +93,6 @@ def code_of(definition: FlowDefinition, step_id: str) -> str:
 def definition_of(run: Run) -> FlowDefinition:
     """The definition the run started with (kept in its input, so an edited file changes no run)."""
     return build(run.input["flow"]["data"])
-
-
-def step_views(definition: FlowDefinition, records: Mapping[str, StepRecord]) -> dict[str, dict[str, Any]]:
-    """What templates, guards and code see as `steps.<id>`."""
-    views = {}
-    for step in definition.steps:
-        record = records.get(step.id, StepRecord())
-        views[step.id] = {"state": record.state.value, "result": record.result, "error": record.error,
-                          "attempt": record.attempt}
-    return views
 
 
 def tick(context: RunContext, config: FlowConfig) -> RunOutcome:
@@ -248,13 +234,13 @@ def _child_outcome(step: Step, child: Run) -> Any:
 def _reconcile(session: Session, context: RunContext, definition: FlowDefinition, rows: dict[str, FlowStep],
                config: FlowConfig) -> list[Run]:
     """Decide every step from its child run (operations.reconcile); returns children to enqueue."""
-    children = store.children_of(session, rows.values())
-    usage = _usage_of_finished(session, children)
+    found = store.children_of(session, rows.values())
+    usage = _usage_of_finished(session, found)
     started: list[Run] = []
     for step in definition.steps:
         row = rows[step.id]
         record = record_of_row(row)
-        child = children.get(row.child_run_id) if row.child_run_id else None
+        child = found.get(row.child_run_id) if row.child_run_id else None
         seen = operations.ChildRun(RunStatus(child.status), _child_outcome(step, child) if child else None,
                                    child.error) if child is not None else None
         if step.kind in (StepKind.SWITCH, StepKind.CODE) and seen is None and record.state == StepState.RUNNING:
@@ -263,9 +249,10 @@ def _reconcile(session: Session, context: RunContext, definition: FlowDefinition
         child_attempt = (int(((child.input or {}).get("spec") or {}).get("attempt", row.attempt)) if child
                          else row.attempt)
         if isinstance(decision, operations.CancelChild) and child is not None:
-            started += _cancel_child(session, context, child.id, config, "its flow step already ended")
+            started += children.cancel_child(session, context, child.id, config.subagent_limits,
+                                             "its flow step already ended")
         elif isinstance(decision, operations.Redispatch):
-            started += _dispatch_child(session, context.run, definition, rows, step, decision.attempt,
+            started += children.dispatch_child(session, context.run, definition, rows, step, decision.attempt,
                                        context.run.input.get("input"))
         elif isinstance(decision, (operations.MarkDone, operations.MarkFailed, operations.MarkCancelled,
                                    operations.Retry)) and child is not None:
@@ -275,10 +262,10 @@ def _reconcile(session: Session, context: RunContext, definition: FlowDefinition
     return started
 
 
-def _usage_of_finished(session: Session, children: dict[Any, Run]) -> dict[Any, Any]:
+def _usage_of_finished(session: Session, found: dict[Any, Run]) -> dict[Any, Any]:
     """Tokens, cost and model of each finished child: an agent's from its spans; a nested flow's agents
     have spans of their own, so a flow child's are the totals of its outcome (result, else error)."""
-    finished = [child for child in children.values() if RunStatus(child.status).is_terminal]
+    finished = [child for child in found.values() if RunStatus(child.status).is_terminal]
     usage = store.usage_of(session, [child.id for child in finished if child.kind != RunKind.FLOW.value])
     for nested in finished:
         if nested.kind == RunKind.FLOW.value:
@@ -303,91 +290,6 @@ def _settle(session: Session, run: Run, row: FlowStep, decision: operations.Reco
                        usage=usage)
 
 
-def _cancel_child(session: Session, context: RunContext, child_id: Any, config: FlowConfig, reason: str) -> list[Run]:
-    """Cancel a step's child run the one way runs are cancelled (lifecycle.cancel); returns what that
-    sets going, to enqueue after the commit. It also asks to wake this run, which is ticking already:
-    clear the flag again rather than enqueue itself (a later finishing child must still wake it)."""
-    child = session.get(Run, child_id, populate_existing=True)
-    if child is None or RunStatus(child.status).is_terminal:
-        return []
-    _, going = lifecycle.cancel(session, child_id, config.subagent_limits, reason=reason)
-    runs.take_tick(session, context.lease)
-    return [other for other in going if other.id != context.run.id]
-
-
-def _prompt(step: Step, flow_input: Any, views: dict[str, Any]) -> str:
-    assert isinstance(step.body, AgentBody)
-    return render_template(step.body.prompt, flow_input, views)
-
-
-def _agent_spec(run: Run, step: Step, attempt: int) -> dict[str, Any]:
-    """A workflow agent()'s options, the way the agent runtime reads them from the child's spec."""
-    assert isinstance(step.body, AgentBody)
-    body = step.body
-    options = {"label": body.label or step.id, "agentType": body.agent_type, "model": body.model,
-               "effort": body.effort, "schema": body.schema, "isolation": body.isolation}
-    return {"key": f"{step.id}#{attempt}", "flow_run_id": str(run.id), "step": step.id, "attempt": attempt,
-            **{name: value for name, value in options.items() if value is not None}}
-
-
-def _dispatch_child(session: Session, run: Run, definition: FlowDefinition, rows: dict[str, FlowStep], step: Step,
-                    attempt: int, flow_input: Any) -> list[Run]:
-    """Start (or adopt) the child run of an agent or flow step's attempt; the row runs it."""
-    now = datetime.now(timezone.utc)
-    views = step_views(definition, records_of(rows))
-    row = rows[step.id]
-    if isinstance(step.body, AgentBody):
-        child = store.start_child(session, run, step.id, attempt, RunKind.AGENT.value,
-                                  {"spec": _agent_spec(run, step, attempt)}, _prompt(step, flow_input, views))
-    else:
-        nested = _nested_flow(session, run, step, flow_input, views)
-        if isinstance(nested, NestedRefused):
-            store.start_attempt(session, run, row, attempt, None, now)
-            store.end_step(session, run, row, StepState.FAILED, error=nested.error)
-            return []
-        child = store.start_child(session, run, step.id, attempt, RunKind.FLOW.value, nested, None)
-        store.create_steps(session, child.id, [nested_step["id"] for nested_step in nested["flow"]["data"]["steps"]])
-    store.start_attempt(session, run, row, attempt, child.id, now)
-    return [child] if child.status == RunStatus.QUEUED else []
-
-
-@dataclass(frozen=True)
-class NestedRefused:
-    """A flow step's nested flow cannot start: `error` fails the step (not retried)."""
-
-    error: dict[str, Any]
-
-
-def _nested_flow(session: Session, run: Run, step: Step, flow_input: Any, views: dict[str, Any]
-                 ) -> dict[str, Any] | NestedRefused:
-    """The input of a nested flow's run, or why it cannot start (an unknown flow, a second level)."""
-    assert isinstance(step.body, FlowBody)
-    if run.parent_id is not None:
-        return NestedRefused({"code": "flow_nesting", "retryable": False,
-                              "message": "a nested flow cannot run another flow (one level of nesting, like "
-                                         "workflows)"})
-    found, _ = discover(Path(project_root(session, run.project_id)), None)
-    entry = found.get(step.body.flow)
-    if entry is None:
-        return NestedRefused({"code": "unknown_flow", "retryable": False,
-                              "message": f"no flow named {step.body.flow!r}; known: {', '.join(sorted(found))}"})
-    nested_input = _render_values(step.body.input, flow_input, views)
-    return {"flow": {"name": entry.name, "source": entry.source, "path": entry.path, "text": entry.text,
-                     "data": entry.data},
-            "input": nested_input, "trigger": {"type": "flow_step", "run_id": str(run.id), "step": step.id}}
-
-
-def _render_values(value: Any, flow_input: Any, views: dict[str, Any]) -> Any:
-    """A nested flow's input: every string in it is a template."""
-    if isinstance(value, str):
-        return render_template(value, flow_input, views)
-    if isinstance(value, list):
-        return [_render_values(item, flow_input, views) for item in value]
-    if isinstance(value, dict):
-        return {key: _render_values(item, flow_input, views) for key, item in value.items()}
-    return value
-
-
 def _apply(session: Session, context: RunContext, definition: FlowDefinition, rows: dict[str, FlowStep],
            plan: scheduler.Plan, code: dict[str, CodeResult], flow_input: Any, config: FlowConfig
            ) -> tuple[list[Run], bool]:
@@ -404,7 +306,8 @@ def _apply(session: Session, context: RunContext, definition: FlowDefinition, ro
         store.end_step(session, run, row, StepState.TIMED_OUT, timed_out=True, error={
             "code": "step_timeout", "message": f"attempt {row.attempt} ran past {step.timeout_seconds:g} s"})
         if child_id is not None:
-            started += _cancel_child(session, context, child_id, config, f"flow step {step.id!r} timed out")
+            started += children.cancel_child(session, context, child_id, config.subagent_limits,
+                                             f"flow step {step.id!r} timed out")
     for mark in plan.mark:
         store.end_step(session, run, rows[mark.step], StepState(mark.state), attempt=mark.attempt, result=mark.result,
                        error=dict(mark.error) if mark.error else None, reason=mark.reason)
@@ -420,7 +323,7 @@ def _apply(session: Session, context: RunContext, definition: FlowDefinition, ro
             _refuse(session, run, rows[dispatch.step], dispatch.attempt, reached)
             refused = True
             continue
-        started += _dispatch_child(session, run, definition, rows, step, dispatch.attempt, flow_input)
+        started += children.dispatch_child(session, run, definition, rows, step, dispatch.attempt, flow_input)
         if spent is not None and step.kind == StepKind.AGENT:
             spent = spent.plus_agent()
     session.flush()
