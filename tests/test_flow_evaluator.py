@@ -123,3 +123,13 @@ def test_a_body_that_kills_the_process_fails_alone() -> None:
                                       "return 3;"], None)
     assert [one.state["result"] if one.state else None for one in timed] == [1, None, 3]
     assert timed[1].error is not None and timed[1].error.code in ("script_memory", "script_crashed")
+
+
+def test_parsing_runs_nothing_even_a_body_that_breaks_out_of_its_function(evaluator: Evaluator) -> None:
+    breakout = "}), 1]; Error.prototype.ran = 1; [(function () {"
+    found = evaluator.parse_each(["return 1;", "return a +* 2;", "const x = 1;\n\nreturn (", breakout])
+    assert found[0] is None
+    assert found[1] == {"message": "Unexpected token '*'", "line": 1}
+    assert found[2]["line"] == 4  # past the end of the body: the unclosed bracket
+    assert found[3] is not None  # as a function body it does not compile
+    assert value(evaluator, "return String(Error.prototype.ran);") == "undefined"

@@ -201,6 +201,23 @@ steps:
                                                                             "problems": []}
     assert httpx.post(f"{stack.api.url}/api/flows/validate", json={"text": BRANCHY}).status_code == 401
 
+    # what the tokeniser cannot see is compiled in a sandbox process (nothing of it runs), with its line
+    unparsable = """\
+name: unparsable
+steps:
+  - id: fold
+    kind: code
+    code: |
+      const total = input.n;
+      return total +* 2;
+  - {id: gate, kind: code, deps: [fold], when: "steps.fold.result >", code: "1"}
+"""
+    found = stack.api.ok("POST", "/api/flows/validate", {"text": unparsable})
+    assert found["valid"] is False
+    assert [(problem["step"], problem["line"]) for problem in found["problems"]] == [("fold", 7), ("gate", 8)]
+    assert "code: Unexpected token '*'" in found["problems"][0]["message"]
+    assert found["problems"][1]["message"].startswith("when: ")
+
     stack.write_flow("broken.yaml", broken)
     listed = stack.api.ok("GET", f"/api/projects/{stack.project['id']}/flows")
     assert {"review-diff", "triage-failing-test", "release-notes"} <= {flow["name"] for flow in listed["flows"]}

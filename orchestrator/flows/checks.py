@@ -11,7 +11,7 @@ schema reports that), so a broken file still gets every other problem reported i
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -184,26 +184,58 @@ def _template_strings(value: Any, path: DataPath) -> Iterator[tuple[DataPath, st
             yield from _template_strings(item, path + (number,))
 
 
-def check_step_texts(flow: RawFlow) -> list[Finding]:
-    """Guards, switch cases, code, prompts and nested-flow inputs of every step."""
-    findings: list[Finding] = []
+@dataclass(frozen=True)
+class JavaScript:
+    """A guard, a switch case or a code step's code, where it is in the data."""
+
+    step: str | None
+    path: DataPath
+    text: Any
+    what: str
+    code: bool
+
+
+def javascript_of(flow: RawFlow) -> Iterator[JavaScript]:
+    """Every piece of JavaScript the definition holds, in file order."""
     for index, raw in flow.steps:
         step_id = raw.get("id") if isinstance(raw.get("id"), str) else None
         here: DataPath = ("steps", index)
-        allowed = flow.graph.ancestors(step_id) if step_id in flow.by_id else frozenset()
-        findings += _javascript(step_id, here + ("when",), raw.get("when"), allowed, flow, "when", code=False)
+        yield JavaScript(step_id, here + ("when",), raw.get("when"), "when", False)
         cases = raw.get("cases") if raw.get("kind") == "switch" else None
         for number, case in enumerate(cases if isinstance(cases, list) else []):
             if isinstance(case, dict):
-                findings += _javascript(step_id, here + ("cases", number, "when"), case.get("when"), allowed,
-                                        flow, f"case {number + 1}", code=False)
+                yield JavaScript(step_id, here + ("cases", number, "when"), case.get("when"), f"case {number + 1}",
+                                 False)
         if raw.get("kind") == "code":
-            findings += _javascript(step_id, here + ("code",), raw.get("code"), allowed, flow, "code", code=True)
+            yield JavaScript(step_id, here + ("code",), raw.get("code"), "code", True)
+
+
+def check_step_texts(flow: RawFlow) -> list[Finding]:
+    """Guards, switch cases, code, prompts and nested-flow inputs of every step."""
+    findings: list[Finding] = []
+    for script in javascript_of(flow):
+        step_id = script.step
+        allowed = flow.graph.ancestors(step_id) if step_id in flow.by_id else frozenset()
+        findings += _javascript(step_id, script.path, script.text, allowed, flow, script.what, code=script.code)
+    for index, raw in flow.steps:
+        step_id = raw.get("id") if isinstance(raw.get("id"), str) else None
+        here = ("steps", index)
+        allowed = flow.graph.ancestors(step_id) if step_id in flow.by_id else frozenset()
         if raw.get("kind") == "agent":
             findings += _template(step_id, here + ("prompt",), raw.get("prompt"), allowed, flow, "prompt")
         if raw.get("kind") == "flow":
             findings += _nested_flow(flow, step_id, here, raw, allowed)
     return findings
+
+
+def check_parse(flow: RawFlow, parse: Callable[[list[tuple[str, bool]]], list[tuple[int | None, str] | None]]
+                ) -> list[Finding]:
+    """What the tokeniser cannot see (`a +* b`): each piece of JavaScript compiled by `parse` (the
+    sandbox's, evaluation.parse_javascript: nothing of it runs), all in one call."""
+    scripts = [script for script in javascript_of(flow) if isinstance(script.text, str)]
+    answers = parse([(script.text, script.code) for script in scripts])
+    return [Finding(script.step, script.path, f"{script.what}: {message}", line)
+            for script, answer in zip(scripts, answers) if answer is not None for line, message in [answer]]
 
 
 def _nested_flow(flow: RawFlow, step_id: str | None, here: DataPath, raw: dict[str, Any],

@@ -17,7 +17,7 @@ branch must not start before the switch has chosen. Nothing here does I/O; the c
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
@@ -28,7 +28,7 @@ import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, ValidationError
 
-from orchestrator.flows.checks import Finding, check_all
+from orchestrator.flows.checks import Finding, RawFlow, check_all, check_parse
 from orchestrator.flows.cron import Overlap
 from orchestrator.flows.graph import Graph
 from orchestrator.flows.rules import TriggerRule
@@ -357,13 +357,19 @@ def _finding_problem(finding: Finding, lines: Lines) -> Problem:
     return Problem(finding.step, line, finding.message)
 
 
-def validate(text: str) -> list[Problem]:
+# Compiles pieces of JavaScript without running them: [(text, is_code)] -> [None | (line, message)].
+# The shell passes the sandbox's (evaluation.parse_javascript); without one only the tokeniser checks.
+JavaScriptParser = Callable[[list[tuple[str, bool]]], list[tuple[int | None, str] | None]]
+
+
+def validate(text: str, parse_javascript: JavaScriptParser | None = None) -> list[Problem]:
     """Every problem with a flow definition, in file order; an empty list means `load` succeeds."""
-    return _validated(text)[0]
+    return _validated(text, parse_javascript)[0]
 
 
-def _validated(text: str) -> tuple[list[Problem], Any, Lines]:
-    """Problems plus what was parsed, so `load` builds from the same parse it validated."""
+def _validated(text: str, parse_javascript: JavaScriptParser | None = None) -> tuple[list[Problem], Any, Lines]:
+    """Problems plus what was parsed, so `load` builds from the same parse it validated. JavaScript is
+    compiled (`parse_javascript`) only when nothing else is wrong: a broken file is not sent on."""
     data, lines, problems = _parse(text)
     if data is None and not problems:
         problems.append(Problem(None, None, "the definition is empty"))
@@ -372,6 +378,8 @@ def _validated(text: str) -> tuple[list[Problem], Any, Lines]:
     problems += _schema_problems(data, lines)
     problems += _embedded_schema_problems(data, lines)
     problems += [_finding_problem(finding, lines) for finding in check_all(data)]
+    if not problems and parse_javascript is not None:
+        problems += [_finding_problem(finding, lines) for finding in check_parse(RawFlow(data), parse_javascript)]
     unique = list(dict.fromkeys(problems))
     return sorted(unique, key=lambda problem: (problem.line or 0)), data, lines
 
@@ -432,9 +440,9 @@ def build(data: dict[str, Any], lines: Lines | None = None) -> FlowDefinition:
     )
 
 
-def load(text: str) -> FlowDefinition:
+def load(text: str, parse_javascript: JavaScriptParser | None = None) -> FlowDefinition:
     """The definition, or FlowDefinitionError with every problem (the same list `validate` gives)."""
-    problems, data, lines = _validated(text)
+    problems, data, lines = _validated(text, parse_javascript)
     if problems:
         raise FlowDefinitionError(problems)
     return build(data, lines)

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from orchestrator.flows.definition import FlowDefinition, FlowDefinitionError, load
+from orchestrator.flows.evaluation import parse_javascript
 from orchestrator.tools.base import ToolInputError
 from orchestrator.tools.paths import read_beneath
 
@@ -54,7 +55,7 @@ def problem_dicts(problems: list[Any]) -> list[dict[str, Any]]:
 def parse(text: str) -> tuple[FlowDefinition | None, dict[str, Any] | None, list[dict[str, Any]]]:
     """The definition and its data, or None and every problem."""
     try:
-        definition = load(text)
+        definition = load(text, parse_javascript)
     except FlowDefinitionError as error:
         return None, None, problem_dicts(error.problems)
     # validated: no duplicate keys, aliases bounded; JSON round trip so dates and the like are plain text

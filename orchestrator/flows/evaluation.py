@@ -2,6 +2,7 @@
 
     evaluate_code(code, input, steps)         -> CodeResult(ok, value | error)
     evaluate_codes({step: code}, input, steps) -> {step: CodeResult}   (one plan's, one request)
+    parse_javascript([(text, is_code)])        -> [None | (line, message)]  (validation; runs nothing)
     evaluate_guards(expressions, input, steps) -> (bool, …) | GuardFailure
 
 User JavaScript never runs in a web or worker process (DESIGN §3.5-3.6): each evaluation is one
@@ -118,6 +119,33 @@ def _outcome(code: str, state: dict[str, Any] | None, error: SandboxError | None
                                         "message": f"{problem.get('name')}: {problem.get('message')}",
                                         "line": _user_line(problem.get("line"), expression)})
     return CodeResult(True, value=json.loads(json.dumps(state["result"])))
+
+
+def parse_javascript(texts: list[tuple[str, bool]], limits: Limits = Limits()) -> list[tuple[int | None, str] | None]:
+    """Whether each text compiles as the sandbox will run it (`(text, True)` a code step, `(text,
+    False)` a guard or a switch case), in one request to a sandbox process, running none of it: None,
+    or (the line in the text when V8 gives one, V8's message). Answers are kept per text."""
+    missing = list(dict.fromkeys(item for item in texts if item not in _PARSED))
+    if missing:
+        bodies = [_body(text) if code else f"return !!(\n{text}\n);" for text, code in missing]
+        with evaluator_for(limits) as evaluator:
+            answers = evaluator.parse_each(bodies)
+        for (text, code), answer in zip(missing, answers):
+            if len(_PARSED) >= PARSED_KEPT:
+                _PARSED.pop(next(iter(_PARSED)))
+            _PARSED[(text, code)] = None if answer is None else (_parsed_line(text, code, answer["line"]),
+                                                                 answer["message"])
+    return [_PARSED[item] for item in texts]
+
+
+def _parsed_line(text: str, code: bool, line: int | None) -> int | None:
+    """A parse error's line in the text (an unclosed bracket is reported past its end: the last line)."""
+    shifted = _user_line(line, not check_expression(text)) if code else (line - 1 if line else None)
+    return min(max(shifted, 1), text.count("\n") + 1) if shifted else None
+
+
+PARSED_KEPT = 4096
+_PARSED: dict[tuple[str, bool], tuple[int | None, str] | None] = {}
 
 
 def evaluate_guards(expressions: tuple[str, ...], flow_input: Any, steps: Mapping[str, Any],

@@ -208,6 +208,26 @@ class Isolate:
             message, line = _syntax_error(str(error))
             raise IsolateError("script_syntax", message, line) from None
 
+    def parse(self, body: str) -> dict[str, Any] | None:
+        """None if the body is a valid async function body of `args`, else `{message, line}`; nothing of
+        it runs. The function constructor parses it as a body alone (it cannot close the function
+        and go on); for the line, the wrapped script is compiled behind a `throw` that stops it before
+        its first statement, should it parse as a script at all."""
+        context = self._live_context()
+        check = (f"(() => {{ try {{ new (async function () {{}}).constructor('args', {json.dumps(body)}); "
+                 "return null; } catch (error) { return String(error && error.message); } })()")
+        message = self._timed(lambda: context.eval(check, timeout_sec=self.timeout_seconds))
+        if message is None:
+            return None
+        try:
+            self._timed(lambda: context.eval(f"throw 0; (async function (args) {{{body}\n}})",
+                                             timeout_sec=self.timeout_seconds))
+        except JSEvalException as error:
+            if "SyntaxError" in str(error):
+                found, line = _syntax_error(str(error), anonymous=True)
+                return {"message": found.removeprefix("SyntaxError: "), "line": line}
+        return {"message": str(message), "line": None}
+
     def compile(self, body: str, source_name: str, parameters: str = "") -> Any:
         """The body as an async function (not run yet: no barrier needed); a syntax error raises
         `script_syntax`."""
@@ -262,6 +282,13 @@ class Evaluator:
         if not ended["clean"]:
             self.close()
         return ended["state"]
+
+    def parse_each(self, bodies: list[str]) -> list[dict[str, Any] | None]:
+        """Whether each body compiles as the function `evaluate` would make of it, running none of it:
+        None, or `{message, line}` (line within the body, when V8 gives one)."""
+        if self.isolate is None:
+            self.isolate = Isolate(self.timeout_seconds, self.memory_bytes, nested=False, chain="root", evaluator=True)
+        return [self.isolate.parse(body) for body in bodies]
 
     def evaluate_each(self, bodies: list[str], args_text: str | None) -> list[dict[str, Any]]:
         """`evaluate` for each body with the same args (one plan's code steps), each timed:
@@ -405,9 +432,9 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:80]
 
 
-def _syntax_error(text: str) -> tuple[str, int | None]:
+def _syntax_error(text: str, anonymous: bool = False) -> tuple[str, int | None]:
     """V8's report as (message without the location prefix, line)."""
-    line = re.search(r"(?:workflow[\w.-]*\.js|<anonymous>):(\d+)", text)
+    line = re.search(r"<anonymous>:(\d+)" if anonymous else r"(?:workflow[\w.-]*\.js|<anonymous>):(\d+)", text)
     first = text.strip().splitlines()[-1] if text.strip() else "syntax error"
     for candidate in text.splitlines():
         if "Error" in candidate:

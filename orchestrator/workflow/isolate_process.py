@@ -62,6 +62,10 @@ class Server:
             if not isinstance(session, self.evaluator_type):
                 raise self.error_type("sandbox_protocol", "evaluate needs an evaluator (op 'evaluator')")
             return session.evaluate(request["body"], request.get("args_text"))
+        if op == "parse_each":
+            if not isinstance(session, self.evaluator_type):
+                raise self.error_type("sandbox_protocol", "parse_each needs an evaluator (op 'evaluator')")
+            return session.parse_each(list(request["bodies"]))
         if op == "evaluate_each":
             if not isinstance(session, self.evaluator_type):
                 raise self.error_type("sandbox_protocol", "evaluate_each needs an evaluator (op 'evaluator')")

@@ -103,6 +103,13 @@ class Evaluator(_Held):
         self._open()
         return self._request({"op": "evaluate", "body": body, "args_text": json.dumps(args)})
 
+    def parse_each(self, bodies: list[str]) -> list[dict[str, Any] | None]:
+        """Whether each body compiles, running none of it: None, or `{message, line}` (isolate.Isolate.parse)."""
+        if not bodies:
+            return []
+        self._open()
+        return self._request({"op": "parse_each", "bodies": bodies})
+
     def evaluate_each(self, bodies: list[str], args: Any) -> list[Timed]:
         """`evaluate` for each body with the same args, in one round trip; each outcome timed by the
         sandbox process. A limit broken ends that body only; if the process dies, each body is tried
