@@ -12,6 +12,7 @@
     evaluator = Evaluator(timeout_seconds, memory_bytes)   # many short scripts in turn, one isolate
     evaluator.evaluate(body, args)           # one script, a function of `args`, run to its end: its state
     evaluator.evaluate_each(bodies, args)    # several with the same args, each timed, in one request
+    evaluator.parse_each(bodies)             # whether each compiles, running none of it (validation)
 
 Each isolate gets the prelude, which returns the host function; Python keeps it as a handle and
 never puts it on the global object, so nothing of the host is in the script's reach. Every host
@@ -267,11 +268,14 @@ class Evaluator:
             isolate, self.isolate = self.isolate, None
             isolate.close()
 
-    def evaluate(self, body: str, args_text: str | None) -> dict[str, Any]:
+    def _live(self) -> Isolate:
         if self.isolate is None:
             self.isolate = Isolate(self.timeout_seconds, self.memory_bytes, nested=False, chain="root", evaluator=True)
+        return self.isolate
+
+    def evaluate(self, body: str, args_text: str | None) -> dict[str, Any]:
         try:
-            ended = self.isolate.evaluate(body, args_text)
+            ended = self._live().evaluate(body, args_text)
         except IsolateError as error:
             if error.code != "script_syntax":
                 self.isolate = None  # closed by the limit it broke
@@ -286,9 +290,8 @@ class Evaluator:
     def parse_each(self, bodies: list[str]) -> list[dict[str, Any] | None]:
         """Whether each body compiles as the function `evaluate` would make of it, running none of it:
         None, or `{message, line}` (line within the body, when V8 gives one)."""
-        if self.isolate is None:
-            self.isolate = Isolate(self.timeout_seconds, self.memory_bytes, nested=False, chain="root", evaluator=True)
-        return [self.isolate.parse(body) for body in bodies]
+        isolate = self._live()
+        return [isolate.parse(body) for body in bodies]
 
     def evaluate_each(self, bodies: list[str], args_text: str | None) -> list[dict[str, Any]]:
         """`evaluate` for each body with the same args (one plan's code steps), each timed:

@@ -32,6 +32,9 @@ def limit_process(data_bytes: int) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
+EVALUATOR_OPS = frozenset({"evaluate", "evaluate_each", "parse_each"})  # the rest are a ScriptSession's
+
+
 class Server:
     """Requests in, answers out; one ScriptSession at a time."""
 
@@ -58,20 +61,14 @@ class Server:
         if self.session is None:
             raise self.error_type("sandbox_closed", "the sandbox was closed after an earlier error")
         session = self.session
+        if (op in EVALUATOR_OPS) != isinstance(session, self.evaluator_type):
+            raise self.error_type("sandbox_protocol", f"{op!r} is not a request for what this sandbox holds")
         if op == "evaluate":
-            if not isinstance(session, self.evaluator_type):
-                raise self.error_type("sandbox_protocol", "evaluate needs an evaluator (op 'evaluator')")
             return session.evaluate(request["body"], request.get("args_text"))
-        if op == "parse_each":
-            if not isinstance(session, self.evaluator_type):
-                raise self.error_type("sandbox_protocol", "parse_each needs an evaluator (op 'evaluator')")
-            return session.parse_each(list(request["bodies"]))
         if op == "evaluate_each":
-            if not isinstance(session, self.evaluator_type):
-                raise self.error_type("sandbox_protocol", "evaluate_each needs an evaluator (op 'evaluator')")
             return session.evaluate_each(list(request["bodies"]), request.get("args_text"))
-        if isinstance(session, self.evaluator_type):
-            raise self.error_type("sandbox_protocol", f"an evaluator does not take {op!r}")
+        if op == "parse_each":
+            return session.parse_each(list(request["bodies"]))
         if op == "start":
             return session.start()
         if op == "take_calls":

@@ -354,7 +354,8 @@
   // and none may leave anything behind for the next. Everything reachable from the global object is
   // frozen, and the global object takes no new names. Error constructors and prototypes stay open
   // (the override mistake, above): their own properties are recorded here and put back after each
-  // script; `clean()` says false when that cannot be done exactly, and Python drops the isolate.
+  // script; `evaluated()` says the realm is not clean when that cannot be done exactly, and Python
+  // drops the isolate.
   const errorShapes = [];
   if (EVALUATOR) {
     const open = new Set();

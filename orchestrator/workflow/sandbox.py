@@ -10,6 +10,8 @@
 
     evaluator = Evaluator()                  # short scripts in turn in one isolate (flow code steps)
     evaluator.evaluate(body, args)           # one of them, run to its end: its state
+    evaluator.evaluate_each(bodies, args)    # several with the same args in one request, each timed
+    evaluator.parse_each(bodies)             # whether each compiles, running none of it
 
 The isolate lives in a sandbox process (`sandbox_process`, `isolate_process`), never in the caller:
 a V8 fatal error, a segfault or an out-of-memory kill ends that process only, and the call raises
