@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 
 from celery import Celery
-from celery.signals import worker_init
+from celery.signals import worker_init, worker_process_init
 from kombu import Exchange, Queue
 
 from orchestrator import jobs
@@ -20,7 +20,7 @@ from orchestrator.logs import configure_logging
 from orchestrator.sandbox import Sandbox
 from orchestrator.settings import Settings, load_settings, scrub_environment
 from worker.broker import worker_broker_url
-from worker.runtime import WorkerRuntime
+from worker.runtime import WorkerRuntime, preload, warm
 from worker.tasks import maintenance, runs, schedules
 
 
@@ -40,12 +40,17 @@ def make_celery(settings: Settings) -> Celery:
     schedules.register(app, runtime)
 
     @worker_init.connect(weak=False)
-    def check_sandbox(**_: object) -> None:
+    def check_sandbox_and_preload(**_: object) -> None:
         try:
             Sandbox.from_settings(settings).check()
         except ConfigurationError as error:
             print(error, file=sys.stderr)  # before consuming anything: say what to install or set
             raise SystemExit(2) from None
+        preload()  # before the pool forks (worker/runtime.py)
+
+    @worker_process_init.connect(weak=False)
+    def warm_process(**_: object) -> None:
+        warm(runtime)
 
     return app
 
