@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.store import blobs
 from tests.fakes.model_server import FakeModelServer, Reply, openai_usage
 
 
@@ -58,6 +60,12 @@ def test_a_run_leaves_a_complete_trace(agent, fake: FakeModelServer, tmp_path: P
     assert [segment["name"] for segment in segments[:3]] == ["model", "tools", "system"]
     assert calls[0]["attributes"]["prompt_segments"] == segments[: len(calls[0]["attributes"]["prompt_segments"])]
     assert calls[0]["attributes"]["time_to_first_token_ms"] is not None
+    with stack.db.transaction() as session:  # each segment's blob holds exactly the bytes its hash was taken of
+        stored = {segment["blob"]: blobs.load_blob(session, segment["blob"]).data for segment in segments}
+    assert all(hashlib.sha256(stored[segment["blob"]]).hexdigest() == segment["blob"] and
+               segment["blob"][:16] == segment["hash"] for segment in segments)
+    assert json.loads(stored[segments[0]["blob"]]) == {"model": calls[1]["name"]}
+    assert [json.loads(stored[segment["blob"]])["role"] for segment in segments[2:4]] == ["system", "user"]
 
     assert [span["name"] for span in all_spans(api, f"/api/runs/{run['id']}/spans", tool="list_dir")] == ["list_dir"]
     assert [span["kind"] for span in all_spans(api, f"/api/runs/{run['id']}/spans", turn=1)] == [

@@ -32,8 +32,14 @@ HIT_FRACTION = 0.8
 UNREPORTED_DETAIL = "not reported by this provider: it does not say how many prompt tokens came from its cache"
 
 
+def canonical(value: Any) -> bytes:
+    """The one encoding of a prompt segment: its hash, its token estimate and its stored blob all come
+    from these bytes, so each segment is serialised once per call."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
 def _digest(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+    return hashlib.sha256(canonical(value)).hexdigest()[:16]
 
 
 def estimate_tokens(value: Any) -> int:
@@ -42,14 +48,21 @@ def estimate_tokens(value: Any) -> int:
 
 
 def prompt_segments(model: str, settings: dict[str, Any], tools: list[dict[str, Any]],
-                    messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    segments = [{"name": "model", "hash": _digest({"model": model, **settings}), "tokens": 0}]
-    segments.append({"name": "tools", "hash": _digest(tools), "tokens": estimate_tokens(tools),
+                    messages: list[dict[str, Any]], encoded: list[bytes] | None = None) -> list[dict[str, Any]]:
+    """The call's segments. `encoded` may give `canonical()` of each of model-with-settings, tools and
+    each message, already made for storing them; else they are encoded here."""
+    if encoded is None:
+        contents: list[Any] = [{"model": model, **settings}, tools, *messages]
+        encoded = [canonical(content) for content in contents]
+    hashes = [hashlib.sha256(data).hexdigest()[:16] for data in encoded]
+    tokens = [max(1, len(data) // 4) for data in encoded]  # ASCII (JSON escapes the rest): bytes are characters
+    segments = [{"name": "model", "hash": hashes[0], "tokens": 0}]
+    segments.append({"name": "tools", "hash": hashes[1], "tokens": tokens[1],
                      "items": [{"name": tool["function"]["name"], "hash": _digest(tool)} for tool in tools]})
     for index, message in enumerate(messages):
         is_system = index == 0 and message.get("role") == "system"
         name = "system" if is_system else f"message {index} ({message.get('role')})"
-        segments.append({"name": name, "hash": _digest(message), "tokens": estimate_tokens(message)})
+        segments.append({"name": name, "hash": hashes[index + 2], "tokens": tokens[index + 2]})
     return segments
 
 

@@ -8,7 +8,6 @@ session's previous model call. Large tool arguments and results are stored as bl
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 from typing import Any
 
@@ -20,7 +19,7 @@ from orchestrator.llm.prices import compute_cost, price_for
 from orchestrator.store import blobs, spans
 from orchestrator.store.models import Run
 from orchestrator.tools.base import ToolResult
-from orchestrator.tracing.cache import diagnose, prompt_segments
+from orchestrator.tracing.cache import canonical, diagnose, prompt_segments
 
 INLINE_LIMIT = 4096
 
@@ -52,10 +51,9 @@ def close_run(session: Session, run: Run, status: str, result: Any = None) -> No
 
 def start_model_span(session: Session, run: Run, turn: int, provider: Provider,
                      messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> None:
-    segments = prompt_segments(provider.model, {}, tools, messages)
-    contents = [{"model": provider.model}, tools, *messages]
-    digests = blobs.put_blobs(session, [(json.dumps(content, sort_keys=True).encode(), "application/json")
-                                        for content in contents])
+    encoded = [canonical(content) for content in [{"model": provider.model}, tools, *messages]]
+    segments = prompt_segments(provider.model, {}, tools, messages, encoded)
+    digests = blobs.put_blobs(session, [(data, "application/json") for data in encoded])
     for segment, digest in zip(segments, digests):
         segment["blob"] = digest
     spans.start_span(session, run_id=run.id, session_id=run.session_id, key=model_key(turn),
