@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import uuid
 
 import redis
@@ -64,15 +65,23 @@ def preload() -> None:
 def warm(runtime: WorkerRuntime) -> None:
     """In a pool process just forked: open its first database and Redis connections and build the
     server model's client (its TLS context loads the CA store, ~25 ms), so its first turn pays none of
-    it. Best effort: a failure here is met again, and reported, by the first task that needs it."""
-    from orchestrator.agent.loop import AgentConfig, model_client
+    it. In a thread: Celery gives a new process 4 s to report for work, and a connection to a service
+    that does not answer may take longer; such a failure is met again, and reported, by the first task
+    that needs the service. The objects are made here, before the thread, so no two get made."""
+    database, client = runtime.db, runtime.redis
+    database.engine  # noqa: B018 - built without I/O; connecting is the thread's
 
-    try:
-        with runtime.db.engine.connect() as connection:  # back to the pool on close: a rollback, no commit
-            connection.exec_driver_sql("SELECT 1")
-        runtime.redis.ping()
-        config = AgentConfig.from_settings(runtime.settings)
-        if config.provider is not None:
-            model_client(config, config.provider)
-    except Exception:  # noqa: BLE001 - see above: the task reports it
-        logging.getLogger(__name__).debug("warming the pool process failed", exc_info=True)
+    def connect() -> None:
+        from orchestrator.agent.loop import AgentConfig, model_client
+
+        try:
+            with database.engine.connect() as connection:  # back to the pool on close: a rollback, no commit
+                connection.exec_driver_sql("SELECT 1")
+            client.ping()
+            config = AgentConfig.from_settings(runtime.settings)
+            if config.provider is not None:
+                model_client(config, config.provider)
+        except Exception:  # noqa: BLE001 - see above: the task reports it
+            logging.getLogger(__name__).debug("warming the pool process failed", exc_info=True)
+
+    threading.Thread(target=connect, name="boocode-warm", daemon=True).start()
