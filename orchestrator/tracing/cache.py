@@ -38,22 +38,23 @@ def canonical(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
 
 
+def encode_segments(model: str, settings: dict[str, Any], tools: list[dict[str, Any]],
+                    messages: list[dict[str, Any]]) -> list[bytes]:
+    """`canonical()` of each segment, in order: model with its settings, tools, each message."""
+    contents: list[Any] = [{"model": model, **settings}, tools, *messages]
+    return [canonical(content) for content in contents]
+
+
 def _digest(value: Any) -> str:
     return hashlib.sha256(canonical(value)).hexdigest()[:16]
 
 
-def estimate_tokens(value: Any) -> int:
-    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-    return max(1, len(text) // 4)
-
-
 def prompt_segments(model: str, settings: dict[str, Any], tools: list[dict[str, Any]],
                     messages: list[dict[str, Any]], encoded: list[bytes] | None = None) -> list[dict[str, Any]]:
-    """The call's segments. `encoded` may give `canonical()` of each of model-with-settings, tools and
-    each message, already made for storing them; else they are encoded here."""
+    """The call's segments. `encoded` is `encode_segments()` of the same call when the caller already
+    made it (to store the segments); else it is made here."""
     if encoded is None:
-        contents: list[Any] = [{"model": model, **settings}, tools, *messages]
-        encoded = [canonical(content) for content in contents]
+        encoded = encode_segments(model, settings, tools, messages)
     hashes = [hashlib.sha256(data).hexdigest()[:16] for data in encoded]
     tokens = [max(1, len(data) // 4) for data in encoded]  # ASCII (JSON escapes the rest): bytes are characters
     segments = [{"name": "model", "hash": hashes[0], "tokens": 0}]

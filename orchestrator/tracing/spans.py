@@ -19,7 +19,7 @@ from orchestrator.llm.prices import compute_cost, price_for
 from orchestrator.store import blobs, spans
 from orchestrator.store.models import Run
 from orchestrator.tools.base import ToolResult
-from orchestrator.tracing.cache import canonical, diagnose, prompt_segments
+from orchestrator.tracing.cache import diagnose, encode_segments, prompt_segments
 
 INLINE_LIMIT = 4096
 
@@ -51,7 +51,7 @@ def close_run(session: Session, run: Run, status: str, result: Any = None) -> No
 
 def start_model_span(session: Session, run: Run, turn: int, provider: Provider,
                      messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> None:
-    encoded = [canonical(content) for content in [{"model": provider.model}, tools, *messages]]
+    encoded = encode_segments(provider.model, {}, tools, messages)
     segments = prompt_segments(provider.model, {}, tools, messages, encoded)
     digests = blobs.put_blobs(session, [(data, "application/json") for data in encoded])
     for segment, digest in zip(segments, digests):
