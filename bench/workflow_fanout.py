@@ -210,7 +210,7 @@ def main() -> None:
             status, result = final.status, final.result
             recorded = session.scalar(select(func.count()).select_from(WorkflowCall)
                                       .where(WorkflowCall.run_id == run_id, WorkflowCall.status == "completed"))
-            ticks = session.scalar(select(Run.claims).where(Run.id == run_id))
+            ticks, replays = session.execute(select(Run.claims, Run.replays).where(Run.id == run_id)).one()
             moments = sorted(moment for row in session.execute(select(WorkflowCall.started_at, WorkflowCall.finished_at)
                                                                .where(WorkflowCall.run_id == run_id))
                              for moment in row if moment is not None)
@@ -227,7 +227,8 @@ def main() -> None:
           f"peak RSS {baseline_memory / 2**20:7.1f} MiB  ({count} tasks, no ticks)")
     print(f"workflow of {count} agent() calls      : {ours_seconds:8.2f}s  {count / ours_seconds:8.1f} agents/s "
           f"peak RSS {ours_memory / 2**20:7.1f} MiB  ({status}; {recorded} results recorded, value "
-          f"{(result or {}).get('value')}, {ticks} ticks = {ticks / max(count, 1):.2f} per agent; "
+          f"{(result or {}).get('value')}, {ticks} ticks = {ticks / max(count, 1):.2f} per agent, "
+          f"{replays} of them replays; "
           f"longest idle gaps {', '.join(f'{gap:.1f}s' for gap in gaps)})")
     print(f"ratio (ours / baseline)                : {ours_seconds / baseline_seconds:8.1f}x wall time, "
           f"{(ours_seconds - baseline_seconds) / count * 1000:.1f} ms extra per agent, "

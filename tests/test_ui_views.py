@@ -382,12 +382,17 @@ def test_a_workflow_launched_watched_resumed_with_cached_agents_and_cancelled(si
         page.goto(site.api.url + f"/#/projects/{project_id}/workflows")
         pair = page.locator('li[data-workflow="pair"]')
         pair.get_by_role("button", name="Run pair…").click()
-        pair.get_by_label("Arguments (JSON)").fill('{"topics": ["gamma"]}')
+        pair.get_by_label("Arguments (JSON)").fill('{"topics": ["gamma", "delta"]}')
+        pair.get_by_label("Agents at once").fill("1")
         pair.get_by_role("button", name="Run", exact=True).click()
         expect(page.locator("[data-agent] .badge.running")).to_have_count(1, timeout=20000)
+        expect(page.locator('[data-agent] .badge.queued')).to_have_text(["queued"])  # delta waits for the slot
+        expect(state).to_contain_text("1 running, 1 queued")
         page.get_by_role("button", name="Cancel").click()
         expect(state.locator(".badge")).to_have_text("cancelled", timeout=20000)
+        expect(page.locator("[data-agent] .badge.cancelled")).to_have_count(2)
         expect(page.get_by_role("button", name="Resume")).to_be_visible()
+        assert "look at delta" not in prompts
     finally:
         gate.set()
 

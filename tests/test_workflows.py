@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from tests.support import (
     WORKFLOW_DONE,
     WorkerProcess,
     cli_environment,
+    events_of,
     example_for,
     first_user_text,
     run_cli,
@@ -376,13 +378,76 @@ await parallel([1, 2, 3, 4, 5, 6].map((n) => () => agent("slow " + n, {label: "s
 return await agent("after");
 """, caps={"concurrency": 2})["run"]
     wait_for(lambda: flow.status(run["id"])["counts"].get("running") == 2, 30, 0.2, "two agents in flight")
+    # the four without a slot wait as queued calls, in the order the script made them
+    assert flow.status(run["id"])["counts"] == {"running": 2, "queued": 4}
     flow.api.ok("POST", f"/api/runs/{run['id']}/cancel")
     hold.set()
     status = flow.wait(run["id"])
     assert status["run"]["status"] == "cancelled"
-    children = [flow.api.ok("GET", f"/api/runs/{agent['child_run_id']}")["run"] for agent in status["agents"]]
+    started = [agent for agent in status["agents"] if agent["child_run_id"]]
+    children = [flow.api.ok("GET", f"/api/runs/{agent['child_run_id']}")["run"] for agent in started]
     assert [child["status"] for child in children] == ["cancelled", "cancelled"]
-    assert len(status["agents"]) == 2 and flow.model.count("^after$") == 0
+    assert [agent["status"] for agent in status["agents"]] == ["cancelled"] * 6
+    assert [agent["label"] for agent in status["agents"] if not agent["child_run_id"]] == \
+        ["slow 3", "slow 4", "slow 5", "slow 6"]
+    time.sleep(1)  # nothing queued starts after the cancel
+    assert flow.model.count("^slow [3-6]$") == 0 and flow.model.count("^after$") == 0
+
+
+def slow(seconds: float, text: str) -> Any:
+    return lambda body: (time.sleep(seconds), Reply(text=text, usage=openai_usage(10, 2)))[1]
+
+
+def test_agents_beyond_the_concurrency_wait_queued_and_start_in_order_without_a_replay_each(flow: Flow) -> None:
+    flow.worker(concurrency=2)
+    flow.model.on("^job", lambda body: Reply(text=f"did {first_user_text(body)}", chunk_delay=0.02,
+                                             usage=openai_usage(10, 2)))
+    run = flow.start("""
+const out = await parallel(Array.from({length: 12}, (_, i) => () => agent("job " + i, {label: "job " + i})));
+return out;
+""", caps={"concurrency": 2})["run"]
+    status = flow.wait(run["id"])
+    assert status["run"]["status"] == "completed", (status["error"], status["failures"])
+    assert status["value"] == [f"did job {index}" for index in range(12)]
+    agents = agents_by_label(status)
+    assert all(agent["attempts"] == 1 and agent["child_run_id"] for agent in agents.values())
+    assert len({agent["child_run_id"] for agent in agents.values()}) == 12
+    starts = [agents[f"job {index}"]["started_at"] for index in range(12)]
+    assert starts == sorted(starts)  # taken from the queue in the order the script asked
+    # the first replay queued 10; later ticks only started them, replaying when the queue ran dry
+    queued = [event["data"] for event in events_of(flow.api, flow.chat["id"])
+              if event["type"] == "workflow.agents.queued"]
+    assert queued[0]["count"] == 10 and queued[0]["keys"][0] == agents["job 2"]["key"]
+    assert 2 <= status["replays"] < status["ticks"] - 2, (status["replays"], status["ticks"])
+
+
+def test_a_long_queue_still_replays_and_calls_the_script_no_longer_makes_are_dropped(flow: Flow) -> None:
+    """The script's course depends on which of two agents answers first *in the order it made them*.
+    The first replay sees only the later call's answer and queues six follow-ups; the replay after
+    the earlier call's answer takes the other branch. Between replays the queue keeps the slots
+    busy (follow-up 2 starts without one); a replay still comes within REPLAY_EVERY, long before the
+    queue runs dry, and drops the follow-ups the script no longer asks for."""
+    flow.worker(concurrency=2)
+    flow.model.on("^slow one", slow(1.5, "slow")).on("^fast one", slow(0.1, "fast"))
+    flow.model.on("^fast follow", slow(3.0, "followed")).on("^slow follow", "slow done")
+    run = flow.start("""
+let chosen = null;
+const earlier = agent("slow one").then(() => { chosen = chosen ?? "slow"; });
+const later = agent("fast one").then(() => { chosen = chosen ?? "fast"; });
+await Promise.race([earlier, later]);
+if (chosen === "fast") {
+  await parallel([1, 2, 3, 4, 5, 6].map((n) => () => agent("fast follow " + n, {label: "fast " + n})));
+  return "fast";
+}
+return await agent("slow follow", {label: "slow follow"});
+""", caps={"concurrency": 2})["run"]
+    status = flow.wait(run["id"])
+    assert status["run"]["status"] == "completed", (status["error"], status["failures"])
+    assert status["value"] == "slow done"
+    labels = {agent["label"] for agent in status["agents"]}
+    assert {"fast 1", "fast 2", "slow follow"} <= labels  # started from the queue before the course changed
+    assert not labels & {"fast 3", "fast 4", "fast 5", "fast 6"}  # dropped by the next replay
+    assert flow.model.count("^fast follow [3-6]$") == 0
 
 
 def schema_responder(body: dict[str, Any]) -> Reply:

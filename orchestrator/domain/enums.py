@@ -96,6 +96,7 @@ class SpanStatus(StrEnum):
 class CallStatus(StrEnum):
     """A workflow agent() call's status (workflow_calls.status)."""
 
+    QUEUED = "queued"  # made by the script, waiting for a free slot of the run's concurrency
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"

@@ -176,6 +176,10 @@ class Run(Base):
     tick_pending: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default="false")
     # A deferred run that must look again at a set time (a flow step's timeout or retry back-off).
     wake_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A workflow's script was last replayed then, and how often (ticks that only start queued calls
+    # skip the replay; `claims` counts the ticks).
+    replayed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    replays: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     # A background subagent holds one of the server's (and its user's) subagent slots from here until it ends.
     admitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # A finished subagent's result reached its session: read by the agent, or a follow-up turn was queued.
@@ -305,15 +309,16 @@ class Approval(Base):
 class WorkflowCall(Base):
     """One `agent()` call of a workflow run, keyed by its structural key (see docs/workflows.md).
 
-    The row is the call's journal entry: written when the call is dispatched (with its child run) and
-    settled once from the child's outcome. `value` is what the script receives. `pass_number` is the
+    The row is the call's journal entry: written when the call is dispatched (with its child run), or
+    `queued` before that while the run's concurrency has no free slot, and settled once from the
+    child's outcome. `value` is what the script receives. `pass_number` is the
     run's pass (1, then +1 per resume) in which the call last ran; a call served in a later pass is
     "cached" there."""
 
     __tablename__ = "workflow_calls"
     __table_args__ = (
         UniqueConstraint("run_id", "call_key", name="uq_workflow_calls_run_key"),
-        CheckConstraint("status IN ('running', 'completed', 'failed', 'cancelled', 'refused')",
+        CheckConstraint("status IN ('queued', 'running', 'completed', 'failed', 'cancelled', 'refused')",
                         name="ck_workflow_calls_status"),
     )
 

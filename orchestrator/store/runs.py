@@ -223,6 +223,12 @@ def take_tick(session: Session, lease: Lease) -> None:
                     .values(tick_pending=False))
 
 
+def mark_replayed(session: Session, lease: Lease, at: datetime) -> None:
+    """A workflow tick replayed its script (at the start of the replay)."""
+    session.execute(update(Run).where(Run.id == lease.run_id, Run.lease_epoch == lease.epoch)
+                    .values(replayed_at=at, replays=Run.replays + 1))
+
+
 def next_queued_run(session: Session, session_id: uuid.UUID, kind: str) -> Run | None:
     """The oldest queued top-level run of `kind` in a session: who goes next when a run there finishes.
     (Child runs, such as a workflow's agents, run side by side and never queue behind each other.)"""
@@ -313,6 +319,10 @@ def cancel_run(session: Session, run_id: uuid.UUID, *, reason: str = "cancelled 
         append_event(session, current.session_id, "run.finished",
                      {"status": RunStatus.CANCELLED, "error": current.error, "result": None},
                      run_id=current.id)
+    if any(current.kind == "workflow" for current in tree):
+        from orchestrator.store.workflows import settle_cancelled  # workflows builds on runs
+
+        settle_cancelled(session, tree, reason)
     return run
 
 

@@ -16,7 +16,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, defer
 
@@ -61,6 +61,17 @@ def load_calls(session: Session, run_id: uuid.UUID, *, prompts: bool = True) -> 
     if not prompts:
         query = query.options(defer(WorkflowCall.prompt, raiseload=True))
     return {row.call_key: row for row in session.scalars(query)}
+
+
+def load_open_calls(session: Session, run_id: uuid.UUID, *, queued_limit: int) -> dict[str, WorkflowCall]:
+    """The running calls (without prompts) and the first `queued_limit` queued ones (with theirs, to
+    start), by key: what a tick needs to settle and to fill free slots, however long the run's
+    journal and its queue are."""
+    running = select(WorkflowCall).where(WorkflowCall.run_id == run_id, WorkflowCall.status == "running") \
+        .options(defer(WorkflowCall.prompt, raiseload=True)).order_by(WorkflowCall.id)
+    queued = select(WorkflowCall).where(WorkflowCall.run_id == run_id, WorkflowCall.status == "queued") \
+        .order_by(WorkflowCall.id).limit(queued_limit)
+    return {row.call_key: row for query in (running, queued) for row in session.scalars(query)}
 
 
 def load_calls_by_key(session: Session, run_id: uuid.UUID, keys: Iterable[str]) -> dict[str, WorkflowCall]:
@@ -188,7 +199,7 @@ def start_calls(session: Session, run: Run, starts: list[tuple[dict[str, Any], W
         if row is None:
             row = WorkflowCall(run_id=run.id, call_key=call["key"], prompt=call["prompt"], options=options, attempts=1)
             session.add(row)
-        else:  # a failed or stopped call from an earlier pass runs again
+        else:  # a queued call, or a failed or stopped one from an earlier pass that runs again
             row.attempts += 1
         row.status, row.child_run_id, row.pass_number = CallStatus.RUNNING, child.id, pass_number
         row.label, row.phase, row.value, row.error = options.get("label"), options.get("phase"), None, None
@@ -200,6 +211,58 @@ def start_calls(session: Session, run: Run, starts: list[tuple[dict[str, Any], W
                      {"key": row.call_key, "label": row.label, "phase": row.phase, "child_run_id": str(child_id),
                       "attempt": row.attempts}, run_id=run.id)
     return [child_id for _, child_id in started]
+
+
+def queue_calls(session: Session, run: Run, calls: list[dict[str, Any]], pass_number: int) -> None:
+    """Record agent() calls the script made that have no free slot yet, in the order it made them: a
+    later tick starts them from these rows (`start_calls`) without replaying the script for them.
+    Announced as one event; `attempts` becomes 1 when one starts."""
+    if not calls:
+        return
+    now = datetime.now(timezone.utc)
+    rows = [{"run_id": run.id, "call_key": call["key"], "status": CallStatus.QUEUED.value, "prompt": call["prompt"],
+             "options": call.get("options") or {}, "label": (call.get("options") or {}).get("label"),
+             "phase": (call.get("options") or {}).get("phase"), "pass_number": pass_number, "attempts": 0,
+             "tokens": 0, "cost": 0.0, "created_at": now} for call in calls]
+    for start in range(0, len(rows), LOG_ROWS_PER_STATEMENT):
+        session.execute(insert(WorkflowCall).values(rows[start:start + LOG_ROWS_PER_STATEMENT])
+                        .on_conflict_do_nothing(constraint="uq_workflow_calls_run_key"))
+    append_event(session, run.session_id, "workflow.agents.queued",
+                 {"count": len(rows), "keys": [row["call_key"] for row in rows[:50]]}, run_id=run.id)
+
+
+def drop_queued(session: Session, run_id: uuid.UUID, keys: Iterable[str]) -> None:
+    """Forget queued calls the script no longer makes (a replay did not make them again): they never
+    started, so nothing else refers to them."""
+    wanted = list(set(keys))
+    if wanted:
+        session.execute(delete(WorkflowCall).where(WorkflowCall.run_id == run_id, WorkflowCall.status == "queued",
+                                                   WorkflowCall.call_key.in_(wanted)))
+
+
+def cancel_queued(session: Session, run_ids: Iterable[uuid.UUID], reason: str) -> None:
+    """The run ended (or was cancelled) with calls still waiting for a slot: they will never start."""
+    ids = list(run_ids)
+    if ids:
+        session.execute(update(WorkflowCall).where(WorkflowCall.run_id.in_(ids), WorkflowCall.status == "queued")
+                        .values(status=CallStatus.CANCELLED.value, finished_at=datetime.now(timezone.utc),
+                                error={"code": "cancelled", "message": reason}))
+
+
+def settle_cancelled(session: Session, tree: list[Run], reason: str) -> None:
+    """A cancel reached these runs: the calls of each workflow among them end too, the running ones
+    as their (now cancelled) children ended and the queued ones never started, so no report of a
+    cancelled workflow says `running` or `queued`."""
+    by_id = {current.id: current for current in tree}
+    flows = [current for current in tree if current.kind == "workflow"]
+    cancel_queued(session, [current.id for current in flows], reason)
+    running = list(session.scalars(select(WorkflowCall).where(
+        WorkflowCall.run_id.in_([current.id for current in flows]), WorkflowCall.status == "running")
+        .order_by(WorkflowCall.id)))
+    for call in running:
+        child = by_id.get(call.child_run_id) if call.child_run_id else None
+        if child is not None and RunStatus(child.status).is_terminal:
+            settle_from_child(session, by_id[call.run_id], call, child)
 
 
 def settle_from_child(session: Session, run: Run, call: WorkflowCall, child: Run, *,

@@ -2,11 +2,14 @@
 
     tick(workflow run):
         settle every call whose child run has finished (value, tokens, cost onto the call row), at once
+        queued calls fill every free slot and the last replay is recent (and no token budget)
+                                                    -> start them in order, no replay; defer
         new isolate (in a pooled sandbox process); start the script; replay: serve every settled call
             in the order the script made them (an unchanged call from an earlier pass is "cached"),
             each batch of ready answers in one request; refuse what breaks a rule (unknown agentType,
             invalid schema, agent cap) so that call throws
-        dispatch new calls as child agent runs, up to the run's concurrency, in one transaction
+        dispatch new calls as child agent runs, up to the run's concurrency, in one transaction; queue
+            the rest (rows `queued`, in the order made) and drop queued ones the script no longer makes
         the script returned or threw                -> finish: completed / completed_with_failures / failed
         agents are in flight                        -> defer; a finishing child enqueues the next tick
         nothing in flight and the script still waits -> failed: it waits for something that never comes
@@ -22,7 +25,8 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -100,14 +104,15 @@ def tick(context: RunContext, config: WorkflowConfig) -> RunOutcome:
     except ScriptError as error:
         return _fail(context, {"code": "script_invalid", "message": error.message, "line": error.line})
 
-    with context.db.transaction() as session:
-        _fence(session, context)
-        runs.take_tick(session, context.lease)
-        root = Path(workflows.project_root(session, run.project_id))
-        calls = workflows.load_calls(session, run.id, prompts=False)
-        workflows.settle_finished_children(session, run, calls)
-    in_flight = sum(1 for call in calls.values() if call.status == "running")
-    journal = _Journal(calls, root, config, pass_number, max_agents)
+    opened = _open_tick(context, concurrency, pass_number, budgeted=caps.get("max_tokens") is not None)
+    if opened.started is not None:  # no replay: queued calls took the free slots
+        for child_id in opened.started:
+            context.enqueue(task_for_kind("agent"), str(child_id))
+        return Defer(wake=lambda session: workflows.tick_wanted(session, run.id))
+    calls, in_flight, slots = opened.calls, opened.in_flight, opened.slots
+
+    replayed_at = datetime.now(timezone.utc)
+    journal = _Journal(calls, opened.root, config, pass_number, max_agents)
     plan = journal.plan
     try:
         with Sandbox(script, spec.get("args"), timeout_seconds=config.script_timeout_seconds,
@@ -117,14 +122,18 @@ def tick(context: RunContext, config: WorkflowConfig) -> RunOutcome:
             replay(sandbox, journal.settle)
             state = sandbox.state()
     except SandboxError as error:
-        _record(context, run, plan, [], [], pass_number)
+        _record(context, run, plan, _Dispatch([], [], []), [], pass_number, None)
         failure = {"code": error.code, "message": error.message, "line": error.line}
         if error.signal is not None:
             failure["signal"] = error.signal
         return _fail(context, failure)
 
-    slots = max(concurrency - in_flight, 0)
-    children = _record(context, run, plan, plan.fresh[:slots], state["logs"], pass_number)
+    touched = set(plan.touched)
+    dispatch = _Dispatch(start=plan.fresh[:slots],
+                         queue=[call for call in plan.fresh[slots:] if call["key"] not in calls],
+                         drop=[call.call_key for call in calls.values()
+                               if call.status == "queued" and call.call_key not in touched])
+    children = _record(context, run, plan, dispatch, state["logs"], pass_number, replayed_at)
     for child_id in children:
         context.enqueue(task_for_kind("agent"), str(child_id))
 
@@ -136,6 +145,69 @@ def tick(context: RunContext, config: WorkflowConfig) -> RunOutcome:
     return _fail(context, {"code": "script_stalled",
                            "message": "the script is waiting for something that never finishes: no agent is running "
                                       "and none is left to start (an await on a promise nothing resolves?)"})
+
+
+@dataclass
+class _Opened:
+    """A tick's first transaction: the queued calls it started (no replay then), or what a replay needs."""
+
+    in_flight: int
+    slots: int
+    started: list[Any] | None = None
+    root: Path = Path("/")
+    calls: dict[str, WorkflowCall] = field(default_factory=dict)
+
+
+def _open_tick(context: RunContext, concurrency: int, pass_number: int, *, budgeted: bool) -> _Opened:
+    """Settle what finished; then start queued calls in the free slots, or load the whole journal for a
+    replay (`_replay_due`), in the same transaction."""
+    run = context.run
+    with context.db.transaction() as session:
+        _fence(session, context)
+        runs.take_tick(session, context.lease)
+        # the running calls and the head of the queue: enough to settle and to decide
+        head = workflows.load_open_calls(session, run.id, queued_limit=concurrency)
+        workflows.settle_finished_children(session, run, head)
+        in_flight = sum(1 for call in head.values() if call.status == "running")
+        queued = [call for call in head.values() if call.status == "queued"]
+        slots = max(concurrency - in_flight, 0)
+        if not _replay_due(run, queued, slots, budgeted=budgeted):
+            return _Opened(in_flight, slots, started=_start_queued(session, run, queued[:slots], pass_number))
+        return _Opened(in_flight, slots, root=Path(workflows.project_root(session, run.project_id)),
+                       calls=workflows.load_calls(session, run.id, prompts=False))
+
+
+# A tick that has queued calls for every free slot starts them without replaying the script, but the
+# script is still replayed this often, so it sees its results (and logs its progress) during a long
+# fan-out rather than only once its queue runs dry.
+REPLAY_EVERY = timedelta(seconds=2)
+
+
+def _replay_due(run: Run, queued: list[WorkflowCall], slots: int, *, budgeted: bool) -> bool:
+    """Replay the script, or only start queued calls? A replay is needed when the queue cannot fill
+    the free slots (the script may have more to ask, or be done), with a token budget (a replay
+    decides whether each call may still start), and at least every REPLAY_EVERY. In between, the
+    calls the last replay queued start in the order the script made them; one it would no longer
+    make (its results changed its course) is dropped at the next replay, unless it started."""
+    if budgeted or not queued or len(queued) < slots or run.replayed_at is None:
+        return True
+    return datetime.now(timezone.utc) - run.replayed_at >= REPLAY_EVERY
+
+
+def _start_queued(session: Session, run: Run, queued: list[WorkflowCall], pass_number: int) -> list[Any]:
+    """Start queued calls (loaded with their prompts) as child runs, in the order given."""
+    return workflows.start_calls(session, run, [({"key": call.call_key, "prompt": call.prompt, "options": call.options},
+                                                 call) for call in queued], pass_number)
+
+
+@dataclass(frozen=True)
+class _Dispatch:
+    """What a replay's new and queued calls become: started now, queued for a free slot, or dropped
+    (queued before, no longer made by the script)."""
+
+    start: list[dict[str, Any]]
+    queue: list[dict[str, Any]]
+    drop: list[str]
 
 
 class _Journal:
@@ -166,6 +238,9 @@ class _Journal:
         key = call["key"]
         self.plan.touched.append(key)
         row = self.calls.get(key)
+        if row is not None and row.status == "queued":  # made before, waiting for a slot: still wanted
+            self.plan.fresh.append(call)
+            return None
         if row is not None and not (row.status in ("failed", "cancelled") and row.pass_number < self.pass_number):
             return _journaled(row, self.pass_number, self.plan)
         refusal = self._refusal(call, retry=row is not None)
@@ -251,14 +326,14 @@ def _nested(call: dict[str, Any], root: Path, config: WorkflowConfig, cache: dic
     return cache[label]
 
 
-def _record(context: RunContext, run: Run, plan: _Plan, dispatch: list[dict[str, Any]],
-            logs: list[dict[str, Any]], pass_number: int) -> list[Any]:
-    """Write what the replay decided, fenced, in one transaction: refusals, cache marks, logs, and the
-    new child runs (all of this tick's, together)."""
+def _record(context: RunContext, run: Run, plan: _Plan, dispatch: _Dispatch, logs: list[dict[str, Any]],
+            pass_number: int, replayed_at: datetime | None) -> list[Any]:
+    """Write what the replay decided, fenced, in one transaction: refusals, cache marks, logs, the
+    new child runs (all of this tick's, together) and the calls that wait for a slot."""
     with context.db.transaction() as session:
         _fence(session, context)
         keys = [call["key"] for call, _ in plan.refusals] + [row.call_key for row in plan.served] + \
-            [call["key"] for call in dispatch]
+            [call["key"] for call in dispatch.start]
         calls = workflows.load_calls_by_key(session, run.id, keys)
         for call, error in plan.refusals:
             if call["key"] not in calls:
@@ -266,12 +341,20 @@ def _record(context: RunContext, run: Run, plan: _Plan, dispatch: list[dict[str,
         for served in plan.served:
             workflows.mark_served(session, run, calls[served.call_key], pass_number)
         workflows.add_logs(session, run, logs)
-        return workflows.start_calls(session, run, [(call, calls.get(call["key"])) for call in dispatch], pass_number)
+        children = workflows.start_calls(session, run, [(call, calls.get(call["key"])) for call in dispatch.start],
+                                         pass_number)
+        workflows.queue_calls(session, run, dispatch.queue, pass_number)
+        workflows.drop_queued(session, run.id, dispatch.drop)
+        if replayed_at is not None:
+            runs.mark_replayed(session, context.lease, replayed_at)
+        return children
 
 
 def _conclude(context: RunContext, run: Run, state: dict[str, Any], plan: _Plan, pass_number: int) -> RunOutcome:
     with context.db.transaction() as session:
         _fence(session, context)
+        # agents the script asked for that never started, and (below) ones it started but never awaited
+        workflows.cancel_queued(session, [run.id], "the workflow finished without waiting for this agent")
         calls = workflows.load_calls(session, run.id, prompts=False)
         # agents the script started but never awaited: stop them, the run is over, and record how each
         # ended on its call (cancelled, or what it finished with meanwhile), so no report says `running`
@@ -312,4 +395,7 @@ def _fence(session: Session, context: RunContext) -> None:
 
 
 def _fail(context: RunContext, error: dict[str, Any]) -> RunOutcome:
-    return Finish(RunStatus.FAILED, error=error)
+    def record(session: Session) -> None:
+        workflows.cancel_queued(session, [context.run.id], "the workflow failed before this agent started")
+
+    return Finish(RunStatus.FAILED, error=error, record=record)

@@ -161,6 +161,7 @@ def resume_workflow_run(session: Session, run: Run, project: Project, personal_d
                  "meta": describe_script(script)}
     run.status, run.result, run.error, run.finished_at = RunStatus.QUEUED, None, None, None
     run.lease_owner, run.lease_expires_at = None, None
+    run.replayed_at = None  # a new pass starts with a replay
     session.flush()
     append_event(session, run.session_id, "workflow.resumed", {"pass": pass_number, "origin": origin}, run_id=run.id)
     return run
@@ -199,7 +200,8 @@ def status_report(session: Session, run: Run) -> dict[str, Any]:
         counts[agent["status"]] = counts.get(agent["status"], 0) + 1
     ended = outcome(run)
     return {"run": {**runs.serialize_run(run), "input": None}, "meta": meta, "origin": run.input.get("origin"),
-            "args": run.input.get("args"), "caps": run.input.get("caps"), "pass": pass_number, "phases": phases,
+            "args": run.input.get("args"), "caps": run.input.get("caps"), "pass": pass_number,
+            "ticks": run.claims, "replays": run.replays, "phases": phases,
             "agents": agents, "counts": counts, "cached": sum(1 for agent in agents if agent["cached"]),
             "totals": workflows.totals(session, run.id),
             "logs": [workflows.serialize_log(entry) for entry in workflows.list_logs(session, run.id)],
