@@ -94,13 +94,27 @@ class Flow:
         return self.api.ok("GET", f"/api/runs/{run_id}/workflow")
 
 
-@pytest.fixture
-def flow(make_stack, fake: FakeModelServer, tmp_path: Path):  # type: ignore[no-untyped-def]
+def make_flow(make_stack: Any, fake: FakeModelServer, tmp_path: Path, **settings: Any) -> Flow:
     stack = make_stack(model_base_url=fake.base_url, model_name="gpt-4o-mini", model_api_key="sk-fake",
-                       workflow_concurrency=16)
+                       workflow_concurrency=16, **settings)
     root = tmp_path / "root"
     chat = new_session(stack.api, root)
-    flow = Flow(stack, chat, root, tmp_path, Model(fake))
+    return Flow(stack, chat, root, tmp_path, Model(fake))
+
+
+@pytest.fixture
+def flow(make_stack, fake: FakeModelServer, tmp_path: Path):  # type: ignore[no-untyped-def]
+    flow = make_flow(make_stack, fake, tmp_path)
+    yield flow
+    for worker in flow.workers:
+        worker.stop()
+
+
+@pytest.fixture
+def slow_sweep_flow(make_stack, fake: FakeModelServer, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A stack whose recovery sweep re-enqueues a waiting run only after 20 s (the tests' usual 2 s
+    would wake it long before): what wakes a run sooner is its own doing."""
+    flow = make_flow(make_stack, fake, tmp_path, lease_seconds=20.0, requeue_after_seconds=60.0)
     yield flow
     for worker in flow.workers:
         worker.stop()
@@ -448,6 +462,32 @@ return await agent("slow follow", {label: "slow follow"});
     assert {"fast 1", "fast 2", "slow follow"} <= labels  # started from the queue before the course changed
     assert not labels & {"fast 3", "fast 4", "fast 5", "fast 6"}  # dropped by the next replay
     assert flow.model.count("^fast follow [3-6]$") == 0
+
+
+def test_a_workflow_that_fails_with_agents_still_queued_ends_them_cancelled_unstarted(slow_sweep_flow: Flow) -> None:
+    flow = slow_sweep_flow
+    flow.worker(concurrency=2)
+    hold = threading.Event()
+    flow.model.on("^q 1$", slow(0.1, "one"))
+    flow.model.on("^q 2$", lambda body: (hold.wait(60), Reply(text="two", usage=openai_usage(1, 1)))[1])
+    # q 2 starts from the queue once q 1 answered, without a replay; a replay still comes about 2 s
+    # later although no child finishes (the tick's wake_at), sees q 1's answer and the script throws,
+    # while q 3 still waits for q 2's slot
+    run = flow.start("""
+const calls = [1, 2, 3].map((n) => agent("q " + n, {label: "q " + n}));
+await calls[0];
+throw new Error("stop here");
+""", caps={"concurrency": 1})["run"]
+    try:
+        status = flow.wait(run["id"], timeout=12)
+    finally:
+        hold.set()
+    assert status["run"]["status"] == "failed" and "stop here" in status["error"]["message"]
+    agents = agents_by_label(status)
+    assert agents["q 2"]["status"] == "cancelled" and agents["q 2"]["child_run_id"]  # started, never awaited
+    assert agents["q 3"]["status"] == "cancelled" and agents["q 3"]["child_run_id"] is None
+    assert "before this agent started" in agents["q 3"]["error"]["message"]
+    assert flow.model.count("^q 3$") == 0
 
 
 def schema_responder(body: dict[str, Any]) -> Reply:

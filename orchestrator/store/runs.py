@@ -284,6 +284,10 @@ def finish_run(session: Session, lease: Lease, status: RunStatus, *, result: Any
         return False
     append_event(session, lease.session_id, "run.finished",
                  {"status": status.value, "error": error, "result": result}, run_id=lease.run_id)
+    if lease.kind == RunKind.WORKFLOW:  # however it ended, agents still waiting for a slot never start
+        from orchestrator.store.workflows import cancel_queued  # workflows builds on runs
+
+        cancel_queued(session, [lease.run_id], f"the workflow ended ({status.value}) before this agent started")
     return True
 
 

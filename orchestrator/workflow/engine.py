@@ -108,7 +108,10 @@ def tick(context: RunContext, config: WorkflowConfig) -> RunOutcome:
     if opened.started is not None:  # no replay: queued calls took the free slots
         for child_id in opened.started:
             context.enqueue(task_for_kind("agent"), str(child_id))
-        return Defer(wake=lambda session: workflows.tick_wanted(session, run.id))
+        # the results settled now reach the script by REPLAY_EVERY, even if no child finishes before
+        # (the recovery sweep enqueues the tick then)
+        return Defer(wake=lambda session: workflows.tick_wanted(session, run.id),
+                     wake_at=(run.replayed_at or datetime.now(timezone.utc)) + REPLAY_EVERY)
     calls, in_flight, slots = opened.calls, opened.in_flight, opened.slots
 
     replayed_at = datetime.now(timezone.utc)
@@ -129,10 +132,13 @@ def tick(context: RunContext, config: WorkflowConfig) -> RunOutcome:
         return _fail(context, failure)
 
     touched = set(plan.touched)
-    dispatch = _Dispatch(start=plan.fresh[:slots],
-                         queue=[call for call in plan.fresh[slots:] if call["key"] not in calls],
-                         drop=[call.call_key for call in calls.values()
-                               if call.status == "queued" and call.call_key not in touched])
+    if state["done"]:  # the script returned or threw: nothing more starts (what is queued ends cancelled)
+        dispatch = _Dispatch([], [], [])
+    else:
+        dispatch = _Dispatch(start=plan.fresh[:slots],
+                             queue=[call for call in plan.fresh[slots:] if call["key"] not in calls],
+                             drop=[call.call_key for call in calls.values()
+                                   if call.status == "queued" and call.call_key not in touched])
     children = _record(context, run, plan, dispatch, state["logs"], pass_number, replayed_at)
     for child_id in children:
         context.enqueue(task_for_kind("agent"), str(child_id))
@@ -354,7 +360,8 @@ def _conclude(context: RunContext, run: Run, state: dict[str, Any], plan: _Plan,
     with context.db.transaction() as session:
         _fence(session, context)
         # agents the script asked for that never started, and (below) ones it started but never awaited
-        workflows.cancel_queued(session, [run.id], "the workflow finished without waiting for this agent")
+        workflows.cancel_queued(session, [run.id], "the workflow failed before this agent started" if state["error"]
+                                else "the workflow finished without waiting for this agent")
         calls = workflows.load_calls(session, run.id, prompts=False)
         # agents the script started but never awaited: stop them, the run is over, and record how each
         # ended on its call (cancelled, or what it finished with meanwhile), so no report says `running`
@@ -395,7 +402,4 @@ def _fence(session: Session, context: RunContext) -> None:
 
 
 def _fail(context: RunContext, error: dict[str, Any]) -> RunOutcome:
-    def record(session: Session) -> None:
-        workflows.cancel_queued(session, [context.run.id], "the workflow failed before this agent started")
-
-    return Finish(RunStatus.FAILED, error=error, record=record)
+    return Finish(RunStatus.FAILED, error=error)  # queued calls end cancelled with it (runs.finish_run)
