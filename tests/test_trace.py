@@ -12,6 +12,7 @@ import pytest
 
 from orchestrator.store import blobs
 from tests.fakes.model_server import FakeModelServer, Reply, openai_usage
+from tests.support import events_of
 
 
 def all_spans(api, path: str, **filters) -> list[dict]:  # type: ignore[no-untyped-def]
@@ -66,6 +67,11 @@ def test_a_run_leaves_a_complete_trace(agent, fake: FakeModelServer, tmp_path: P
                segment["blob"][:16] == segment["hash"] for segment in segments)
     assert json.loads(stored[segments[0]["blob"]]) == {"model": calls[1]["name"]}
     assert [json.loads(stored[segment["blob"]])["role"] for segment in segments[2:4]] == ["system", "user"]
+    # the events announce each model call's span without its (growing) prompt segments; the rest is there
+    announced = [event["data"] for event in events_of(api, chat["id"])
+                 if event["type"] in ("span.started", "span.finished") and event["data"]["kind"] == "model_call"]
+    assert len(announced) == 6 and not any("prompt_segments" in span["attributes"] for span in announced)
+    assert [span["attributes"]["cache"]["status"] for span in announced if span["ended_at"]] == ["cold", "hit", "miss"]
 
     assert [span["name"] for span in all_spans(api, f"/api/runs/{run['id']}/spans", tool="list_dir")] == ["list_dir"]
     assert [span["kind"] for span in all_spans(api, f"/api/runs/{run['id']}/spans", turn=1)] == [

@@ -22,13 +22,13 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy import event as orm_event
-from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from orchestrator.errors import NotFoundError
 from orchestrator.store.database import add_to_outbox
-from orchestrator.store.models import ChatSession, Event
+from orchestrator.store.models import ChatSession, Event, table_of
 from orchestrator.store.storable import storable
 
 
@@ -46,20 +46,30 @@ def serialize_event(event: Event) -> dict[str, Any]:
 SEQUENCES_KEY = "boocode_sequences"  # session.info: {session_id: [seq written to the row, seq handed out]}
 
 
+_SESSIONS = table_of(ChatSession)
+# built once (every transaction that appends an event runs it): see store/spans.py
+_TAKE_SEQ = (update(_SESSIONS).where(_SESSIONS.c.id == bindparam("session", type_=_SESSIONS.c.id.type))
+             .values(last_seq=_SESSIONS.c.last_seq + 1, updated_at=bindparam("now", type_=_SESSIONS.c.updated_at.type))
+             .returning(_SESSIONS.c.last_seq))
+
+
+_STORE_SEQ = (update(_SESSIONS).where(_SESSIONS.c.id == bindparam("session", type_=_SESSIONS.c.id.type))
+              .values(last_seq=bindparam("seq", type_=_SESSIONS.c.last_seq.type)))
+_INSERT_EVENTS = insert(table_of(Event))
+
+
 def next_seq(session: Session, session_id: uuid.UUID) -> int:
     """The session's next event number, under its row lock (taken by the first call in a transaction)."""
     sequences = session.info.setdefault(SEQUENCES_KEY, {})
     if session_id in sequences:
         sequences[session_id][1] += 1
         return int(sequences[session_id][1])
-    seq = session.execute(
-        update(ChatSession)
-        .where(ChatSession.id == session_id)
-        .values(last_seq=ChatSession.last_seq + 1, updated_at=datetime.now(timezone.utc))
-        .returning(ChatSession.last_seq)
-    ).scalar_one_or_none()
+    seq = session.execute(_TAKE_SEQ, {"session": session_id, "now": datetime.now(timezone.utc)}).scalar_one_or_none()
     if seq is None:
         raise NotFoundError(f"session {session_id} does not exist")
+    loaded = session.identity_map.get(session.identity_key(ChatSession, session_id))
+    if loaded is not None:  # a ChatSession this session loaded no longer says what the row says
+        session.expire(loaded, ["last_seq", "updated_at"])
     sequences[session_id] = [seq, seq]
     return int(seq)
 
@@ -71,10 +81,10 @@ def write_pending(session: Session) -> None:
     """Store the last number handed out per session and insert the pending event rows (before commit)."""
     for session_id, (written, handed_out) in session.info.pop(SEQUENCES_KEY, {}).items():
         if handed_out != written:
-            session.execute(update(ChatSession).where(ChatSession.id == session_id).values(last_seq=handed_out))
+            session.execute(_STORE_SEQ, {"session": session_id, "seq": handed_out})
     rows = session.info.pop(PENDING_KEY, [])
     if rows:
-        session.execute(insert(Event), rows)
+        session.execute(_INSERT_EVENTS, rows)
 
 
 @orm_event.listens_for(Session, "before_commit")

@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from orchestrator.domain.enums import StepStatus
 from orchestrator.errors import ConflictError
 from orchestrator.store.events import append_event
-from orchestrator.store.models import Step
+from orchestrator.store.models import Step, table_of
 from orchestrator.store.runs import Lease, check_fence
 
 
@@ -59,43 +59,58 @@ def list_steps(session: Session, run_id: uuid.UUID) -> list[Step]:
     return list(session.scalars(select(Step).where(Step.run_id == run_id).order_by(Step.id)))
 
 
+# Two statements per step, built once with bound parameters on the table (see store/spans.py).
+_STEPS = table_of(Step)
+_BEGUN_COLUMNS = ("run_id", "step_key", "kind", "status", "input_hash", "attempt", "epoch", "started_at")
+_BEGIN = (insert(_STEPS)
+          .values({name: bindparam(name, type_=_STEPS.c[name].type) for name in _BEGUN_COLUMNS})
+          .on_conflict_do_update(constraint="uq_steps_run_step_key",
+                                 set_={"attempt": _STEPS.c.attempt + 1, "epoch": bindparam("epoch"),
+                                       "started_at": bindparam("started_at"), "input_hash": bindparam("input_hash")},
+                                 where=(_STEPS.c.status == StepStatus.STARTED.value))
+          .returning(_STEPS.c.id, _STEPS.c.kind, _STEPS.c.attempt))
+_FINISH = (update(_STEPS)
+           .where(_STEPS.c.run_id == bindparam("run"), _STEPS.c.step_key == bindparam("key"),
+                  _STEPS.c.status == StepStatus.STARTED.value)
+           .values(status=bindparam("new_status", type_=_STEPS.c.status.type),
+                   output=bindparam("new_output", type_=_STEPS.c.output.type),
+                   error=bindparam("new_error", type_=_STEPS.c.error.type),
+                   finished_at=bindparam("finished", type_=_STEPS.c.finished_at.type))
+           .returning(_STEPS.c.id, _STEPS.c.kind, _STEPS.c.attempt))
+
+
+def _forget(session: Session, step_id: int) -> None:
+    """A Step this session loaded no longer says what the row says."""
+    loaded = session.identity_map.get(session.identity_key(Step, step_id))
+    if loaded is not None:
+        session.expire(loaded)
+
+
 def begin_step(session: Session, lease: Lease, step_key: str, *, kind: str, input_hash: str | None = None,
-               detail: dict[str, Any] | None = None) -> Step:
-    """Journal `started`. A step left `started` by a crashed holder is re-begun with attempt + 1."""
+               detail: dict[str, Any] | None = None) -> Any:
+    """Journal `started`. A step left `started` by a crashed holder is re-begun with attempt + 1.
+    Returns the row's id, kind and attempt."""
     check_fence(session, lease)
-    now = datetime.now(timezone.utc)
-    step = session.execute(
-        insert(Step)
-        .values(run_id=lease.run_id, step_key=step_key, kind=kind, status=StepStatus.STARTED,
-                input_hash=input_hash, attempt=1, epoch=lease.epoch, started_at=now)
-        .on_conflict_do_update(
-            constraint="uq_steps_run_step_key",
-            set_={"attempt": Step.attempt + 1, "epoch": lease.epoch, "started_at": now, "input_hash": input_hash},
-            where=(Step.status == StepStatus.STARTED))
-        .returning(Step),
-        # The row may already be in this session's identity map; take the returned values, not the cached ones.
-        execution_options={"populate_existing": True},
-    ).scalar_one_or_none()
+    step = session.execute(_BEGIN, dict(run_id=lease.run_id, step_key=step_key, kind=kind,
+                                        status=StepStatus.STARTED.value, input_hash=input_hash, attempt=1,
+                                        epoch=lease.epoch, started_at=datetime.now(timezone.utc))).one_or_none()
     if step is None:
         raise ConflictError(f"step {step_key!r} of run {lease.run_id} is already recorded")
+    _forget(session, step.id)
     append_event(session, lease.session_id, "step.started",
                  {"step_key": step_key, "kind": kind, "attempt": step.attempt, **(detail or {})}, run_id=lease.run_id)
     return step
 
 
 def finish_step(session: Session, lease: Lease, step_key: str, *, output: Any = None,
-                error: dict[str, Any] | None = None, status: StepStatus = StepStatus.FINISHED) -> Step:
-    """Record the step's result, exactly once."""
+                error: dict[str, Any] | None = None, status: StepStatus = StepStatus.FINISHED) -> Any:
+    """Record the step's result, exactly once. Returns the row's id, kind and attempt."""
     check_fence(session, lease)
-    step = session.execute(
-        update(Step)
-        .where(Step.run_id == lease.run_id, Step.step_key == step_key, Step.status == StepStatus.STARTED)
-        .values(status=status.value, output=output, error=error, finished_at=datetime.now(timezone.utc))
-        .returning(Step),
-        execution_options={"populate_existing": True},
-    ).scalar_one_or_none()
+    step = session.execute(_FINISH, dict(run=lease.run_id, key=step_key, new_status=status.value, new_output=output,
+                                         new_error=error, finished=datetime.now(timezone.utc))).one_or_none()
     if step is None:
         raise ConflictError(f"step {step_key!r} of run {lease.run_id} is not in progress")
+    _forget(session, step.id)
     append_event(session, lease.session_id, "step.finished",
                  {"step_key": step_key, "kind": step.kind, "status": status.value, "attempt": step.attempt,
                   "error": error}, run_id=lease.run_id)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -22,6 +22,7 @@ from sqlalchemy import (
     LargeBinary,
     Sequence,
     String,
+    Table,
     UniqueConstraint,
     func,
 )
@@ -34,6 +35,12 @@ from orchestrator.store.storable import StatusColumn, StorableJSONB, StorableStr
 
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: StorableJSONB, list[Any]: StorableJSONB, Any: StorableJSONB}
+
+
+def table_of(model: type[Base]) -> Table:
+    """A model's table, as the Table it is, for statements built once on it (the hot paths of
+    store/spans.py, journal.py, events.py and runs.py: no ORM statement building per call)."""
+    return cast(Table, model.__table__)
 
 
 def _uuid_pk() -> Mapped[uuid.UUID]:

@@ -18,14 +18,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import case, func, or_, select, text, tuple_, update
+from sqlalchemy import bindparam, case, func, or_, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
 from orchestrator.domain.enums import TERMINAL_STATUSES, RunKind, RunStatus, StepStatus
 from orchestrator.domain.failure import Failure
 from orchestrator.errors import ConflictError, NotFoundError, RunCancelledError, StaleLeaseError
 from orchestrator.store.events import append_event
-from orchestrator.store.models import Run, Step
+from orchestrator.store.models import Run, Step, table_of
 from orchestrator.store.spans import end_open_spans
 
 CLAIMABLE = (RunStatus.QUEUED, RunStatus.RUNNING)
@@ -260,14 +260,19 @@ def renew_lease(session: Session, lease: Lease, lease_seconds: float) -> None:
     _update_held(session, lease, lease_expires_at=func.clock_timestamp() + timedelta(seconds=lease_seconds))
 
 
+_RUNS = table_of(Run)
+# built once (every transaction of a lease holder runs it): see store/spans.py
+_FENCE = (select(_RUNS.c.lease_epoch, _RUNS.c.status).where(_RUNS.c.id == bindparam("run", type_=_RUNS.c.id.type))
+          .with_for_update(read=True))
+
+
 def check_fence(session: Session, lease: Lease) -> str:
     """Refuse a write by a stale lease holder; return the run's status. Holds a share lock on the run row
     until commit."""
     fenced = session.info.setdefault(FENCES_KEY, {})
     if (lease.run_id, lease.epoch) in fenced:  # checked in this transaction: the share lock still holds
         return str(fenced[(lease.run_id, lease.epoch)])
-    row = session.execute(select(Run.lease_epoch, Run.status).where(Run.id == lease.run_id)
-                          .with_for_update(read=True)).one_or_none()
+    row = session.execute(_FENCE, {"run": lease.run_id}).one_or_none()
     if row is None or row.lease_epoch != lease.epoch:
         raise StaleLeaseError(f"run {lease.run_id}: epoch {lease.epoch} is stale "
                               f"(current {row.lease_epoch if row else 'none'}); write refused")

@@ -11,12 +11,12 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Numeric, and_, func, not_, select, update
+from sqlalchemy import Numeric, and_, bindparam, func, not_, select, update
 from sqlalchemy.dialects.postgresql import array, insert
 from sqlalchemy.orm import Session
 
 from orchestrator.store.events import append_event
-from orchestrator.store.models import Span
+from orchestrator.store.models import Span, table_of
 
 SPAN_NAMESPACE = uuid.UUID("6f1d1d2a-5b0e-4c53-9d0c-2f8a6c7e9b11")
 MAX_PAGE = 200
@@ -28,7 +28,8 @@ def span_id(run_id: uuid.UUID, key: str) -> uuid.UUID:
     return uuid.uuid5(SPAN_NAMESPACE, f"{run_id}/{key}")
 
 
-def serialize_span(span: Span) -> dict[str, Any]:
+def serialize_span(span: Any) -> dict[str, Any]:
+    """A Span, or a row of the spans table."""
     return {"id": str(span.id), "position": span.position, "run_id": str(span.run_id),
             "session_id": str(span.session_id), "parent_id": str(span.parent_id) if span.parent_id else None,
             "kind": span.kind, "name": span.name, "status": span.status, "turn": span.turn, "attempt": span.attempt,
@@ -36,29 +37,71 @@ def serialize_span(span: Span) -> dict[str, Any]:
             "duration_ms": span.duration_ms, "attributes": span.attributes}
 
 
+# The span writes run several times per agent turn, so their statements are built once, with bound
+# parameters, on the table (no ORM flush or identity-map work; a loaded Span is expired instead):
+# building an upsert per call (its `excluded` columns above all) cost more than executing it.
+_SPANS = table_of(Span)
+_STARTED_COLUMNS = ("id", "session_id", "run_id", "parent_id", "kind", "name", "status", "turn", "attempt",
+                    "started_at", "attributes")
+
+
+def _start_statement(restart: bool) -> Any:
+    statement = insert(_SPANS).values({name: bindparam(name, type_=_SPANS.c[name].type) for name in _STARTED_COLUMNS})
+    if restart:
+        statement = statement.on_conflict_do_update(
+            index_elements=[_SPANS.c.id],
+            set_={"status": "running", "attempt": _SPANS.c.attempt + 1, "started_at": statement.excluded.started_at,
+                  "ended_at": None, "duration_ms": None, "attributes": statement.excluded.attributes})
+    else:
+        statement = statement.on_conflict_do_nothing(index_elements=[_SPANS.c.id])
+    return statement.returning(*_SPANS.c)
+
+
+_START = {True: _start_statement(True), False: _start_statement(False)}
+_ENDED_AT = bindparam("ended", type_=_SPANS.c.ended_at.type)
+_END = (update(_SPANS).where(_SPANS.c.id == bindparam("span", type_=_SPANS.c.id.type), _SPANS.c.ended_at.is_(None))
+        .values(status=bindparam("new_status", type_=_SPANS.c.status.type), ended_at=_ENDED_AT,
+                duration_ms=func.round(func.extract("epoch", _ENDED_AT - _SPANS.c.started_at) * 1000, 1),
+                attributes=_SPANS.c.attributes.op("||")(bindparam("more", type_=_SPANS.c.attributes.type)))
+        .returning(*_SPANS.c))
+
+
+UNANNOUNCED = ("prompt_segments",)  # in the stored span and the trace API, not in its events
+
+
+def announced(payload: dict[str, Any]) -> dict[str, Any]:
+    """A span as its `span.started` / `span.finished` event carries it: without the model call's prompt
+    segments, which grow with the conversation (every message of every call, twice per call, into the
+    event log and to every watcher) and which no live view shows; `GET .../spans` has them."""
+    attributes = payload["attributes"] or {}
+    if not any(name in attributes for name in UNANNOUNCED):
+        return payload
+    return {**payload, "attributes": {name: value for name, value in attributes.items() if name not in UNANNOUNCED}}
+
+
+def _forget(session: Session, identifier: uuid.UUID) -> None:
+    """A Span this session loaded no longer says what the row says."""
+    loaded = session.identity_map.get(session.identity_key(Span, identifier))
+    if loaded is not None:
+        session.expire(loaded)
+
+
 def start_span(session: Session, *, run_id: uuid.UUID, session_id: uuid.UUID, key: str, kind: str, name: str,
                parent_key: str | None = None, turn: int | None = None, attributes: dict[str, Any] | None = None,
                restart: bool = True) -> dict[str, Any] | None:
     """Open a span. With `restart`, an existing span with this key starts again (a re-run after a crash);
     without, an existing span is left alone (idempotent opening of the run span)."""
-    now = datetime.now(timezone.utc)
-    values = dict(id=span_id(run_id, key), session_id=session_id, run_id=run_id,
-                  parent_id=span_id(run_id, parent_key) if parent_key else None, kind=kind, name=name,
-                  status="running", turn=turn, attempt=1, started_at=now, attributes=attributes or {})
-    statement = insert(Span).values(**values)
-    if restart:
-        statement = statement.on_conflict_do_update(
-            index_elements=[Span.id],
-            set_={"status": "running", "attempt": Span.attempt + 1, "started_at": now, "ended_at": None,
-                  "duration_ms": None, "attributes": statement.excluded.attributes})
-    else:
-        statement = statement.on_conflict_do_nothing(index_elements=[Span.id])
-    span = session.execute(statement.returning(Span),
-                           execution_options={"populate_existing": True}).scalar_one_or_none()
+    identifier = span_id(run_id, key)
+    parent_id = span_id(run_id, parent_key) if parent_key else None
+    span = session.execute(_START[restart], dict(
+        id=identifier, session_id=session_id, run_id=run_id, parent_id=parent_id, kind=kind, name=name,
+        status="running", turn=turn, attempt=1, started_at=datetime.now(timezone.utc),
+        attributes=attributes or {})).one_or_none()
     if span is None:
         return None
+    _forget(session, identifier)
     payload = serialize_span(span)
-    append_event(session, session_id, "span.started", payload, run_id=run_id)
+    append_event(session, session_id, "span.started", announced(payload), run_id=run_id)
     return payload
 
 
@@ -70,18 +113,13 @@ def end_span(session: Session, *, run_id: uuid.UUID, key: str, status: str,
 
 def _end(session: Session, identifier: uuid.UUID, run_id: uuid.UUID, status: str,
          attributes: dict[str, Any] | None) -> dict[str, Any] | None:
-    now = datetime.now(timezone.utc)
-    span = session.execute(
-        update(Span)
-        .where(Span.id == identifier, Span.ended_at.is_(None))
-        .values(status=status, ended_at=now,
-                duration_ms=func.round(func.extract("epoch", now - Span.started_at) * 1000, 1),
-                attributes=Span.attributes.op("||")(attributes or {}))
-        .returning(Span), execution_options={"populate_existing": True}).scalar_one_or_none()
+    span = session.execute(_END, dict(span=identifier, new_status=status, ended=datetime.now(timezone.utc),
+                                      more=attributes or {})).one_or_none()
     if span is None:
         return None
+    _forget(session, identifier)
     payload = serialize_span(span)
-    append_event(session, span.session_id, "span.finished", payload, run_id=run_id)
+    append_event(session, span.session_id, "span.finished", announced(payload), run_id=run_id)
     return payload
 
 
