@@ -407,6 +407,17 @@ return await agent("after");
     time.sleep(1)  # nothing queued starts after the cancel
     assert flow.model.count("^slow [3-6]$") == 0 and flow.model.count("^after$") == 0
 
+    # a resume runs the six again: two start, the other four wait queued in place (no replay each)
+    seen = len(events_of(flow.api, flow.chat["id"]))
+    flow.api.ok("POST", f"/api/runs/{run['id']}/resume")
+    status = flow.wait(run["id"])
+    assert status["run"]["status"] == "completed" and status["value"] == "answer to: after"
+    # attempts count starts: the two cancelled in flight ran twice, the four queued ones once
+    assert [agent["attempts"] for agent in status["agents"] if agent["label"]] == [2, 2, 1, 1, 1, 1]
+    queued = [event["data"]["count"] for event in events_of(flow.api, flow.chat["id"])[seen:]
+              if event["type"] == "workflow.agents.queued"]
+    assert queued == [4], queued
+
 
 def slow(seconds: float, text: str) -> Any:
     return lambda body: (time.sleep(seconds), Reply(text=text, usage=openai_usage(10, 2)))[1]

@@ -33,6 +33,9 @@ def describe_progress(event: dict[str, Any]) -> str | None:
         extra = f" — {data['error'].get('message')}" if data.get("error") else ""
         return (f"  {data.get('status', '?'):<8} {phase}{name} "
                 f"({data.get('tokens', 0)} tokens, ${data.get('cost', 0):.4f}){extra}")
+    if kind == "workflow.agents.queued":
+        count = data.get("count", 0)
+        return f"  queued   {count} agent{'s' if count != 1 else ''} waiting for a free slot (they start in order)"
     if kind == "workflow.agent.refused":
         return f"  refused  {phase}{name} — {(data.get('error') or {}).get('message')}"
     if kind == "workflow.log":
@@ -61,10 +64,14 @@ def follow(api: ApiClient, session_id: str, run_id: str, echo: Callable[[str], N
 
 def print_status(report: dict[str, Any]) -> None:
     run, meta = report["run"], report["meta"] or {}
-    click.echo(f"workflow {meta.get('name')} — run {run['id']} {run['status']} (pass {report['pass']})")
+    status = run["status"]
+    if status == "queued" and (run["started_at"] or report["counts"].get("running")):
+        status = "running"  # between two ticks the run waits for a worker while its agents work (as in the UI)
+    click.echo(f"workflow {meta.get('name')} — run {run['id']} {status} (pass {report['pass']})")
     totals = report["totals"]
     click.echo(f"agent runs {totals['agents']} (all passes)  cached this pass {report['cached']}  "
-               f"tokens {totals['tokens']}  cost ${totals['cost']:.4f}")
+               f"tokens {totals['tokens']}  cost ${totals['cost']:.4f}  "
+               f"ticks {report.get('ticks', 0)} (script replays {report.get('replays', 0)})")
     for phase in report["phases"]:
         click.echo(f"\n{phase['title'] or '(no phase)'}")
         agents = [agent for agent in report["agents"] if agent["key"] in set(phase["agents"])]

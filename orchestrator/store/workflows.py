@@ -213,11 +213,18 @@ def start_calls(session: Session, run: Run, starts: list[tuple[dict[str, Any], W
     return [child_id for _, child_id in started]
 
 
-def queue_calls(session: Session, run: Run, calls: list[dict[str, Any]], pass_number: int) -> None:
+def queue_calls(session: Session, run: Run, calls: list[dict[str, Any]], pass_number: int, *,
+                again: Iterable[str] = ()) -> None:
     """Record agent() calls the script made that have no free slot yet, in the order it made them: a
     later tick starts them from these rows (`start_calls`) without replaying the script for them.
-    Announced as one event; `attempts` becomes 1 when one starts."""
-    if not calls:
+    `again`: keys of failed or cancelled calls of an earlier pass that run again (a resume), queued
+    in place. Announced as one event; `attempts` counts up when one starts."""
+    again = list(again)
+    if again:
+        session.execute(update(WorkflowCall).where(WorkflowCall.run_id == run.id, WorkflowCall.call_key.in_(again),
+                                                   WorkflowCall.status.in_(("failed", "cancelled")))
+                        .values(status=CallStatus.QUEUED.value))
+    if not calls and not again:
         return
     now = datetime.now(timezone.utc)
     rows = [{"run_id": run.id, "call_key": call["key"], "status": CallStatus.QUEUED.value, "prompt": call["prompt"],
@@ -227,8 +234,9 @@ def queue_calls(session: Session, run: Run, calls: list[dict[str, Any]], pass_nu
     for start in range(0, len(rows), LOG_ROWS_PER_STATEMENT):
         session.execute(insert(WorkflowCall).values(rows[start:start + LOG_ROWS_PER_STATEMENT])
                         .on_conflict_do_nothing(constraint="uq_workflow_calls_run_key"))
-    append_event(session, run.session_id, "workflow.agents.queued",
-                 {"count": len(rows), "keys": [row["call_key"] for row in rows[:50]]}, run_id=run.id)
+    keys = again + [row["call_key"] for row in rows]
+    append_event(session, run.session_id, "workflow.agents.queued", {"count": len(keys), "keys": keys[:50]},
+                 run_id=run.id)
 
 
 def drop_queued(session: Session, run_id: uuid.UUID, keys: Iterable[str]) -> None:

@@ -125,7 +125,7 @@ def tick(context: RunContext, config: WorkflowConfig) -> RunOutcome:
             replay(sandbox, journal.settle)
             state = sandbox.state()
     except SandboxError as error:
-        _record(context, run, plan, _Dispatch([], [], []), [], pass_number, None)
+        _record(context, run, plan, _Dispatch([], [], [], []), [], pass_number, None)
         failure = {"code": error.code, "message": error.message, "line": error.line}
         if error.signal is not None:
             failure["signal"] = error.signal
@@ -133,10 +133,12 @@ def tick(context: RunContext, config: WorkflowConfig) -> RunOutcome:
 
     touched = set(plan.touched)
     if state["done"]:  # the script returned or threw: nothing more starts (what is queued ends cancelled)
-        dispatch = _Dispatch([], [], [])
+        dispatch = _Dispatch([], [], [], [])
     else:
-        dispatch = _Dispatch(start=plan.fresh[:slots],
-                             queue=[call for call in plan.fresh[slots:] if call["key"] not in calls],
+        waiting = plan.fresh[slots:]
+        dispatch = _Dispatch(start=plan.fresh[:slots], queue=[call for call in waiting if call["key"] not in calls],
+                             again=[call["key"] for call in waiting
+                                    if call["key"] in calls and calls[call["key"]].status in ("failed", "cancelled")],
                              drop=[call.call_key for call in calls.values()
                                    if call.status == "queued" and call.call_key not in touched])
     children = _record(context, run, plan, dispatch, state["logs"], pass_number, replayed_at)
@@ -208,11 +210,13 @@ def _start_queued(session: Session, run: Run, queued: list[WorkflowCall], pass_n
 
 @dataclass(frozen=True)
 class _Dispatch:
-    """What a replay's new and queued calls become: started now, queued for a free slot, or dropped
-    (queued before, no longer made by the script)."""
+    """What a replay's new and queued calls become: started now, queued for a free slot (new ones,
+    and failed or cancelled ones of an earlier pass by key), or dropped (queued before, no longer made
+    by the script)."""
 
     start: list[dict[str, Any]]
     queue: list[dict[str, Any]]
+    again: list[str]
     drop: list[str]
 
 
@@ -349,7 +353,7 @@ def _record(context: RunContext, run: Run, plan: _Plan, dispatch: _Dispatch, log
         workflows.add_logs(session, run, logs)
         children = workflows.start_calls(session, run, [(call, calls.get(call["key"])) for call in dispatch.start],
                                          pass_number)
-        workflows.queue_calls(session, run, dispatch.queue, pass_number)
+        workflows.queue_calls(session, run, dispatch.queue, pass_number, again=dispatch.again)
         workflows.drop_queued(session, run.id, dispatch.drop)
         if replayed_at is not None:
             runs.mark_replayed(session, context.lease, replayed_at)
