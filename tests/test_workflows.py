@@ -383,6 +383,45 @@ return {edited, read};
                       environment=cli_environment(flow.api.url, flow.api.token, flow.tmp)).stdout
     assert f"worktree kept: {kept['path']} (branch {kept['branch']}, 1 changed path(s))" in printed
 
+def test_many_agents_making_and_dropping_worktrees_at_once_never_trip_over_each_other(tmp_path: Path) -> None:
+    """Eight agents' worktrees made and released at the same moment in one project, by real git in the
+    sandbox, three times over. Unserialised, `worktree prune` read an entry another was adding
+    ("failed to read .git/worktrees/<id>/commondir") and `.git/config` writes met each other's lock."""
+    import subprocess
+    import uuid
+
+    from orchestrator.agent import worktree
+    from orchestrator.sandbox import Sandbox
+
+    root = tmp_path / "repo"
+    root.mkdir()
+    (root / "f.txt").write_text("x\n")
+    for arguments in (["init", "-q", "-b", "main"], ["add", "f.txt"], ["commit", "-q", "-m", "first"]):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *arguments], cwd=root,
+                       check=True, capture_output=True)
+    errors: list[str] = []
+
+    def one() -> None:
+        run_id = str(uuid.uuid4())
+        try:
+            made = worktree.ensure(root, run_id, Sandbox())
+            assert (made.path / "f.txt").read_text() == "x\n"
+            assert worktree.release(root, run_id, Sandbox())["kept"] is False
+        except Exception as error:  # collected: an assertion in a thread would be lost
+            errors.append(f"{type(error).__name__}: {error}")
+
+    for _ in range(3):
+        threads = [threading.Thread(target=one) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert errors == []
+    listed = subprocess.run(["git", "worktree", "list", "--porcelain"], cwd=root, check=True, capture_output=True,
+                            text=True).stdout
+    assert listed.count("worktree ") == 1  # only the project's own
+
+
 def test_cancel_stops_dispatching_and_cancels_agents_in_flight(flow: Flow) -> None:
     flow.worker(concurrency=4)
     hold = threading.Event()

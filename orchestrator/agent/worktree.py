@@ -14,10 +14,12 @@ search tools skip it.
 
 from __future__ import annotations
 
+import fcntl
 import subprocess
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from orchestrator.sandbox import Sandbox
 
@@ -86,15 +88,30 @@ def ensure(root: Path, run_id: str, sandbox: Sandbox) -> Worktree:
     head = _git(root, "rev-parse", "HEAD", sandbox=sandbox).stdout.strip()
     if (path / ".git").is_file():  # made by an earlier turn
         return Worktree(path, branch, _base_of(root, branch, sandbox) or head)
-    _git(root, "worktree", "prune", sandbox=sandbox)
-    branch_exists = _git(root, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}", check=False,
-                         sandbox=sandbox).returncode == 0
-    if branch_exists:  # a repeat after a crash between the two steps
-        _git(root, "worktree", "add", str(path), branch, sandbox=sandbox)
-    else:
-        _git(root, "worktree", "add", "-b", branch, str(path), head, sandbox=sandbox)
-    _git(root, "config", f"branch.{branch}.boocodeBase", head, sandbox=sandbox)
+    with _repository_lock(root):
+        _git(root, "worktree", "prune", sandbox=sandbox)
+        branch_exists = _git(root, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}", check=False,
+                             sandbox=sandbox).returncode == 0
+        if branch_exists:  # a repeat after a crash between the two steps
+            _git(root, "worktree", "add", str(path), branch, sandbox=sandbox)
+        else:
+            _git(root, "worktree", "add", "-b", branch, str(path), head, sandbox=sandbox)
+        _git(root, "config", f"branch.{branch}.boocodeBase", head, sandbox=sandbox)
     return Worktree(path, branch, head)
+
+
+@contextmanager
+def _repository_lock(root: Path) -> Iterator[None]:
+    """One worktree change at a time per project, across this machine's worker processes: `git worktree
+    prune` reads every entry and failed on one another agent was adding ("failed to read
+    .git/worktrees/<id>/commondir"), and two `git config` or `branch -D` writes of `.git/config` at once
+    fail on its lock file. The lock file sits in the self-ignoring worktrees folder."""
+    with open(root / FOLDER / ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _base_of(root: Path, branch: str, sandbox: Sandbox) -> str | None:
@@ -124,8 +141,9 @@ def release(root: Path, run_id: str, sandbox: Sandbox) -> dict[str, Any]:
         if changed:
             return {"kept": True, "path": str(path), "branch": branch, "base": worktree.base,
                     "changed": changed[:200]}
-        _git(root, "worktree", "remove", "--force", str(path), sandbox=sandbox)
-        _git(root, "branch", "-D", branch, check=False, sandbox=sandbox)  # also drops its boocodeBase setting
+        with _repository_lock(root):
+            _git(root, "worktree", "remove", "--force", str(path), sandbox=sandbox)
+            _git(root, "branch", "-D", branch, check=False, sandbox=sandbox)  # also drops its boocodeBase setting
     except WorktreeError as error:
         return {"kept": True, "path": str(path), "branch": branch, "error": str(error)}
     return {"kept": False, "branch": branch}
