@@ -179,7 +179,14 @@ def test_trace_cache_and_timeline_show_what_the_api_holds(site: Any, fake: FakeM
     expect(turns.first).to_contain_text("gpt-4o-mini · 1,010 tokens")
     expect(turns.first).to_contain_text("1 tool call")
     page.get_by_role("tab", name="Chat").click()
-    page.locator(".messages").evaluate("node => node.scrollTop = node.scrollHeight")
+    # scroll to the end until the first answer is out of view: the shown panel may still be laying out
+    # (the footer and the messages re-measure) when a single scroll runs, and then it did not stick
+    page.wait_for_function("""() => {
+      const list = document.querySelector('.messages');
+      list.scrollTop = list.scrollHeight;
+      const first = list.querySelector('.message.assistant').getBoundingClientRect();
+      return first.bottom - first.height / 2 < list.getBoundingClientRect().top;
+    }""", polling=100, timeout=10000)
     first_answer = page.locator(".message.assistant").first
     expect(first_answer).not_to_be_in_viewport(ratio=0.5)
     turns.first.click()

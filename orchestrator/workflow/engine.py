@@ -131,16 +131,7 @@ def tick(context: RunContext, config: WorkflowConfig) -> RunOutcome:
             failure["signal"] = error.signal
         return _fail(context, failure)
 
-    touched = set(plan.touched)
-    if state["done"]:  # the script returned or threw: nothing more starts (what is queued ends cancelled)
-        dispatch = _Dispatch([], [], [], [])
-    else:
-        waiting = plan.fresh[slots:]
-        dispatch = _Dispatch(start=plan.fresh[:slots], queue=[call for call in waiting if call["key"] not in calls],
-                             again=[call["key"] for call in waiting
-                                    if call["key"] in calls and calls[call["key"]].status in ("failed", "cancelled")],
-                             drop=[call.call_key for call in calls.values()
-                                   if call.status == "queued" and call.call_key not in touched])
+    dispatch = _Dispatch([], [], [], []) if state["done"] else _dispatch(plan, calls, slots)
     children = _record(context, run, plan, dispatch, state["logs"], pass_number, replayed_at)
     for child_id in children:
         context.enqueue(task_for_kind("agent"), str(child_id))
@@ -218,6 +209,17 @@ class _Dispatch:
     queue: list[dict[str, Any]]
     again: list[str]
     drop: list[str]
+
+
+def _dispatch(plan: _Plan, calls: dict[str, WorkflowCall], slots: int) -> _Dispatch:
+    """What becomes of the calls a replay found unanswered, the script still running (a script that
+    returned or threw starts nothing more; what is queued then ends cancelled)."""
+    touched, waiting = set(plan.touched), plan.fresh[slots:]
+    return _Dispatch(start=plan.fresh[:slots], queue=[call for call in waiting if call["key"] not in calls],
+                     again=[call["key"] for call in waiting
+                            if call["key"] in calls and calls[call["key"]].status in ("failed", "cancelled")],
+                     drop=[call.call_key for call in calls.values()
+                           if call.status == "queued" and call.call_key not in touched])
 
 
 class _Journal:
