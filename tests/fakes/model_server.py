@@ -67,6 +67,12 @@ class FakeModelServer:
             def log_message(self, *args: Any) -> None:
                 return None
 
+            def handle(self) -> None:
+                try:
+                    super().handle()
+                except (BrokenPipeError, ConnectionResetError):  # a client gone between calls (a killed worker)
+                    self.close_connection = True
+
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
@@ -102,25 +108,29 @@ class FakeModelServer:
                 self.wfile.write(data)
 
             def _stream(self, reply: Reply, model: str, include_usage: bool) -> None:
+                # chunked, on a connection that stays open for the next call, as real providers answer
+                # (closing it after each stream made every call pay a new connection and server thread)
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Cache-Control", "no-cache")
-                self.send_header("Connection", "close")
+                self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
-                self.close_connection = True
                 try:
                     for index, chunk in enumerate(server.stream_chunks(reply, model, include_usage)):
-                        self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
-                        self.wfile.flush()
+                        self._chunk(f"data: {json.dumps(chunk)}\n\n".encode())
                         if index == reply.hold_after - 1 and reply.hold is not None:
                             server.holding.set()
                             reply.hold.wait(60)
                         if reply.chunk_delay:
                             time.sleep(reply.chunk_delay)
-                    self.wfile.write(b"data: [DONE]\n\n")
-                    self.wfile.flush()
+                    self._chunk(b"data: [DONE]\n\n")
+                    self._chunk(b"")  # the last chunk: the response ends, the connection stays
                 except (BrokenPipeError, ConnectionResetError):
-                    return
+                    self.close_connection = True
+
+            def _chunk(self, data: bytes) -> None:
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                self.wfile.flush()
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
