@@ -12,12 +12,12 @@ import hashlib
 import uuid
 from datetime import datetime, timezone
 
-from sqlalchemy import select
+from sqlalchemy import ARRAY, any_, bindparam, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from orchestrator.errors import NotFoundError
-from orchestrator.store.models import Blob, ProjectBlob
+from orchestrator.store.models import Blob, ProjectBlob, table_of
 
 
 def put_blob(session: Session, data: bytes, media_type: str) -> str:
@@ -33,15 +33,22 @@ def put_blobs(session: Session, items: list[tuple[bytes, str]]) -> list[str]:
     """Store many (data, media type) pairs idempotently with one look-up and at most one insert, sending
     only the bytes not stored yet (a prompt's earlier messages are, turn after turn); their digests."""
     digests = [hashlib.sha256(data).hexdigest() for data, _ in items]
-    known = set(session.scalars(select(Blob.sha256).where(Blob.sha256.in_(set(digests))))) if digests else set()
+    known = set(session.scalars(_KNOWN, {"digests": sorted(set(digests))})) if digests else set()
     now, missing = datetime.now(timezone.utc), {}
     for digest, (data, media_type) in zip(digests, items):
         if digest not in known:
             missing[digest] = {"sha256": digest, "size": len(data), "media_type": media_type, "data": data,
                                "created_at": now}
     if missing:
-        session.execute(insert(Blob).values(list(missing.values())).on_conflict_do_nothing(index_elements=[Blob.sha256]))
+        session.execute(_INSERT, list(missing.values()))
     return digests
+
+
+# built once (each model call stores its prompt's segments); `= ANY(array)` is one statement whatever
+# the number of digests, so Postgres prepares it once per connection
+_BLOBS = table_of(Blob)
+_KNOWN = select(_BLOBS.c.sha256).where(_BLOBS.c.sha256 == any_(bindparam("digests", type_=ARRAY(_BLOBS.c.sha256.type))))
+_INSERT = insert(_BLOBS).on_conflict_do_nothing(index_elements=[_BLOBS.c.sha256])
 
 
 def put_project_blob(session: Session, project_id: uuid.UUID, data: bytes, media_type: str) -> str:

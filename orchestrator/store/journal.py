@@ -41,7 +41,7 @@ class Entry:
 
 def entries(session: Session, run_id: uuid.UUID) -> dict[str, Entry]:
     """The run's journal as entries by step key, in one query."""
-    rows = session.execute(select(Step.step_key, Step.status, Step.output).where(Step.run_id == run_id))
+    rows = session.execute(_ENTRIES, {"run": run_id})
     return {row.step_key: Entry(row.status, row.output) for row in rows}
 
 
@@ -61,6 +61,8 @@ def list_steps(session: Session, run_id: uuid.UUID) -> list[Step]:
 
 # Two statements per step, built once with bound parameters on the table (see store/spans.py).
 _STEPS = table_of(Step)
+_ENTRIES = (select(_STEPS.c.step_key, _STEPS.c.status, _STEPS.c.output)
+            .where(_STEPS.c.run_id == bindparam("run", type_=_STEPS.c.run_id.type)))
 _BEGUN_COLUMNS = ("run_id", "step_key", "kind", "status", "input_hash", "attempt", "epoch", "started_at")
 _BEGIN = (insert(_STEPS)
           .values({name: bindparam(name, type_=_STEPS.c[name].type) for name in _BEGUN_COLUMNS})

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import bindparam, case, func, or_, select, text, tuple_, update
+from sqlalchemy import Interval, bindparam, case, func, or_, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
 from orchestrator.domain.enums import TERMINAL_STATUSES, RunKind, RunStatus, StepStatus
@@ -49,6 +49,7 @@ class Lease:
     # and who held the lease each time.
     crashes: int = 0
     crash_log: tuple[dict[str, Any], ...] = ()
+    parent_id: uuid.UUID | None = None  # a child run's workflow or flow (a run's parent never changes)
 
 
 def serialize_run(run: Run) -> dict[str, Any]:
@@ -66,13 +67,16 @@ def serialize_run(run: Run) -> dict[str, Any]:
 
 def create_run(session: Session, *, project_id: uuid.UUID, session_id: uuid.UUID, kind: str,
                input: dict[str, Any], created_by: uuid.UUID | None, parent_id: uuid.UUID | None = None,
-               run_id: uuid.UUID | None = None) -> Run:
+               run_id: uuid.UUID | None = None, flush: bool = True) -> Run:
+    """A queued run and its `run.queued` event. Without `flush` the caller flushes before the commit (its
+    event row refers to the run), so runs made together are inserted in one statement."""
     now = datetime.now(timezone.utc)
     run = Run(id=run_id or uuid.uuid4(), project_id=project_id, session_id=session_id, kind=kind, input=input,
               created_by=created_by, parent_id=parent_id, status=RunStatus.QUEUED, created_at=now,
               updated_at=now, enqueued_at=now, lease_epoch=0, claims=0)
     session.add(run)
-    session.flush()
+    if flush:
+        session.flush()
     append_event(session, session_id, "run.queued", {"kind": kind, "parent_id": str(parent_id) if parent_id else None},
                  run_id=run.id)
     return run
@@ -97,41 +101,58 @@ def list_runs(session: Session, *, project_id: uuid.UUID | None = None, session_
     return list(session.scalars(query.order_by(Run.created_at.desc(), Run.id).limit(limit)))
 
 
+_RUNS = table_of(Run)
+_STEPS = table_of(Step)
+
+
+def _claim_statement() -> Any:
+    """The claim (one conditional UPDATE), built once: every task of every run starts with it."""
+    run_id = bindparam("run", type_=_RUNS.c.id.type)
+    prior = select(_RUNS.c.id, _RUNS.c.status).where(_RUNS.c.id == run_id).with_for_update().subquery()
+    # Taking over an expired lease means its holder died or hung: count it, unless a step finished since
+    # the last takeover (progress). The count of finished steps is read only on a takeover.
+    takeover = prior.c.status == RunStatus.RUNNING.value
+    finished = (select(func.count()).select_from(_STEPS)
+                .where(_STEPS.c.run_id == run_id, _STEPS.c.status != StepStatus.STARTED.value).scalar_subquery())
+    evidence = func.jsonb_build_array(func.jsonb_build_object("owner", _RUNS.c.lease_owner,
+                                                              "lease_expired_at", _RUNS.c.lease_expires_at))
+    return (update(_RUNS)
+            .where(_RUNS.c.id == prior.c.id, _RUNS.c.status.in_([status.value for status in CLAIMABLE]),
+                   or_(_RUNS.c.lease_expires_at.is_(None), _RUNS.c.lease_expires_at < func.now()))
+            .values(status=RunStatus.RUNNING.value, lease_owner=bindparam("owner", type_=_RUNS.c.lease_owner.type),
+                    lease_epoch=_RUNS.c.lease_epoch + 1,
+                    lease_expires_at=func.now() + bindparam("lease", type_=Interval()),
+                    started_at=func.coalesce(_RUNS.c.started_at, func.now()), claims=_RUNS.c.claims + 1,
+                    updated_at=func.now(),
+                    crashes=case((takeover, case((_RUNS.c.progress_mark == finished, _RUNS.c.crashes + 1), else_=1)),
+                                 else_=0),
+                    progress_mark=case((takeover, finished), else_=None),
+                    crash_log=case((takeover, case((_RUNS.c.progress_mark == finished,
+                                                    func.coalesce(_RUNS.c.crash_log, text("'[]'::jsonb"))
+                                                    .op("||")(evidence)),
+                                                   else_=evidence)),
+                                   else_=None))
+            .returning(_RUNS.c.session_id, _RUNS.c.project_id, _RUNS.c.parent_id, _RUNS.c.kind, _RUNS.c.lease_epoch,
+                       _RUNS.c.claims, _RUNS.c.crashes, _RUNS.c.crash_log, prior.c.status.label("prior_status")))
+
+
+_CLAIM = _claim_statement()
+
+
 def claim_run(session: Session, run_id: uuid.UUID, owner: str, lease_seconds: float) -> Lease | None:
     """Take the run's lease if it is free or expired; None if someone else holds it or the run is done.
 
     The event says what kind of claim it was: `run.started` (first), `run.resumed` (taking over an
     expired lease from a worker that died); a continuation (the next turn) emits nothing here.
     """
-    prior = select(Run.id, Run.status).where(Run.id == run_id).with_for_update().subquery()
-    # Taking over an expired lease means its holder died or hung: count it, unless a step finished since
-    # the last takeover (progress). The count of finished steps is read only on a takeover.
-    takeover = prior.c.status == RunStatus.RUNNING
-    finished = (select(func.count()).select_from(Step)
-                .where(Step.run_id == run_id, Step.status != StepStatus.STARTED).scalar_subquery())
-    evidence = func.jsonb_build_array(func.jsonb_build_object("owner", Run.lease_owner,
-                                                              "lease_expired_at", Run.lease_expires_at))
-    row = session.execute(
-        update(Run)
-        .where(Run.id == prior.c.id, Run.status.in_(CLAIMABLE),
-               or_(Run.lease_expires_at.is_(None), Run.lease_expires_at < func.now()))
-        .values(status=RunStatus.RUNNING, lease_owner=owner, lease_epoch=Run.lease_epoch + 1,
-                lease_expires_at=func.now() + timedelta(seconds=lease_seconds),
-                started_at=func.coalesce(Run.started_at, func.now()), claims=Run.claims + 1,
-                updated_at=func.now(),
-                crashes=case((takeover, case((Run.progress_mark == finished, Run.crashes + 1), else_=1)), else_=0),
-                progress_mark=case((takeover, finished), else_=None),
-                crash_log=case((takeover, case((Run.progress_mark == finished,
-                                                func.coalesce(Run.crash_log, text("'[]'::jsonb")).op("||")(evidence)),
-                                               else_=evidence)),
-                               else_=None))
-        .returning(Run.session_id, Run.project_id, Run.kind, Run.lease_epoch, Run.claims, Run.crashes,
-                   Run.crash_log, prior.c.status.label("prior_status"))
-    ).one_or_none()
+    row = session.execute(_CLAIM, {"run": run_id, "owner": owner,
+                                   "lease": timedelta(seconds=lease_seconds)}).one_or_none()
     if row is None:
         return None
+    _forget(session, run_id)
     lease = Lease(run_id=run_id, session_id=row.session_id, project_id=row.project_id, kind=row.kind, owner=owner,
-                  epoch=row.lease_epoch, claims=row.claims, crashes=row.crashes, crash_log=tuple(row.crash_log or ()))
+                  epoch=row.lease_epoch, claims=row.claims, crashes=row.crashes, crash_log=tuple(row.crash_log or ()),
+                  parent_id=row.parent_id)
     if lease.claims == 1:
         append_event(session, lease.session_id, "run.started", {"epoch": lease.epoch, "owner": owner}, run_id=run_id)
     elif row.prior_status == RunStatus.RUNNING:
@@ -141,15 +162,40 @@ def claim_run(session: Session, run_id: uuid.UUID, owner: str, lease_seconds: fl
     return lease
 
 
+def _forget(session: Session, run_id: uuid.UUID) -> None:
+    """A Run this session loaded no longer says what the row says (a statement built once changed it)."""
+    loaded = session.identity_map.get(session.identity_key(Run, run_id))
+    if loaded is not None:
+        session.expire(loaded)
+
+
+NOW = object()  # a value for `_update_held`: the transaction's now()
+_HELD: dict[tuple[tuple[str, bool], ...], Any] = {}  # `_update_held`'s statements, by the columns they set
+
+
+def _held_statement(values: dict[str, Any]) -> Any:
+    shape = tuple(sorted((name, value is NOW) for name, value in values.items()))
+    statement = _HELD.get(shape)
+    if statement is None:  # a handful of shapes (hand-back, park, finish, renewal), each built once
+        statement = (update(_RUNS).where(_RUNS.c.id == bindparam("run", type_=_RUNS.c.id.type),
+                                         _RUNS.c.lease_epoch == bindparam("epoch", type_=_RUNS.c.lease_epoch.type),
+                                         _RUNS.c.status == RunStatus.RUNNING.value)
+                     .values({name: func.now() if now else bindparam(f"set_{name}", type_=_RUNS.c[name].type)
+                              for name, now in shape})
+                     .returning(_RUNS.c.id))
+        _HELD[shape] = statement
+    return statement
+
+
 def _update_held(session: Session, lease: Lease, **values: Any) -> None:
     """Update the run only while `lease` still holds it (same epoch, still running); otherwise raise
-    `RunCancelledError` (cancelled meanwhile) or `StaleLeaseError` (someone else holds it now)."""
+    `RunCancelledError` (cancelled meanwhile) or `StaleLeaseError` (someone else holds it now).
+    A value may be `NOW`, the transaction's now()."""
     session.info.pop(FENCES_KEY, None)  # the status may change here: fence afresh afterwards
-    updated = session.execute(
-        update(Run)
-        .where(Run.id == lease.run_id, Run.lease_epoch == lease.epoch, Run.status == RunStatus.RUNNING)
-        .values(**values).returning(Run.id)
-    ).one_or_none()
+    parameters = {f"set_{name}": value for name, value in values.items() if value is not NOW}
+    updated = session.execute(_held_statement(values),
+                              {"run": lease.run_id, "epoch": lease.epoch, **parameters}).one_or_none()
+    _forget(session, lease.run_id)
     if updated is None:
         _raise_lost(session, lease)
 
@@ -157,7 +203,7 @@ def _update_held(session: Session, lease: Lease, **values: Any) -> None:
 def _release_unless_cancelled(session: Session, lease: Lease, **values: Any) -> bool:
     """`_update_held`, but a run cancelled meanwhile is a normal end: False, nothing written."""
     try:
-        _update_held(session, lease, lease_owner=None, lease_expires_at=None, updated_at=func.now(), **values)
+        _update_held(session, lease, lease_owner=None, lease_expires_at=None, updated_at=NOW, **values)
     except RunCancelledError:
         return False
     return True
@@ -169,7 +215,7 @@ def requeue_run(session: Session, lease: Lease, *, deferred: bool = False, wake_
     (someone else wakes it) keeps its sweep back-off, so the sweep looks at it less and less often;
     with `wake_at` the sweep enqueues it then at the latest, whatever its back-off."""
     back_off = {} if deferred else {"dispatches": 0}
-    return _release_unless_cancelled(session, lease, status=RunStatus.QUEUED, enqueued_at=func.now(),
+    return _release_unless_cancelled(session, lease, status=RunStatus.QUEUED, enqueued_at=NOW,
                                      wake_at=wake_at, **back_off)
 
 
@@ -193,10 +239,18 @@ def lock_parent(session: Session, lease: Lease) -> uuid.UUID | None:
     """Lock the run's parent row, if it has one. Called before anything else in a transaction that
     finishes a child, so locks are taken parent, child, session (the order a workflow tick and a
     cascading cancel use) and the two never deadlock."""
-    parent_id = session.scalar(select(Run.parent_id).where(Run.id == lease.run_id))
-    if parent_id is not None:
-        session.execute(select(Run.id).where(Run.id == parent_id).with_for_update())
-    return parent_id
+    if lease.parent_id is not None:
+        session.execute(_LOCK, {"run": lease.parent_id})
+    return lease.parent_id
+
+
+# built once, like the claim: every child's end and every tick run these
+_RUN_ID = bindparam("run", type_=_RUNS.c.id.type)
+_LOCK = select(_RUNS.c.id).where(_RUNS.c.id == _RUN_ID).with_for_update()
+_KIND = select(_RUNS.c.kind).where(_RUNS.c.id == _RUN_ID)
+_TAKE_TICK = (update(_RUNS).where(_RUNS.c.id == _RUN_ID,
+                                  _RUNS.c.lease_epoch == bindparam("epoch", type_=_RUNS.c.lease_epoch.type))
+              .values(tick_pending=False))
 
 
 def parent_to_wake(session: Session, parent_id: uuid.UUID) -> Run | None:
@@ -209,7 +263,7 @@ def parent_to_wake(session: Session, parent_id: uuid.UUID) -> Run | None:
     (`lock_parent`)."""
     from orchestrator.store.workflows import tick_is_due  # workflows builds on runs
 
-    kind = session.scalar(select(Run.kind).where(Run.id == parent_id))
+    kind = session.scalar(_KIND, {"run": parent_id})
     if kind == RunKind.WORKFLOW.value and not tick_is_due(session, parent_id):
         return None
     return session.scalar(update(Run).where(Run.id == parent_id, Run.kind.in_(TICKING_KINDS),
@@ -219,8 +273,8 @@ def parent_to_wake(session: Session, parent_id: uuid.UUID) -> Run | None:
 
 def take_tick(session: Session, lease: Lease) -> None:
     """A tick starts: children finishing from now on must ask for the next one."""
-    session.execute(update(Run).where(Run.id == lease.run_id, Run.lease_epoch == lease.epoch)
-                    .values(tick_pending=False))
+    session.execute(_TAKE_TICK, {"run": lease.run_id, "epoch": lease.epoch})
+    _forget(session, lease.run_id)
 
 
 def mark_replayed(session: Session, lease: Lease, at: datetime) -> None:
@@ -257,10 +311,20 @@ def earlier_unfinished_run(session: Session, run: Run, *, lock: bool = False) ->
 
 def renew_lease(session: Session, lease: Lease, lease_seconds: float) -> None:
     """Extend the lease; raise `RunCancelledError` or `StaleLeaseError` when it is no longer ours."""
-    _update_held(session, lease, lease_expires_at=func.clock_timestamp() + timedelta(seconds=lease_seconds))
+    session.info.pop(FENCES_KEY, None)
+    renewed = session.execute(_RENEW, {"run": lease.run_id, "epoch": lease.epoch,
+                                       "lease": timedelta(seconds=lease_seconds)}).one_or_none()
+    if renewed is None:
+        _raise_lost(session, lease)
 
 
-_RUNS = table_of(Run)
+_RENEW = (update(_RUNS).where(_RUNS.c.id == bindparam("run", type_=_RUNS.c.id.type),
+                              _RUNS.c.lease_epoch == bindparam("epoch", type_=_RUNS.c.lease_epoch.type),
+                              _RUNS.c.status == RunStatus.RUNNING.value)
+          .values(lease_expires_at=func.clock_timestamp() + bindparam("lease", type_=Interval()))
+          .returning(_RUNS.c.id))
+
+
 # built once (every transaction of a lease holder runs it): see store/spans.py
 _FENCE = (select(_RUNS.c.lease_epoch, _RUNS.c.status).where(_RUNS.c.id == bindparam("run", type_=_RUNS.c.id.type))
           .with_for_update(read=True))
@@ -285,7 +349,7 @@ def finish_run(session: Session, lease: Lease, status: RunStatus, *, result: Any
     """Record the run's outcome exactly once. False if the run was cancelled meanwhile (outcome kept)."""
     assert status in TERMINAL_STATUSES
     if not _release_unless_cancelled(session, lease, status=status.value, result=result, error=error,
-                                     finished_at=func.now()):
+                                     finished_at=NOW):
         return False
     append_event(session, lease.session_id, "run.finished",
                  {"status": status.value, "error": error, "result": result}, run_id=lease.run_id)

@@ -7,6 +7,7 @@ updates its span (attempt + 1) rather than leaving a second, orphaned one.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from datetime import datetime, timezone
 from typing import Any
@@ -131,15 +132,26 @@ def end_open_spans(session: Session, run_id: uuid.UUID, status: str) -> None:
         _end(session, identifier, run_id, status, None)
 
 
-def load_span(session: Session, run_id: uuid.UUID, key: str) -> Span | None:
-    return session.get(Span, span_id(run_id, key))
+def load_span(session: Session, run_id: uuid.UUID, key: str) -> Any:
+    """The span's row (a Span's columns as attributes), or None."""
+    return session.execute(_LOAD, {"span": span_id(run_id, key)}).one_or_none()
 
 
-def previous_model_call(session: Session, session_id: uuid.UUID, before_position: int | None = None) -> Span | None:
-    query = select(Span).where(Span.session_id == session_id, Span.kind == "model_call", Span.ended_at.is_not(None))
-    if before_position is not None:
-        query = query.where(Span.position < before_position)
-    return session.scalar(query.order_by(Span.position.desc()).limit(1))
+def previous_model_call(session: Session, session_id: uuid.UUID, before_position: int | None = None) -> Any:
+    """The session's last finished model call (before `before_position`), as a row, or None."""
+    return session.execute(_PREVIOUS, {"session": session_id,
+                                       "before": before_position if before_position is not None else _NO_POSITION}
+                           ).one_or_none()
+
+
+# built once: each model call's end reads both (for its cache diagnosis)
+_NO_POSITION = 2 ** 62
+_LOAD = select(*_SPANS.c).where(_SPANS.c.id == bindparam("span", type_=_SPANS.c.id.type))
+_PREVIOUS = (select(_SPANS.c.attributes, _SPANS.c.ended_at)
+             .where(_SPANS.c.session_id == bindparam("session", type_=_SPANS.c.session_id.type),
+                    _SPANS.c.kind == "model_call", _SPANS.c.ended_at.is_not(None),
+                    _SPANS.c.position < bindparam("before", type_=_SPANS.c.position.type))
+             .order_by(_SPANS.c.position.desc()).limit(1))
 
 
 def list_spans(session: Session, *, session_id: uuid.UUID | None = None, run_id: uuid.UUID | None = None,
@@ -165,33 +177,42 @@ def summarize(session: Session, *, session_id: uuid.UUID | None = None,
               run_id: uuid.UUID | None = None) -> dict[str, Any]:
     """Calls, tokens, cost, cache hit rate and wall time over model and tool call spans: one aggregate
     in Postgres, so a session of thousands of calls costs one row over the wire, not every span."""
-    model = Span.kind == "model_call"
-
-    def total(path: tuple[str, str], where: Any) -> Any:
-        return func.coalesce(func.sum(Span.attributes[path].astext.cast(Numeric)).filter(where), 0)
-
-    # Over the calls that report it: a provider that says nothing is "unknown" (None), not a 0% miss
-    # (llama.cpp reports no cache reads).
-    reported = and_(model, not_(func.coalesce(Span.attributes[("usage", "flags")].has_any(array(UNREPORTED)), False)))
-    query = select(func.count().filter(model).label("model_calls"),
-                   func.count().filter(Span.kind == "tool_call").label("tool_calls"),
-                   func.count().filter(Span.kind != "run", Span.status.in_(("error", "interrupted"))).label("errors"),
-                   *(total(("usage", key), model).label(key) for key in TOKEN_KEYS),
-                   total(("usage", "input_total"), reported).label("reported_input"),
-                   total(("cost", "total"), model).label("cost_total"),
-                   total(("cost", "saved"), model).label("cost_saved"),
-                   func.coalesce(func.sum(Span.duration_ms).filter(Span.kind == "run"), 0).label("duration"))
-    query = query.where(Span.kind.in_(["model_call", "tool_call", "run"]))
-    if session_id is not None:
-        query = query.where(Span.session_id == session_id)
-    if run_id is not None:
-        query = query.where(Span.run_id == run_id)
-    row = session.execute(query).one()
+    row = session.execute(_summary_query(session_id is not None, run_id is not None),
+                          {"session": session_id, "run": run_id}).one()
     tokens = {key: int(getattr(row, key)) for key in TOKEN_KEYS}
     hit_rate = round(tokens["cache_read"] / int(row.reported_input), 4) if row.reported_input else None
     return {"model_calls": row.model_calls, "tool_calls": row.tool_calls, "errors": row.errors, "tokens": tokens,
             "cost": {"total": round(float(row.cost_total), 8), "saved": round(float(row.cost_saved), 8)},
             "cache_hit_rate": hit_rate, "duration_ms": round(float(row.duration), 1)}
+
+
+@functools.cache
+def _summary_query(by_session: bool, by_run: bool) -> Any:
+    """`summarize`'s aggregate, built once per filter (every run's end summarises the run)."""
+    model = _SPANS.c.kind == "model_call"
+
+    def total(path: tuple[str, str], where: Any) -> Any:
+        return func.coalesce(func.sum(_SPANS.c.attributes[path].astext.cast(Numeric)).filter(where), 0)
+
+    # Over the calls that report it: a provider that says nothing is "unknown" (None), not a 0% miss
+    # (llama.cpp reports no cache reads).
+    reported = and_(model, not_(func.coalesce(_SPANS.c.attributes[("usage", "flags")].has_any(array(UNREPORTED)),
+                                              False)))
+    query = select(func.count().filter(model).label("model_calls"),
+                   func.count().filter(_SPANS.c.kind == "tool_call").label("tool_calls"),
+                   func.count().filter(_SPANS.c.kind != "run", _SPANS.c.status.in_(("error", "interrupted")))
+                   .label("errors"),
+                   *(total(("usage", key), model).label(key) for key in TOKEN_KEYS),
+                   total(("usage", "input_total"), reported).label("reported_input"),
+                   total(("cost", "total"), model).label("cost_total"),
+                   total(("cost", "saved"), model).label("cost_saved"),
+                   func.coalesce(func.sum(_SPANS.c.duration_ms).filter(_SPANS.c.kind == "run"), 0).label("duration"))
+    query = query.where(_SPANS.c.kind.in_(["model_call", "tool_call", "run"]))
+    if by_session:
+        query = query.where(_SPANS.c.session_id == bindparam("session", type_=_SPANS.c.session_id.type))
+    if by_run:
+        query = query.where(_SPANS.c.run_id == bindparam("run", type_=_SPANS.c.run_id.type))
+    return query
 
 
 def run_usage(session: Session, run_id: uuid.UUID) -> tuple[int, float, str | None]:

@@ -222,7 +222,7 @@ def serialize(session: Session, run: Run) -> dict[str, Any]:
 
 def after_agent_run(session: Session, lease: runs.Lease) -> list[Run]:
     """A chat agent run ended: results that finished while it worked come next, as a follow-up run."""
-    if session.scalar(select(Run.parent_id).where(Run.id == lease.run_id)) is not None:
+    if lease.parent_id is not None:
         return []  # a workflow's agent: its session's chat is not its own
     follow_up = deliver_if_idle(session, lease.session_id)
     return [follow_up] if follow_up is not None else []

@@ -16,7 +16,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, defer
 
@@ -25,7 +25,7 @@ from orchestrator.errors import NotFoundError
 from orchestrator.store import runs
 from orchestrator.store import sessions as chat_sessions
 from orchestrator.store.events import append_event
-from orchestrator.store.models import Project, Run, Span, WorkflowCall, WorkflowLog
+from orchestrator.store.models import Project, Run, Span, WorkflowCall, WorkflowLog, table_of
 from orchestrator.store.spans import run_usage
 
 SETTLED = ("completed", "failed", "cancelled", "refused")
@@ -158,10 +158,7 @@ def tick_is_due(session: Session, run_id: uuid.UUID) -> bool:
     """Should a tick of this workflow run now? Asked by a finishing child (`runs.parent_to_wake`, with
     the workflow's row locked, so finishing children count one after another and the last one always
     sees everything finished) and by the tick handing its lease back (`Defer.wake`), by the same rule."""
-    running, finished = session.execute(
-        select(func.count(), func.count().filter(Run.status.in_(TERMINAL)))
-        .select_from(WorkflowCall).join(Run, Run.id == WorkflowCall.child_run_id)
-        .where(WorkflowCall.run_id == run_id, WorkflowCall.status == "running")).one()
+    running, finished = session.execute(_COUNT_RUNNING, {"run": run_id}).one()
     return bool(finished) and (finished == running or TICK_FRACTION * finished >= running)
 
 
@@ -170,8 +167,16 @@ def tick_wanted(session: Session, run_id: uuid.UUID) -> bool:
     (`tick_pending`: that child's call for a tick found the lease held, and later children see it set
     and ask no more) or when one is due by the rule above. Checking only the rule lost wake-ups: a child
     could find the tick due before this tick's new children were counted, and the hand-back not."""
-    asked = session.scalar(select(Run.tick_pending).where(Run.id == run_id))
+    asked = session.scalar(_TICK_PENDING, {"run": run_id})
     return bool(asked) or tick_is_due(session, run_id)
+
+
+# built once: every finishing agent of a workflow asks `tick_is_due` (see store/spans.py)
+_CALLS, _RUNS = table_of(WorkflowCall), table_of(Run)
+_COUNT_RUNNING = (select(func.count(), func.count().filter(_RUNS.c.status.in_(TERMINAL)))
+                  .select_from(_CALLS).join(_RUNS, _RUNS.c.id == _CALLS.c.child_run_id)
+                  .where(_CALLS.c.run_id == bindparam("run", type_=_CALLS.c.run_id.type), _CALLS.c.status == "running"))
+_TICK_PENDING = select(_RUNS.c.tick_pending).where(_RUNS.c.id == bindparam("run", type_=_RUNS.c.id.type))
 
 
 def children_of_running_calls(session: Session, calls: Iterable[WorkflowCall]) -> dict[uuid.UUID, Run]:
@@ -189,11 +194,13 @@ def start_calls(session: Session, run: Run, starts: list[tuple[dict[str, Any], W
     caller's transaction. Returns the child run ids, in order, to enqueue after the commit."""
     now = datetime.now(timezone.utc)
     started: list[tuple[WorkflowCall, uuid.UUID]] = []
-    for call, row in starts:
+    children = [runs.create_run(session, project_id=run.project_id, session_id=run.session_id, kind="agent",
+                                input={"spec": {"key": call["key"], "workflow_run_id": str(run.id),
+                                                **(call.get("options") or {})}},
+                                created_by=run.created_by, parent_id=run.id, flush=False) for call, _ in starts]
+    session.flush()  # the runs in one statement, before the rows that refer to them
+    for (call, row), child in zip(starts, children):
         options = call.get("options") or {}
-        child = runs.create_run(session, project_id=run.project_id, session_id=run.session_id, kind="agent",
-                                input={"spec": {"key": call["key"], "workflow_run_id": str(run.id), **options}},
-                                created_by=run.created_by, parent_id=run.id)
         chat_sessions.add_message(session, run.session_id, MessageRole.USER,
                                   [{"type": "text", "text": call["prompt"]}], run_id=child.id)
         if row is None:
