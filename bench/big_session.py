@@ -55,6 +55,7 @@ def seed_session(session: Session, project_id: uuid.UUID, user_id: uuid.UUID, me
     every 100th (g % 100 == 50), which belongs to a child run of one workflow run. The newest chat
     run is `waiting`, the others `completed`."""
     chat = sessions.create_session(session, project_id, f"{messages} messages", user_id)
+    events.write_pending(session)  # its `session.created` takes seq 1 now, before the rows below
     chat_runs = (messages + 3) // 4
     values = {"session": chat.id, "project": project_id, "user": user_id, "messages": messages,
               "runs": chat_runs, "children": max(1, messages // 100), "per": events_per_message,

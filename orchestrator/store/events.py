@@ -1,19 +1,22 @@
 """The per-session event log.
 
-`append_event` takes the next `seq` by incrementing `sessions.last_seq` in the caller's transaction.
-That row lock serialises event writers per session until commit, so commit order equals `seq` order
-and a reader that sees `seq = n` has already been able to see every `seq < n`: replay by
-`seq > since` can never skip an event that commits later. A rolled-back transaction gives its
-number back, so the sequence has no gaps.
+Event numbers are taken at commit. `append_event` only collects the event; just before the commit,
+`write_pending` flushes the ORM's rows, then for each session (in id order) takes the transaction's
+numbers with one `UPDATE sessions SET last_seq = last_seq + n`, and inserts the event rows (and the
+messages that carry their event's number) in one statement each. The row lock that increment takes
+holds until the commit, so commit order equals `seq` order and a reader that sees `seq = n` has
+already been able to see every `seq < n`: replay by `seq > since` can never skip an event that
+commits later. A rolled-back transaction took no number, so the sequence has no gaps.
 
-Two statements per transaction, not two per event: the first event of a session in a transaction
-takes the row lock with the increment; later ones in the same transaction count on from it in memory
-(nobody else can take a number while the lock is held). Just before the commit, `write_pending`
-stores the last number handed out and inserts the transaction's event rows in one statement. (An
-event is therefore not visible to queries inside the transaction that appends it; none needs to be.)
+The lock is taken last and held only for the last statements of a transaction, not from its first
+event: the agents of one workflow share its session, and waited for each other's whole transactions
+when the first event took it. Whoever must decide under the session row (subagent delivery) takes it
+explicitly first (`lock_session`). Session rows are the last locks a transaction takes, in id order,
+so they add no deadlock.
 
-Event data is made storable (`storable.py`) before it is written, so the published copy equals the
-stored one even when a tool's output held NUL bytes.
+An event is not visible to queries inside the transaction that appends it, and neither is a message
+added there; none needs to be. Event data is made storable (`storable.py`) before it is written, so
+the published copy equals the stored one even when a tool's output held NUL bytes.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from orchestrator.errors import NotFoundError
 from orchestrator.store.database import add_to_outbox
-from orchestrator.store.models import ChatSession, Event, table_of
+from orchestrator.store.models import ChatSession, Event, Message, table_of
 from orchestrator.store.storable import storable
 
 
@@ -43,48 +46,55 @@ def serialize_event(event: Event) -> dict[str, Any]:
     }
 
 
-SEQUENCES_KEY = "boocode_sequences"  # session.info: {session_id: [seq written to the row, seq handed out]}
-
-
 _SESSIONS = table_of(ChatSession)
-# built once (every transaction that appends an event runs it): see store/spans.py
-_TAKE_SEQ = (update(_SESSIONS).where(_SESSIONS.c.id == bindparam("session", type_=_SESSIONS.c.id.type))
-             .values(last_seq=_SESSIONS.c.last_seq + 1, updated_at=bindparam("now", type_=_SESSIONS.c.updated_at.type))
-             .returning(_SESSIONS.c.last_seq))
-
-
-_STORE_SEQ = (update(_SESSIONS).where(_SESSIONS.c.id == bindparam("session", type_=_SESSIONS.c.id.type))
-              .values(last_seq=bindparam("seq", type_=_SESSIONS.c.last_seq.type)))
+# built once (every transaction that appends an event runs them): see store/spans.py
+_TAKE_SEQS = (update(_SESSIONS).where(_SESSIONS.c.id == bindparam("session", type_=_SESSIONS.c.id.type))
+              .values(last_seq=_SESSIONS.c.last_seq + bindparam("count", type_=_SESSIONS.c.last_seq.type),
+                      updated_at=bindparam("now", type_=_SESSIONS.c.updated_at.type))
+              .returning(_SESSIONS.c.last_seq))
+_LOCK_SESSION = select(_SESSIONS.c.id).where(_SESSIONS.c.id == bindparam("session", type_=_SESSIONS.c.id.type)) \
+    .with_for_update()
 _INSERT_EVENTS = insert(table_of(Event))
+_INSERT_MESSAGES = insert(table_of(Message))
+_MESSAGE_COLUMNS = ("id", "session_id", "run_id", "role", "parts", "seq", "created_by", "created_at")
+
+PENDING_KEY = "boocode_pending_events"  # session.info: {session_id: [(event row, its payload, its message)]}
 
 
-def next_seq(session: Session, session_id: uuid.UUID) -> int:
-    """The session's next event number, under its row lock (taken by the first call in a transaction)."""
-    sequences = session.info.setdefault(SEQUENCES_KEY, {})
-    if session_id in sequences:
-        sequences[session_id][1] += 1
-        return int(sequences[session_id][1])
-    seq = session.execute(_TAKE_SEQ, {"session": session_id, "now": datetime.now(timezone.utc)}).scalar_one_or_none()
-    if seq is None:
+def lock_session(session: Session, session_id: uuid.UUID) -> None:
+    """Hold the session row until commit, for a decision that must not interleave with another
+    transaction's on the same session (the events' own numbering takes it only at the end)."""
+    if session.execute(_LOCK_SESSION, {"session": session_id}).one_or_none() is None:
         raise NotFoundError(f"session {session_id} does not exist")
-    loaded = session.identity_map.get(session.identity_key(ChatSession, session_id))
-    if loaded is not None:  # a ChatSession this session loaded no longer says what the row says
-        session.expire(loaded, ["last_seq", "updated_at"])
-    sequences[session_id] = [seq, seq]
-    return int(seq)
-
-
-PENDING_KEY = "boocode_pending_events"  # session.info: event rows to insert just before the commit
 
 
 def write_pending(session: Session) -> None:
-    """Store the last number handed out per session and insert the pending event rows (before commit)."""
-    for session_id, (written, handed_out) in session.info.pop(SEQUENCES_KEY, {}).items():
-        if handed_out != written:
-            session.execute(_STORE_SEQ, {"session": session_id, "seq": handed_out})
-    rows = session.info.pop(PENDING_KEY, [])
-    if rows:
-        session.execute(_INSERT_EVENTS, rows)
+    """Number the transaction's events and store them, with the messages that carry their numbers
+    (just before the commit; see the module's docstring)."""
+    pending: dict[uuid.UUID, list[tuple[dict[str, Any], dict[str, Any], Message | None]]] = \
+        session.info.pop(PENDING_KEY, {})
+    if not pending:
+        return
+    session.flush()  # the rows the events refer to, and every row lock but the sessions'
+    rows, messages, now = [], [], datetime.now(timezone.utc)
+    for session_id in sorted(pending):
+        entries = pending[session_id]
+        last = session.execute(_TAKE_SEQS, {"session": session_id, "count": len(entries), "now": now}
+                               ).scalar_one_or_none()
+        if last is None:
+            raise NotFoundError(f"session {session_id} does not exist")
+        loaded = session.identity_map.get(session.identity_key(ChatSession, session_id))
+        if loaded is not None:  # a ChatSession this session loaded no longer says what the row says
+            session.expire(loaded, ["last_seq", "updated_at"])
+        for seq, (row, payload, message) in enumerate(entries, start=int(last) - len(entries) + 1):
+            row["seq"] = payload["seq"] = seq
+            rows.append(row)
+            if message is not None:
+                message.seq = seq
+                messages.append({name: getattr(message, name) for name in _MESSAGE_COLUMNS})
+    session.execute(_INSERT_EVENTS, rows)
+    if messages:
+        session.execute(_INSERT_MESSAGES, messages)
 
 
 @orm_event.listens_for(Session, "before_commit")
@@ -94,19 +104,19 @@ def _write_pending(session: Session) -> None:
 
 @orm_event.listens_for(Session, "after_soft_rollback")
 def _forget_pending(session: Session, _transaction: Any) -> None:
-    session.info.pop(SEQUENCES_KEY, None)  # the numbers went back with the rollback
     session.info.pop(PENDING_KEY, None)
 
 
 def append_event(session: Session, session_id: uuid.UUID, event_type: str, data: dict[str, Any] | None = None,
-                 *, run_id: uuid.UUID | None = None) -> dict[str, Any]:
-    """Record an event in the caller's transaction; it is published after that transaction commits."""
-    row = {"session_id": session_id, "seq": next_seq(session, session_id), "type": event_type, "run_id": run_id,
+                 *, run_id: uuid.UUID | None = None, message: Message | None = None) -> dict[str, Any]:
+    """Record an event in the caller's transaction; it gets its number at commit and is published
+    after. `message`: a Message (not added to the session) stored with the event, carrying its number."""
+    row = {"session_id": session_id, "seq": None, "type": event_type, "run_id": run_id,
            "data": storable(data or {}), "created_at": datetime.now(timezone.utc)}
-    session.info.setdefault(PENDING_KEY, []).append(row)
-    payload = {"seq": row["seq"], "session_id": str(session_id), "type": event_type,
+    payload = {"seq": None, "session_id": str(session_id), "type": event_type,
                "run_id": str(run_id) if run_id else None, "data": row["data"],
                "created_at": row["created_at"].isoformat()}
+    session.info.setdefault(PENDING_KEY, {}).setdefault(session_id, []).append((row, payload, message))
     add_to_outbox(session, payload)
     return payload
 

@@ -7,8 +7,8 @@ has expired another worker may claim the run, which bumps the epoch. Every journ
 the epoch under a share lock of the run row (`check_fence`), so a stale worker's write is refused
 before anything is written and a takeover waits for an in-flight write to commit.
 
-Lock order everywhere: a parent run row, then the run row, then the session row (taken by
-`append_event`).
+Lock order everywhere: a parent run row, then the run row, then the session row (taken at commit
+by the events' numbering, or earlier by `events.lock_session`).
 """
 
 from __future__ import annotations

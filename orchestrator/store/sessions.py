@@ -70,12 +70,11 @@ def add_message(session: Session, session_id: uuid.UUID, role: MessageRole, part
         raise ValidationError("the message refers to images that were not uploaded to this project; "
                               "upload them to one of its sessions first", details={"missing_blobs": missing})
     parts = storable(parts)
-    message_id = uuid.uuid4()
-    event = append_event(session, session_id, "message.created",
-                         {"message_id": str(message_id), "role": role.value, "parts": parts}, run_id=run_id)
-    message = Message(id=message_id, session_id=session_id, role=role.value, parts=parts, created_by=created_by,
-                      run_id=run_id, created_at=datetime.now(timezone.utc), seq=event["seq"])
-    session.add(message)  # inserted with the transaction's other rows, in one batch
+    message = Message(id=uuid.uuid4(), session_id=session_id, role=role.value, parts=parts, created_by=created_by,
+                      run_id=run_id, created_at=datetime.now(timezone.utc))
+    # stored with its event at commit, when both get their number (`seq`): not visible before
+    append_event(session, session_id, "message.created",
+                 {"message_id": str(message.id), "role": role.value, "parts": parts}, run_id=run_id, message=message)
     return message
 
 

@@ -11,7 +11,7 @@
 Admission decisions are serialised by one transaction-scoped advisory lock, always taken after the
 transaction's row locks, so deciding and freeing a slot never miss each other. Delivery decisions are
 serialised by the session row, which both a finishing subagent and a finishing agent run lock
-(through `append_event`) before they look.
+(`lock_session`, after their own run rows) before they look.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from orchestrator.domain.enums import MessageRole, RunStatus
 from orchestrator.settings import Settings
 from orchestrator.store import runs
 from orchestrator.store import sessions as chat_sessions
-from orchestrator.store.events import append_event
+from orchestrator.store.events import append_event, lock_session
 from orchestrator.store.models import Run
 from orchestrator.store.spans import run_usage
 
@@ -147,7 +147,9 @@ def mark_delivered(session: Session, run: Run) -> None:
 
 def deliver_if_idle(session: Session, session_id: uuid.UUID) -> Run | None:
     """Finished subagents whose results nobody has read, handed to the session as one follow-up agent run,
-    once no agent run is in progress there. The caller holds the session row (it appended an event)."""
+    once no agent run is in progress there. Locks the session row first, so a finishing agent run and a
+    finishing subagent look one after the other (each sees the other's end, or was seen by it)."""
+    lock_session(session, session_id)
     busy = session.scalar(select(Run.id).where(Run.session_id == session_id, Run.kind == "agent",
                                                Run.parent_id.is_(None), Run.status.in_(OPEN)).limit(1))
     if busy is not None:
