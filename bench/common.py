@@ -58,7 +58,9 @@ def scratch(**environment: str) -> Iterator[Scratch]:
 
 
 def start_worker(app: str, environment: dict[str, str], name: str) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen([sys.executable, "-m", "celery", "--app", app, "worker", "--concurrency", "2",
+    """A Celery worker of 2 pool processes (BENCH_WORKER_PROCESSES to change it)."""
+    processes = os.environ.get("BENCH_WORKER_PROCESSES", "2")
+    process = subprocess.Popen([sys.executable, "-m", "celery", "--app", app, "worker", "--concurrency", processes,
                                 "--loglevel", os.environ.get("BENCH_LOG_LEVEL", "WARNING"), "--hostname", name,
                                 "--without-mingle", "--without-gossip"],
                                cwd=REPO, env={**os.environ, **environment}, start_new_session=True,
