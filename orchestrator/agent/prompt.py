@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.store.models import Message
+from orchestrator.store.sessions import Said
 
 SYSTEM_PROMPT = """You are BooCode, a coding agent working in the project "{name}" (root: {root}).
 Use the tools to read, search, edit and run things inside the project; paths are relative to the root.
@@ -20,11 +20,11 @@ def system_prompt(project_name: str, root: str) -> str:
     return SYSTEM_PROMPT.format(name=project_name, root=root)
 
 
-def image_digests(history: list[Message]) -> list[str]:
+def image_digests(history: list[Said]) -> list[str]:
     return [part["blob"] for message in history for part in message.parts if part["type"] == "image"]
 
 
-def render_messages(system: str, history: list[Message], images: dict[str, str] | None = None) -> list[dict[str, Any]]:
+def render_messages(system: str, history: list[Said], images: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """`images` maps blob digests to data URLs for the image parts in `history`."""
     rendered: list[dict[str, Any]] = [{"role": "system", "content": system}]
     for message in history:

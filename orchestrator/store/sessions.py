@@ -15,16 +15,16 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Select, func, or_, select, tuple_
+from sqlalchemy import Select, bindparam, func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from orchestrator.domain.enums import MessageRole
 from orchestrator.errors import NotFoundError, ValidationError
 from orchestrator.store.blobs import blobs_outside_project
 from orchestrator.store.events import append_event
-from orchestrator.store.models import Approval, ChatSession, Message, ProjectBlob, Run
+from orchestrator.store.models import Approval, ChatSession, Message, ProjectBlob, Run, table_of
 from orchestrator.store.storable import storable
 
 
@@ -78,17 +78,35 @@ def add_message(session: Session, session_id: uuid.UUID, role: MessageRole, part
     return message
 
 
-def list_history(session: Session, run: Run) -> list[Message]:
+class Said(NamedTuple):
+    """A message as a prompt needs it: who said it and what."""
+
+    role: str
+    parts: list[dict[str, Any]]
+
+
+def list_history(session: Session, run: Run) -> list[Said]:
     """The conversation a run continues: messages of this session's top-level runs of the same kind
     created up to and including `run`, run by run (runs in a session go one at a time), each run's
-    messages in order. A child run (a workflow's agent) sees only its own messages."""
+    messages in order. A child run (a workflow's agent) sees only its own messages. Read every turn,
+    so only the two columns a prompt needs, from statements built once."""
     if run.parent_id is not None:
-        return list(session.scalars(select(Message).where(Message.run_id == run.id).order_by(Message.seq)))
-    rows = session.scalars(select(Message).join(Run, Run.id == Message.run_id)
-                           .where(Message.session_id == run.session_id, Run.kind == run.kind, Run.parent_id.is_(None),
-                                  tuple_(Run.created_at, Run.id) <= tuple_(run.created_at, run.id))
-                           .order_by(Run.created_at, Run.id, Message.seq))
-    return list(rows)
+        rows = session.execute(_OWN_HISTORY, {"run": run.id})
+    else:
+        rows = session.execute(_HISTORY, {"session": run.session_id, "kind": run.kind, "created": run.created_at,
+                                          "run": run.id})
+    return [Said(role, parts) for role, parts in rows]
+
+
+_MESSAGES, _RUNS = table_of(Message), table_of(Run)
+_OWN_HISTORY = (select(_MESSAGES.c.role, _MESSAGES.c.parts)
+                .where(_MESSAGES.c.run_id == bindparam("run", type_=_MESSAGES.c.run_id.type)).order_by(_MESSAGES.c.seq))
+_HISTORY = (select(_MESSAGES.c.role, _MESSAGES.c.parts).join(_RUNS, _RUNS.c.id == _MESSAGES.c.run_id)
+            .where(_MESSAGES.c.session_id == bindparam("session", type_=_MESSAGES.c.session_id.type),
+                   _RUNS.c.kind == bindparam("kind", type_=_RUNS.c.kind.type), _RUNS.c.parent_id.is_(None),
+                   tuple_(_RUNS.c.created_at, _RUNS.c.id) <= tuple_(bindparam("created", type_=_RUNS.c.created_at.type),
+                                                                    bindparam("run", type_=_RUNS.c.id.type)))
+            .order_by(_RUNS.c.created_at, _RUNS.c.id, _MESSAGES.c.seq))
 
 
 def session_references_blob(session: Session, session_id: uuid.UUID, digest: str) -> bool:

@@ -12,7 +12,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Numeric, and_, bindparam, func, not_, select, update
+from sqlalchemy import Numeric, Text, and_, bindparam, func, literal, not_, select, update
 from sqlalchemy.dialects.postgresql import array, insert
 from sqlalchemy.orm import Session
 
@@ -42,6 +42,13 @@ def serialize_span(span: Any) -> dict[str, Any]:
 # parameters, on the table (no ORM flush or identity-map work; a loaded Span is expired instead):
 # building an upsert per call (its `excluded` columns above all) cost more than executing it.
 _SPANS = table_of(Span)
+# A span as its `span.started` / `span.finished` event carries it, and as the span writes return it:
+# without the model call's prompt segments, which grow with the conversation (every message of every
+# call, twice per call, into the event log and to every watcher, and decoded back at every write) and
+# which no live view shows; the stored span and `GET .../spans` have them.
+UNANNOUNCED = "prompt_segments"
+_ANNOUNCED_COLUMNS = [column for column in _SPANS.c if column.name != "attributes"] + [
+    _SPANS.c.attributes.op("-")(literal(UNANNOUNCED, Text)).label("attributes")]
 _STARTED_COLUMNS = ("id", "session_id", "run_id", "parent_id", "kind", "name", "status", "turn", "attempt",
                     "started_at", "attributes")
 
@@ -55,7 +62,7 @@ def _start_statement(restart: bool) -> Any:
                   "ended_at": None, "duration_ms": None, "attributes": statement.excluded.attributes})
     else:
         statement = statement.on_conflict_do_nothing(index_elements=[_SPANS.c.id])
-    return statement.returning(*_SPANS.c)
+    return statement.returning(*_ANNOUNCED_COLUMNS)
 
 
 _START = {True: _start_statement(True), False: _start_statement(False)}
@@ -64,20 +71,7 @@ _END = (update(_SPANS).where(_SPANS.c.id == bindparam("span", type_=_SPANS.c.id.
         .values(status=bindparam("new_status", type_=_SPANS.c.status.type), ended_at=_ENDED_AT,
                 duration_ms=func.round(func.extract("epoch", _ENDED_AT - _SPANS.c.started_at) * 1000, 1),
                 attributes=_SPANS.c.attributes.op("||")(bindparam("more", type_=_SPANS.c.attributes.type)))
-        .returning(*_SPANS.c))
-
-
-UNANNOUNCED = ("prompt_segments",)  # in the stored span and the trace API, not in its events
-
-
-def announced(payload: dict[str, Any]) -> dict[str, Any]:
-    """A span as its `span.started` / `span.finished` event carries it: without the model call's prompt
-    segments, which grow with the conversation (every message of every call, twice per call, into the
-    event log and to every watcher) and which no live view shows; `GET .../spans` has them."""
-    attributes = payload["attributes"] or {}
-    if not any(name in attributes for name in UNANNOUNCED):
-        return payload
-    return {**payload, "attributes": {name: value for name, value in attributes.items() if name not in UNANNOUNCED}}
+        .returning(*_ANNOUNCED_COLUMNS))
 
 
 def _forget(session: Session, identifier: uuid.UUID) -> None:
@@ -102,7 +96,7 @@ def start_span(session: Session, *, run_id: uuid.UUID, session_id: uuid.UUID, ke
         return None
     _forget(session, identifier)
     payload = serialize_span(span)
-    append_event(session, session_id, "span.started", announced(payload), run_id=run_id)
+    append_event(session, session_id, "span.started", payload, run_id=run_id)
     return payload
 
 
@@ -120,7 +114,7 @@ def _end(session: Session, identifier: uuid.UUID, run_id: uuid.UUID, status: str
         return None
     _forget(session, identifier)
     payload = serialize_span(span)
-    append_event(session, span.session_id, "span.finished", announced(payload), run_id=run_id)
+    append_event(session, span.session_id, "span.finished", payload, run_id=run_id)
     return payload
 
 
@@ -138,7 +132,8 @@ def load_span(session: Session, run_id: uuid.UUID, key: str) -> Any:
 
 
 def previous_model_call(session: Session, session_id: uuid.UUID, before_position: int | None = None) -> Any:
-    """The session's last finished model call (before `before_position`), as a row, or None."""
+    """The session's last finished model call (before `before_position`): a row of its `prompt_segments`
+    and `ended_at`, or None."""
     return session.execute(_PREVIOUS, {"session": session_id,
                                        "before": before_position if before_position is not None else _NO_POSITION}
                            ).one_or_none()
@@ -147,7 +142,7 @@ def previous_model_call(session: Session, session_id: uuid.UUID, before_position
 # built once: each model call's end reads both (for its cache diagnosis)
 _NO_POSITION = 2 ** 62
 _LOAD = select(*_SPANS.c).where(_SPANS.c.id == bindparam("span", type_=_SPANS.c.id.type))
-_PREVIOUS = (select(_SPANS.c.attributes, _SPANS.c.ended_at)
+_PREVIOUS = (select(_SPANS.c.attributes["prompt_segments"].label("prompt_segments"), _SPANS.c.ended_at)
              .where(_SPANS.c.session_id == bindparam("session", type_=_SPANS.c.session_id.type),
                     _SPANS.c.kind == "model_call", _SPANS.c.ended_at.is_not(None),
                     _SPANS.c.position < bindparam("before", type_=_SPANS.c.position.type))

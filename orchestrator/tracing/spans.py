@@ -69,7 +69,7 @@ def finish_model_span(session: Session, run: Run, turn: int, result: ModelResult
     previous = spans.previous_model_call(session, run.session_id, span.position if span else None)
     cost = compute_cost(result.usage, price_for(result.model or provider.model, provider.prices))
     cache = diagnose(span.attributes.get("prompt_segments", []) if span else [], result.usage,
-                     previous=previous.attributes.get("prompt_segments") if previous else None,
+                     previous=previous.prompt_segments if previous else None,
                      previous_ended_at=previous.ended_at if previous else None,
                      started_at=span.started_at if span else datetime.now(timezone.utc),
                      cache_lifetime_seconds=provider.cache_lifetime_seconds)
