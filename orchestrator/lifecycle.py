@@ -133,6 +133,9 @@ class RunContext:
     steps: dict[str, journal.Entry] = field(default_factory=dict)
     journal_hits: int = field(default=0)
     turns_in_task: int = field(default=0)  # handler calls this task made before the current one (ADR 0006)
+    # what a handler keeps from one of this task's turns to the next (the lease is held throughout, so
+    # nobody else wrote the run meanwhile); a new task starts empty
+    carried: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:
         self.keeper.raise_if_lost()

@@ -146,7 +146,10 @@ def run_turn(context: RunContext, config: AgentConfig) -> RunOutcome:
             return Defer(wake=lambda session: runs.earlier_unfinished_run(
                 session, context.run, lock=True) is None)
         project = projects.load_project(session, context.run.project_id)
-        history = chat_sessions.list_history(session, context.run) if isinstance(decision, CallModel) else []
+        history = chat_sessions.list_history(session, context.run, known=context.carried.get("history")) \
+            if isinstance(decision, CallModel) else []
+    if history:
+        context.carried["history"] = history
     turn = prepare_turn(context, config, project)
     if isinstance(turn, Finish):
         return turn
@@ -228,7 +231,8 @@ def call_model_step(context: RunContext, config: AgentConfig, turn: Turn, number
 
     def begin(session: Session) -> None:
         trace.open_turn(session, context.run, number)
-        trace.start_model_span(session, context.run, number, provider, messages, tools)
+        trace.start_model_span(session, context.run, number, provider, messages, tools,
+                               stored=context.carried.setdefault("stored_blobs", set()))
 
     def body() -> dict[str, Any]:
         try:

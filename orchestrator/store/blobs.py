@@ -11,8 +11,10 @@ from __future__ import annotations
 import hashlib
 import uuid
 from datetime import datetime, timezone
+from typing import Any
 
 from sqlalchemy import ARRAY, any_, bindparam, select
+from sqlalchemy import event as orm_event
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -29,26 +31,48 @@ def put_blob(session: Session, data: bytes, media_type: str) -> str:
     return digest
 
 
-def put_blobs(session: Session, items: list[tuple[bytes, str]]) -> list[str]:
-    """Store many (data, media type) pairs idempotently with one look-up and at most one insert, sending
-    only the bytes not stored yet (a prompt's earlier messages are, turn after turn); their digests."""
+def put_blobs(session: Session, items: list[tuple[bytes, str]], *, stored: set[str] | None = None) -> list[str]:
+    """Store many (data, media type) pairs idempotently with at most one look-up and one insert, sending
+    only the bytes not stored yet (a prompt's earlier messages are, turn after turn); their digests.
+
+    `stored`: digests the caller knows are stored, not looked up again; what this call finds stored is
+    added to it, and what it inserts once its transaction commits. A run's turns in one task share one
+    (a conversation's earlier messages are segments of every later call: looking them all up each turn
+    grew with the conversation). Blobs are never deleted, so an entry stays true."""
     digests = [hashlib.sha256(data).hexdigest() for data, _ in items]
-    known = set(session.scalars(_KNOWN, {"digests": sorted(set(digests))})) if digests else set()
+    unsure = sorted({digest for digest in digests if stored is None or digest not in stored})
+    known = set(session.scalars(_KNOWN, {"digests": unsure})) if unsure else set()
     now, missing = datetime.now(timezone.utc), {}
     for digest, (data, media_type) in zip(digests, items):
-        if digest not in known:
+        if digest not in known and digest in unsure:
             missing[digest] = {"sha256": digest, "size": len(data), "media_type": media_type, "data": data,
                                "created_at": now}
     if missing:
         session.execute(_INSERT, list(missing.values()))
+    if stored is not None:
+        stored.update(known)  # committed by someone
+        if missing:
+            session.info.setdefault(INSERTED_KEY, []).append((stored, set(missing)))
     return digests
 
 
-# built once (each model call stores its prompt's segments); `= ANY(array)` is one statement whatever
-# the number of digests, so Postgres prepares it once per connection
+# built once; `= ANY(array)` is one statement whatever the number of digests, so Postgres prepares
+# it once per connection
 _BLOBS = table_of(Blob)
 _KNOWN = select(_BLOBS.c.sha256).where(_BLOBS.c.sha256 == any_(bindparam("digests", type_=ARRAY(_BLOBS.c.sha256.type))))
 _INSERT = insert(_BLOBS).on_conflict_do_nothing(index_elements=[_BLOBS.c.sha256])
+INSERTED_KEY = "boocode_blobs_inserted"  # session.info: [(a caller's `stored`, digests this transaction inserted)]
+
+
+@orm_event.listens_for(Session, "after_commit")
+def _inserted_are_stored(session: Session) -> None:
+    for stored, digests in session.info.pop(INSERTED_KEY, ()):
+        stored.update(digests)
+
+
+@orm_event.listens_for(Session, "after_soft_rollback")
+def _inserted_are_gone(session: Session, _transaction: Any) -> None:
+    session.info.pop(INSERTED_KEY, None)
 
 
 def put_project_blob(session: Session, project_id: uuid.UUID, data: bytes, media_type: str) -> str:

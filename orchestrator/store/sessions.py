@@ -79,29 +79,39 @@ def add_message(session: Session, session_id: uuid.UUID, role: MessageRole, part
 
 
 class Said(NamedTuple):
-    """A message as a prompt needs it: who said it and what."""
+    """A message as a prompt needs it: who said it and what (and its number)."""
 
     role: str
     parts: list[dict[str, Any]]
+    seq: int = 0
 
 
-def list_history(session: Session, run: Run) -> list[Said]:
+def list_history(session: Session, run: Run, *, known: list[Said] | None = None) -> list[Said]:
     """The conversation a run continues: messages of this session's top-level runs of the same kind
     created up to and including `run`, run by run (runs in a session go one at a time), each run's
     messages in order. A child run (a workflow's agent) sees only its own messages. Read every turn,
-    so only the two columns a prompt needs, from statements built once."""
+    so only the columns a prompt needs, from statements built once.
+
+    `known`: this history as read at an earlier turn of the same lease. Only the run's own messages
+    since are read then: the earlier runs are finished, and only the lease holder adds the run's."""
+    if known is not None:
+        after = max((said.seq for said in known), default=0)
+        rows = session.execute(_OWN_HISTORY, {"run": run.id, "after": after})
+        return known + [Said(*row) for row in rows]
     if run.parent_id is not None:
-        rows = session.execute(_OWN_HISTORY, {"run": run.id})
+        rows = session.execute(_OWN_HISTORY, {"run": run.id, "after": 0})
     else:
         rows = session.execute(_HISTORY, {"session": run.session_id, "kind": run.kind, "created": run.created_at,
                                           "run": run.id})
-    return [Said(role, parts) for role, parts in rows]
+    return [Said(*row) for row in rows]
 
 
 _MESSAGES, _RUNS = table_of(Message), table_of(Run)
-_OWN_HISTORY = (select(_MESSAGES.c.role, _MESSAGES.c.parts)
-                .where(_MESSAGES.c.run_id == bindparam("run", type_=_MESSAGES.c.run_id.type)).order_by(_MESSAGES.c.seq))
-_HISTORY = (select(_MESSAGES.c.role, _MESSAGES.c.parts).join(_RUNS, _RUNS.c.id == _MESSAGES.c.run_id)
+_OWN_HISTORY = (select(_MESSAGES.c.role, _MESSAGES.c.parts, _MESSAGES.c.seq)
+                .where(_MESSAGES.c.run_id == bindparam("run", type_=_MESSAGES.c.run_id.type),
+                       _MESSAGES.c.seq > bindparam("after", type_=_MESSAGES.c.seq.type))
+                .order_by(_MESSAGES.c.seq))
+_HISTORY = (select(_MESSAGES.c.role, _MESSAGES.c.parts, _MESSAGES.c.seq).join(_RUNS, _RUNS.c.id == _MESSAGES.c.run_id)
             .where(_MESSAGES.c.session_id == bindparam("session", type_=_MESSAGES.c.session_id.type),
                    _RUNS.c.kind == bindparam("kind", type_=_RUNS.c.kind.type), _RUNS.c.parent_id.is_(None),
                    tuple_(_RUNS.c.created_at, _RUNS.c.id) <= tuple_(bindparam("created", type_=_RUNS.c.created_at.type),

@@ -50,10 +50,12 @@ def close_run(session: Session, run: Run, status: str, result: Any = None) -> No
 
 
 def start_model_span(session: Session, run: Run, turn: int, provider: Provider,
-                     messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> None:
+                     messages: list[dict[str, Any]], tools: list[dict[str, Any]], *,
+                     stored: set[str] | None = None) -> None:
+    """`stored`: digests of blobs known to be stored (`blobs.put_blobs`)."""
     encoded = encode_segments(provider.model, {}, tools, messages)
     segments = prompt_segments(provider.model, {}, tools, messages, encoded)
-    digests = blobs.put_blobs(session, [(data, "application/json") for data in encoded])
+    digests = blobs.put_blobs(session, [(data, "application/json") for data in encoded], stored=stored)
     for segment, digest in zip(segments, digests):
         segment["blob"] = digest
     spans.start_span(session, run_id=run.id, session_id=run.session_id, key=model_key(turn),
