@@ -178,6 +178,9 @@ def test_trace_cache_and_timeline_show_what_the_api_holds(site: Any, fake: FakeM
     expect(turns).to_have_count(sum(1 for span in every if span["kind"] == "turn"))
     expect(turns.first).to_contain_text("gpt-4o-mini · 1,010 tokens")
     expect(turns.first).to_contain_text("1 tool call")
+    # a lower window, so the conversation (eight messages, some of one line) is surely taller than
+    # its list: at 700 px it was only just, and once in about ten runs the first answer never left the view
+    page.set_viewport_size({"width": 1280, "height": 480})
     page.get_by_role("tab", name="Chat").click()
     # scroll to the end until the first answer is out of view: the shown panel may still be laying out
     # (the footer and the messages re-measure) when a single scroll runs, and then it did not stick
@@ -193,6 +196,7 @@ def test_trace_cache_and_timeline_show_what_the_api_holds(site: Any, fake: FakeM
     expect(first_answer).to_be_in_viewport(ratio=0.9)
     expect(first_answer).to_have_class("message assistant highlight")
     page.screenshot(path=str(ARTIFACTS / "timeline.png"))
+    page.set_viewport_size({"width": 1280, "height": 700})
     # the same page in the dark theme (the page follows the system's setting)
     page.emulate_media(color_scheme="dark")
     assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(21, 24, 28)"
