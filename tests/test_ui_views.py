@@ -252,6 +252,16 @@ def test_images_follow_ups_queued_and_members_managed_by_an_owner(site: Any, fak
         expect(queued).to_contain_text("and then?")
         expect(queued.locator(".badge")).to_have_text("queued")
         expect(page.locator("#queue-note")).to_have_text("1 follow-up queued")
+        # a worker claims the follow-up (announcing it as started) and finds the first run still working:
+        # back to queued, and the page says so again
+        follow_up = queued.get_attribute("data-run")
+        wait_for(lambda: site.api.ok("GET", f"/api/runs/{follow_up}")["run"]["claims"] >= 1, 20, 0.05,
+                 "the follow-up to be claimed and sent back to wait")
+        wait_for(lambda: site.api.ok("GET", f"/api/runs/{follow_up}")["run"]["status"] == "queued", 20, 0.05,
+                 "the follow-up to wait for the first run")
+        expect(queued.locator(".badge")).to_have_text("queued")
+        expect(page.locator("#queue-note")).to_have_text("1 follow-up queued")
+        expect(page.locator("#run-status")).to_have_text("working…")  # the first run's stream goes on
         expect(page.locator(".message.live")).to_contain_text("I see")  # the stream goes on above it
         page.screenshot(path=str(ARTIFACTS / "follow-up-queued.png"))
 

@@ -142,9 +142,9 @@ def run_turn(context: RunContext, config: AgentConfig) -> RunOutcome:
     with context.db.transaction() as session:
         if runs.check_fence(session, context.lease) == RunStatus.CANCELLED:
             raise RunCancelledError(f"run {context.run.id} was cancelled")
-        if runs.earlier_unfinished_run(session, context.run) is not None:  # a follow-up: its turn comes next
-            return Defer(wake=lambda session: runs.earlier_unfinished_run(
-                session, context.run, lock=True) is None)
+        waiting = wait_behind_earlier_run(session, context)
+        if waiting is not None:
+            return waiting
         project = projects.load_project(session, context.run.project_id)
         history = chat_sessions.list_history(session, context.run, known=context.carried.get("history")) \
             if isinstance(decision, CallModel) else []
@@ -159,6 +159,25 @@ def run_turn(context: RunContext, config: AgentConfig) -> RunOutcome:
             return failed
         decision = decide(context.steps, config.max_steps)
     return act(context, config, turn, decision)
+
+
+def wait_behind_earlier_run(session: Session, context: RunContext) -> Defer | None:
+    """A follow-up (a message sent while the session's earlier run works) waits for that run: back to
+    queued until it ends. Its first claim announced it as started (`run.started`), so it says it waits
+    (`run.queued` naming the run it is `behind`) and is announced as started again when it does start
+    (the first claim after that which is no takeover, with nothing journaled yet)."""
+    run, lease = context.run, context.lease
+    first = not context.steps and context.turns_in_task == 0
+    earlier = runs.earlier_unfinished_run(session, run)
+    if earlier is not None:
+        if first and lease.claims == 1:
+            append_event(session, lease.session_id, "run.queued",
+                         {"kind": run.kind, "parent_id": None, "behind": str(earlier.id)}, run_id=run.id)
+        return Defer(wake=lambda session: runs.earlier_unfinished_run(session, run, lock=True) is None)
+    if first and run.parent_id is None and lease.claims > 1 and lease.crashes == 0:
+        append_event(session, lease.session_id, "run.started", {"epoch": lease.epoch, "owner": lease.owner},
+                     run_id=run.id)
+    return None
 
 
 def prepare_turn(context: RunContext, config: AgentConfig, project: Project) -> Turn | Finish:

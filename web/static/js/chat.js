@@ -329,8 +329,12 @@ export async function createChat({sessionId, canWrite, since, onSent = () => nul
     const waiting = [...runStatus.entries()].filter(([id, state]) => state === "queued" && id !== activeRun).length;
     queueNote.hidden = waiting === 0;
     queueNote.textContent = waiting === 1 ? "1 follow-up queued" : `${waiting} follow-ups queued`;
-    for (const node of list.querySelectorAll(".message.user.queued")) {
-      if (runStatus.get(node.dataset.run) !== "queued" || node.dataset.run === activeRun) {
+    for (const node of list.querySelectorAll(".message.user[data-run]")) {
+      const queued = runStatus.get(node.dataset.run) === "queued" && node.dataset.run !== activeRun;
+      if (queued && !node.classList.contains("queued")) {  // a run that went back to waiting its turn
+        node.classList.add("queued");
+        node.prepend(el("span", {class: "badge queued"}, "queued"));
+      } else if (!queued && node.classList.contains("queued")) {
         node.classList.remove("queued");
         node.querySelector(".badge.queued")?.remove();
       }
@@ -396,7 +400,15 @@ export async function createChat({sessionId, canWrite, since, onSent = () => nul
     "run.queued": (event) => {
       if (event.data.kind !== "agent" || event.data.parent_id) return;
       chatRuns.add(event.run_id);
-      if (!runStatus.has(event.run_id) || runStatus.get(event.run_id) === "queued") runStatus.set(event.run_id, "queued");
+      if (event.data.behind) {  // claimed (announced as started), but it waits for the run it is behind
+        runStatus.set(event.run_id, "queued");
+        if (activeRun === event.run_id) {
+          const behind = runStatus.get(event.data.behind);
+          activeRun = !behind || ["queued", "running", "waiting"].includes(behind) ? event.data.behind : null;
+        }
+      } else if (!runStatus.has(event.run_id) || runStatus.get(event.run_id) === "queued") {
+        runStatus.set(event.run_id, "queued");
+      }
       refreshQueue();
     },
     "run.started": (event) => { if (chatRuns.has(event.run_id)) started(event.run_id); },
