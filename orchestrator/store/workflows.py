@@ -30,7 +30,8 @@ from orchestrator.store.spans import run_usage
 
 SETTLED = ("completed", "failed", "cancelled", "refused")
 TERMINAL = [status.value for status in TERMINAL_STATUSES]
-LOG_ROWS_PER_STATEMENT = 1000  # 6 parameters a row, well under Postgres' 65,535
+# rows of one multi-row INSERT: log lines (6 parameters a row) or queued calls (12), well under Postgres' 65,535
+ROWS_PER_STATEMENT = 1000
 Usage = tuple[int, float, "str | None"]  # tokens, cost, model: what spans.run_usage gives for one run
 
 
@@ -91,14 +92,14 @@ def list_logs(session: Session, run_id: uuid.UUID, limit: int = 2000) -> list[Wo
 def add_logs(session: Session, run: Run, entries: list[dict[str, Any]]) -> int:
     """Insert log lines not written by an earlier replay; each new one is announced once, in the order
     the script wrote them. Every replay hands over all its lines again, so they go in one statement
-    per LOG_ROWS_PER_STATEMENT rows, the ones already there skipped by the unique key."""
+    per ROWS_PER_STATEMENT rows, the ones already there skipped by the unique key."""
     unique = list({entry["key"]: entry for entry in entries}.values())
     added_keys: set[str] = set()
     now = datetime.now(timezone.utc)
-    for start in range(0, len(unique), LOG_ROWS_PER_STATEMENT):
+    for start in range(0, len(unique), ROWS_PER_STATEMENT):
         rows = [{"run_id": run.id, "log_key": entry["key"], "level": entry["level"], "phase": entry.get("phase"),
                  "text": entry["text"][:10_000], "created_at": now}
-                for entry in unique[start:start + LOG_ROWS_PER_STATEMENT]]
+                for entry in unique[start:start + ROWS_PER_STATEMENT]]
         added_keys.update(session.scalars(insert(WorkflowLog).values(rows)
                                           .on_conflict_do_nothing(constraint="uq_workflow_logs_run_key")
                                           .returning(WorkflowLog.log_key)))
@@ -238,8 +239,8 @@ def queue_calls(session: Session, run: Run, calls: list[dict[str, Any]], pass_nu
              "options": call.get("options") or {}, "label": (call.get("options") or {}).get("label"),
              "phase": (call.get("options") or {}).get("phase"), "pass_number": pass_number, "attempts": 0,
              "tokens": 0, "cost": 0.0, "created_at": now} for call in calls]
-    for start in range(0, len(rows), LOG_ROWS_PER_STATEMENT):
-        session.execute(insert(WorkflowCall).values(rows[start:start + LOG_ROWS_PER_STATEMENT])
+    for start in range(0, len(rows), ROWS_PER_STATEMENT):
+        session.execute(insert(WorkflowCall).values(rows[start:start + ROWS_PER_STATEMENT])
                         .on_conflict_do_nothing(constraint="uq_workflow_calls_run_key"))
     keys = again + [row["call_key"] for row in rows]
     append_event(session, run.session_id, "workflow.agents.queued", {"count": len(keys), "keys": keys[:50]},
@@ -269,10 +270,10 @@ def settle_cancelled(session: Session, tree: list[Run], reason: str) -> None:
     as their (now cancelled) children ended and the queued ones never started, so no report of a
     cancelled workflow says `running` or `queued`."""
     by_id = {current.id: current for current in tree}
-    flows = [current for current in tree if current.kind == "workflow"]
-    cancel_queued(session, [current.id for current in flows], reason)
+    workflow_ids = [current.id for current in tree if current.kind == "workflow"]
+    cancel_queued(session, workflow_ids, reason)
     running = list(session.scalars(select(WorkflowCall).where(
-        WorkflowCall.run_id.in_([current.id for current in flows]), WorkflowCall.status == "running")
+        WorkflowCall.run_id.in_(workflow_ids), WorkflowCall.status == "running")
         .order_by(WorkflowCall.id)))
     for call in running:
         child = by_id.get(call.child_run_id) if call.child_run_id else None
