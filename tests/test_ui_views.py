@@ -455,3 +455,39 @@ def test_a_two_thousand_message_session_keeps_a_small_page_and_keyboard_tabs(sit
     # the open view survives a reload
     page.reload()
     expect(page.get_by_role("tab", name="Cache")).to_have_attribute("aria-selected", "true")
+
+
+def test_messages_keep_their_order_when_their_fetches_come_back_out_of_order(site: Any, fake: FakeModelServer,
+                                                                            browser: Any) -> None:
+    """The page fetches each message as its event arrives; a fast run's answers can come back in any
+    order. The browser holds back the response with the tool call until the final answer is shown."""
+    from playwright.sync_api import expect
+
+    fake.script(Reply(tool_calls=[("glob", {"pattern": "*.md"})], usage=openai_usage(100, 5)),
+                Reply(text="All done.", usage=openai_usage(120, 5)))
+    site.start_worker()
+    chat_id = site.chat["id"]
+    page = sign_in(browser, site, site.alice["username"], f"#/sessions/{chat_id}")
+    expect(page.locator("#connection")).to_have_text("live")
+    held: list[Any] = []
+
+    def hold_the_tool_call(route: Any) -> None:
+        response = route.fetch()
+        parts = [part for message in response.json()["messages"] for part in message["parts"]]
+        if not held and any(part["type"] == "tool_call" for part in parts):
+            held.append((route, response))  # answered below, after the later messages
+            return
+        route.fulfill(response=response)
+
+    page.route("**/api/sessions/*/messages?after=*", hold_the_tool_call)
+    page.get_by_label("Message").fill("what is here?")
+    page.get_by_role("button", name="Send").click()
+    expect(page.locator(".message.assistant").last).to_contain_text("All done.")
+    assert len(held) == 1
+    route, response = held[0]
+    route.fulfill(response=response)
+    expect(page.locator(".message")).to_have_count(4)  # the question, the call, its result, the answer
+    seqs = [int(node.get_attribute("data-seq")) for node in page.locator(".message").all()]
+    assert seqs == sorted(seqs), seqs
+    expect(page.locator(".message.assistant").last).to_contain_text("All done.")
+    expect(page.locator(".message.assistant").first).to_contain_text("glob")

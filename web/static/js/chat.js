@@ -316,11 +316,15 @@ export async function createChat({sessionId, canWrite, since, onSent = () => nul
     if (seen.has(message.id)) return;
     seen.add(message.id);
     const follow = atBottom();
-    all.push(message);
+    // each message is fetched as its event arrives, and the answers can come back out of order (a
+    // fast run's messages arrive together): it goes before the first one shown with a later seq
+    const at = all.findIndex((other) => other.seq > message.seq);
+    const later = at === -1 ? null : list.querySelector(`.message[data-id="${all[at].id}"]`);
+    all.splice(at === -1 ? all.length : at, 0, message);
     // the streamed text gives way to the message the model's turn wrote; a follow-up the person sends
     // meanwhile goes underneath while the stream goes on
     if (message.role !== "user") list.querySelector(".live")?.remove();
-    list.append(messageNode(message));
+    if (later) later.before(messageNode(message)); else list.append(messageNode(message));
     if (follow || message.role === "user") list.scrollTop = list.scrollHeight;
   };
 
