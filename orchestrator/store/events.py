@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from orchestrator.errors import NotFoundError
 from orchestrator.store.database import add_to_outbox
-from orchestrator.store.models import ChatSession, Event, Message, table_of
+from orchestrator.store.models import ChatSession, Event, Message, expire_loaded, table_of
 from orchestrator.store.storable import storable
 
 
@@ -83,9 +83,7 @@ def write_pending(session: Session) -> None:
                                ).scalar_one_or_none()
         if last is None:
             raise NotFoundError(f"session {session_id} does not exist")
-        loaded = session.identity_map.get(session.identity_key(ChatSession, session_id))
-        if loaded is not None:  # a ChatSession this session loaded no longer says what the row says
-            session.expire(loaded, ["last_seq", "updated_at"])
+        expire_loaded(session, ChatSession, session_id, ["last_seq", "updated_at"])
         for seq, (row, payload, message) in enumerate(entries, start=int(last) - len(entries) + 1):
             row["seq"] = payload["seq"] = seq
             rows.append(row)

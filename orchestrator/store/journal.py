@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from orchestrator.domain.enums import StepStatus
 from orchestrator.errors import ConflictError
 from orchestrator.store.events import append_event
-from orchestrator.store.models import Step, table_of
+from orchestrator.store.models import Step, expire_loaded, table_of
 from orchestrator.store.runs import Lease, check_fence
 
 
@@ -81,13 +81,6 @@ _FINISH = (update(_STEPS)
            .returning(_STEPS.c.id, _STEPS.c.kind, _STEPS.c.attempt))
 
 
-def _forget(session: Session, step_id: int) -> None:
-    """A Step this session loaded no longer says what the row says."""
-    loaded = session.identity_map.get(session.identity_key(Step, step_id))
-    if loaded is not None:
-        session.expire(loaded)
-
-
 def begin_step(session: Session, lease: Lease, step_key: str, *, kind: str, input_hash: str | None = None,
                detail: dict[str, Any] | None = None) -> Any:
     """Journal `started`. A step left `started` by a crashed holder is re-begun with attempt + 1.
@@ -98,7 +91,7 @@ def begin_step(session: Session, lease: Lease, step_key: str, *, kind: str, inpu
                                         epoch=lease.epoch, started_at=datetime.now(timezone.utc))).one_or_none()
     if step is None:
         raise ConflictError(f"step {step_key!r} of run {lease.run_id} is already recorded")
-    _forget(session, step.id)
+    expire_loaded(session, Step, step.id)
     append_event(session, lease.session_id, "step.started",
                  {"step_key": step_key, "kind": kind, "attempt": step.attempt, **(detail or {})}, run_id=lease.run_id)
     return step
@@ -112,7 +105,7 @@ def finish_step(session: Session, lease: Lease, step_key: str, *, output: Any = 
                                          new_error=error, finished=datetime.now(timezone.utc))).one_or_none()
     if step is None:
         raise ConflictError(f"step {step_key!r} of run {lease.run_id} is not in progress")
-    _forget(session, step.id)
+    expire_loaded(session, Step, step.id)
     append_event(session, lease.session_id, "step.finished",
                  {"step_key": step_key, "kind": step.kind, "status": status.value, "attempt": step.attempt,
                   "error": error}, run_id=lease.run_id)

@@ -27,7 +27,7 @@ from sqlalchemy import (
     func,
 )
 from sqlalchemy.dialects.postgresql import UUID
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from orchestrator.domain.enums import ApprovalStatus, CallStatus, FlowStepState, RunStatus, SpanStatus, StepStatus
 from orchestrator.store.storable import StatusColumn, StorableJSONB, StorableString, StorableText
@@ -41,6 +41,14 @@ def table_of(model: type[Base]) -> Table:
     """A model's table, as the Table it is, for statements built once on it (the hot paths of
     store/spans.py, journal.py, events.py and runs.py: no ORM statement building per call)."""
     return cast(Table, model.__table__)
+
+
+def expire_loaded(session: Session, model: type[Base], identifier: Any, attributes: list[str] | None = None) -> None:
+    """A row this session loaded as a `model` no longer says what the table says (a statement built
+    once on the table changed it, past the ORM): expire it (or just `attributes`), if it is loaded."""
+    loaded = session.identity_map.get(session.identity_key(model, identifier))
+    if loaded is not None:
+        session.expire(loaded, attributes)
 
 
 def _uuid_pk() -> Mapped[uuid.UUID]:

@@ -25,7 +25,7 @@ from orchestrator.domain.enums import TERMINAL_STATUSES, RunKind, RunStatus, Ste
 from orchestrator.domain.failure import Failure
 from orchestrator.errors import ConflictError, NotFoundError, RunCancelledError, StaleLeaseError
 from orchestrator.store.events import append_event
-from orchestrator.store.models import Run, Step, table_of
+from orchestrator.store.models import Run, Step, expire_loaded, table_of
 from orchestrator.store.spans import end_open_spans
 
 CLAIMABLE = (RunStatus.QUEUED, RunStatus.RUNNING)
@@ -149,7 +149,7 @@ def claim_run(session: Session, run_id: uuid.UUID, owner: str, lease_seconds: fl
                                    "lease": timedelta(seconds=lease_seconds)}).one_or_none()
     if row is None:
         return None
-    _forget(session, run_id)
+    expire_loaded(session, Run, run_id)
     lease = Lease(run_id=run_id, session_id=row.session_id, project_id=row.project_id, kind=row.kind, owner=owner,
                   epoch=row.lease_epoch, claims=row.claims, crashes=row.crashes, crash_log=tuple(row.crash_log or ()),
                   parent_id=row.parent_id)
@@ -160,13 +160,6 @@ def claim_run(session: Session, run_id: uuid.UUID, owner: str, lease_seconds: fl
         append_event(session, lease.session_id, "run.resumed",
                      {"epoch": lease.epoch, "owner": owner, "lease_expired_at": expired}, run_id=run_id)
     return lease
-
-
-def _forget(session: Session, run_id: uuid.UUID) -> None:
-    """A Run this session loaded no longer says what the row says (a statement built once changed it)."""
-    loaded = session.identity_map.get(session.identity_key(Run, run_id))
-    if loaded is not None:
-        session.expire(loaded)
 
 
 NOW = object()  # a value for `_update_held`: the transaction's now()
@@ -195,7 +188,7 @@ def _update_held(session: Session, lease: Lease, **values: Any) -> None:
     parameters = {f"set_{name}": value for name, value in values.items() if value is not NOW}
     updated = session.execute(_held_statement(values),
                               {"run": lease.run_id, "epoch": lease.epoch, **parameters}).one_or_none()
-    _forget(session, lease.run_id)
+    expire_loaded(session, Run, lease.run_id)
     if updated is None:
         _raise_lost(session, lease)
 
@@ -274,7 +267,7 @@ def parent_to_wake(session: Session, parent_id: uuid.UUID) -> Run | None:
 def take_tick(session: Session, lease: Lease) -> None:
     """A tick starts: children finishing from now on must ask for the next one."""
     session.execute(_TAKE_TICK, {"run": lease.run_id, "epoch": lease.epoch})
-    _forget(session, lease.run_id)
+    expire_loaded(session, Run, lease.run_id)
 
 
 def mark_replayed(session: Session, lease: Lease, at: datetime) -> None:

@@ -83,7 +83,7 @@ class Said(NamedTuple):
 
     role: str
     parts: list[dict[str, Any]]
-    seq: int = 0
+    seq: int
 
 
 def list_history(session: Session, run: Run, *, known: list[Said] | None = None) -> list[Said]:

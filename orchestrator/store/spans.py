@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql import array, insert
 from sqlalchemy.orm import Session
 
 from orchestrator.store.events import append_event
-from orchestrator.store.models import Span, table_of
+from orchestrator.store.models import Span, expire_loaded, table_of
 
 SPAN_NAMESPACE = uuid.UUID("6f1d1d2a-5b0e-4c53-9d0c-2f8a6c7e9b11")
 MAX_PAGE = 200
@@ -74,13 +74,6 @@ _END = (update(_SPANS).where(_SPANS.c.id == bindparam("span", type_=_SPANS.c.id.
         .returning(*_ANNOUNCED_COLUMNS))
 
 
-def _forget(session: Session, identifier: uuid.UUID) -> None:
-    """A Span this session loaded no longer says what the row says."""
-    loaded = session.identity_map.get(session.identity_key(Span, identifier))
-    if loaded is not None:
-        session.expire(loaded)
-
-
 def start_span(session: Session, *, run_id: uuid.UUID, session_id: uuid.UUID, key: str, kind: str, name: str,
                parent_key: str | None = None, turn: int | None = None, attributes: dict[str, Any] | None = None,
                restart: bool = True) -> dict[str, Any] | None:
@@ -94,7 +87,7 @@ def start_span(session: Session, *, run_id: uuid.UUID, session_id: uuid.UUID, ke
         attributes=attributes or {})).one_or_none()
     if span is None:
         return None
-    _forget(session, identifier)
+    expire_loaded(session, Span, identifier)
     payload = serialize_span(span)
     append_event(session, session_id, "span.started", payload, run_id=run_id)
     return payload
@@ -112,7 +105,7 @@ def _end(session: Session, identifier: uuid.UUID, run_id: uuid.UUID, status: str
                                       more=attributes or {})).one_or_none()
     if span is None:
         return None
-    _forget(session, identifier)
+    expire_loaded(session, Span, identifier)
     payload = serialize_span(span)
     append_event(session, span.session_id, "span.finished", payload, run_id=run_id)
     return payload
