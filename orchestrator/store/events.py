@@ -2,8 +2,8 @@
 
 Event numbers are taken at commit. `append_event` only collects the event; just before the commit,
 `write_pending` flushes the ORM's rows, then for each session (in id order) takes the transaction's
-numbers with one `UPDATE sessions SET last_seq = last_seq + n`, and inserts the event rows (and the
-messages that carry their event's number) in one statement each. The row lock that increment takes
+numbers with `UPDATE sessions SET last_seq = last_seq + n` and inserts the event rows (and the
+messages that carry their event's number), all in one statement (`_STORE_EVENTS`). The row lock that increment takes
 holds until the commit, so commit order equals `seq` order and a reader that sees `seq = n` has
 already been able to see every `seq < n`: replay by `seq > since` can never skip an event that
 commits later. A rolled-back transaction took no number, so the sequence has no gaps.
@@ -21,11 +21,12 @@ the published copy equals the stored one even when a tool's output held NUL byte
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, select, text
 from sqlalchemy import event as orm_event
 from sqlalchemy.orm import Session
 
@@ -47,16 +48,31 @@ def serialize_event(event: Event) -> dict[str, Any]:
 
 
 _SESSIONS = table_of(ChatSession)
-# built once (every transaction that appends an event runs them): see store/spans.py
-_TAKE_SEQS = (update(_SESSIONS).where(_SESSIONS.c.id == bindparam("session", type_=_SESSIONS.c.id.type))
-              .values(last_seq=_SESSIONS.c.last_seq + bindparam("count", type_=_SESSIONS.c.last_seq.type),
-                      updated_at=bindparam("now", type_=_SESSIONS.c.updated_at.type))
-              .returning(_SESSIONS.c.last_seq))
+# One statement per session and transaction, built once: it takes the transaction's event numbers
+# (the `UPDATE` locks the session row until commit) and inserts the event rows and the messages that
+# carry their numbers, so numbering and storing cost one round trip instead of three. The rows come
+# as one JSON array each; `ord` is a row's place in the transaction, so its number is the block's
+# first plus `ord - 1`. No session row: nothing is inserted and no row comes back.
+_STORE_EVENTS = text("""
+WITH taken AS (
+    UPDATE sessions SET last_seq = last_seq + :count, updated_at = :now WHERE id = :session
+    RETURNING last_seq - :count AS base
+), stored_events AS (
+    INSERT INTO events (session_id, seq, type, run_id, data, created_at)
+    SELECT :session, taken.base + row.ord, row.type, row.run_id, row.data, row.created_at
+    FROM taken, ROWS FROM (jsonb_to_recordset(CAST(:events AS jsonb))
+                           AS (type text, run_id uuid, data jsonb, created_at timestamptz))
+         WITH ORDINALITY AS row(type, run_id, data, created_at, ord)
+), stored_messages AS (
+    INSERT INTO messages (id, session_id, run_id, role, parts, seq, created_by, created_at)
+    SELECT row.id, :session, row.run_id, row.role, row.parts, taken.base + row.ord, row.created_by, row.created_at
+    FROM taken, jsonb_to_recordset(CAST(:messages AS jsonb))
+         AS row(id uuid, run_id uuid, role text, parts jsonb, ord bigint, created_by uuid, created_at timestamptz)
+)
+SELECT base FROM taken
+""").bindparams(bindparam("session", type_=_SESSIONS.c.id.type), bindparam("now", type_=_SESSIONS.c.updated_at.type))
 _LOCK_SESSION = select(_SESSIONS.c.id).where(_SESSIONS.c.id == bindparam("session", type_=_SESSIONS.c.id.type)) \
     .with_for_update()
-_INSERT_EVENTS = insert(table_of(Event))
-_INSERT_MESSAGES = insert(table_of(Message))
-_MESSAGE_COLUMNS = ("id", "session_id", "run_id", "role", "parts", "seq", "created_by", "created_at")
 
 PENDING_KEY = "boocode_pending_events"  # session.info: {session_id: [(event row, its payload, its message)]}
 
@@ -76,23 +92,40 @@ def write_pending(session: Session) -> None:
     if not pending:
         return
     session.flush()  # the rows the events refer to, and every row lock but the sessions'
-    rows, messages, now = [], [], datetime.now(timezone.utc)
+    now = datetime.now(timezone.utc)
     for session_id in sorted(pending):
         entries = pending[session_id]
-        last = session.execute(_TAKE_SEQS, {"session": session_id, "count": len(entries), "now": now}
+        rows, messages = [], []
+        for ord_, (row, _payload, message) in enumerate(entries, start=1):
+            rows.append({"type": row["type"], "run_id": row["run_id"], "data": row["data"],
+                         "created_at": row["created_at"]})
+            if message is not None:
+                messages.append({"id": message.id, "run_id": message.run_id, "role": message.role,
+                                 "parts": message.parts, "ord": ord_, "created_by": message.created_by,
+                                 "created_at": message.created_at})
+        base = session.execute(_STORE_EVENTS, {"session": session_id, "count": len(entries), "now": now,
+                                               "events": _as_json(rows), "messages": _as_json(messages)}
                                ).scalar_one_or_none()
-        if last is None:
+        if base is None:
             raise NotFoundError(f"session {session_id} does not exist")
         expire_loaded(session, ChatSession, session_id, ["last_seq", "updated_at"])
-        for seq, (row, payload, message) in enumerate(entries, start=int(last) - len(entries) + 1):
+        for seq, (row, payload, message) in enumerate(entries, start=int(base) + 1):
             row["seq"] = payload["seq"] = seq
-            rows.append(row)
             if message is not None:
                 message.seq = seq
-                messages.append({name: getattr(message, name) for name in _MESSAGE_COLUMNS})
-    session.execute(_INSERT_EVENTS, rows)
-    if messages:
-        session.execute(_INSERT_MESSAGES, messages)
+
+
+def _as_json(rows: list[dict[str, Any]]) -> str:
+    return json.dumps(rows, default=_plain, ensure_ascii=False, separators=(",", ":"))
+
+
+def _plain(value: Any) -> str:
+    """uuids and timestamps as JSON strings (Postgres reads them back as uuid and timestamptz)."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 @orm_event.listens_for(Session, "before_commit")
