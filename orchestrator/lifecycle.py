@@ -136,6 +136,9 @@ class RunContext:
     # what a handler keeps from one of this task's turns to the next (the lease is held throughout, so
     # nobody else wrote the run meanwhile); a new task starts empty
     carried: dict[str, Any] = field(default_factory=dict)
+    # how a step may end the run in its own transaction (`step(..., ends=...)`), and what it recorded
+    on_finish: dict[str, "FinishHook"] | None = field(default=None, compare=False)
+    ended: "Ended | None" = field(default=None)
 
     def check(self) -> None:
         self.keeper.raise_if_lost()
@@ -143,7 +146,8 @@ class RunContext:
     def step(self, step_key: str, body: Callable[[], Any], *, kind: str = "step", input: Any = None,
              record: Callable[[Session, Any], None] | None = None,
              interrupted: Callable[[], Any] | None = None,
-             begin: Callable[[Session], None] | None = None) -> Any:
+             begin: Callable[[Session], None] | None = None,
+             ends: Callable[[Any], "Finish | None"] | None = None) -> Any:
         """Run `body` once per journal entry: a recorded result is returned without running it again.
 
         `record(session, output)` runs in the transaction that journals the result, so what it writes
@@ -151,7 +155,10 @@ class RunContext:
         effects, supplies the output to record instead of running the body again when a previous
         attempt started but never finished (a crash in the middle). `begin(session)` runs in the
         transaction that journals `started` (a span opens there), so nothing can fail between that
-        commit and the body: a step is `started` only when its body is about to run.
+        commit and the body: a step is `started` only when its body is about to run. `ends(output)`,
+        asked before the result is journaled, may say the result ends the run: then the run's end is
+        recorded in the same transaction (`ended` holds it; the handler returns that Finish), so a last
+        step costs no transaction of its own.
         """
         self.check()
         recorded = self.steps.get(step_key)
@@ -160,7 +167,7 @@ class RunContext:
             return recorded.output
         if recorded is not None and recorded.status == StepStatus.STARTED and interrupted is not None:
             output = interrupted()
-            self._finish(step_key, output, record, StepStatus.INTERRUPTED)
+            self._finish(step_key, output, record, StepStatus.INTERRUPTED, ends)
             return output
         with self.db.transaction() as session:
             journal.begin_step(session, self.lease, step_key, kind=kind,
@@ -179,19 +186,32 @@ class RunContext:
                                     error={"type": type(error).__name__, "message": str(error)})
             self.steps[step_key] = journal.Entry(StepStatus.FAILED)
             raise
-        self._finish(step_key, output, record, StepStatus.FINISHED)
+        self._finish(step_key, output, record, StepStatus.FINISHED, ends)
         return output
 
     def _finish(self, step_key: str, output: Any, record: Callable[[Session, Any], None] | None,
-                status: StepStatus) -> None:
+                status: StepStatus, ends: Callable[[Any], "Finish | None"] | None) -> None:
         """Journal the result with what `record` writes, in one transaction (what it writes comes first
-        in the event log, then `step.finished`)."""
+        in the event log, then `step.finished`), and the run's end too when `ends` says so."""
+        finish = ends(output) if ends is not None else None
         with self.db.transaction() as session:
-            runs.check_fence(session, self.lease)  # first: the run row before the session row (lock order)
+            parent_id = runs.lock_parent(session, self.lease) if finish is not None else None  # parent first
+            runs.check_fence(session, self.lease)  # the run row before the session row (lock order)
             if record is not None:
                 record(session, output)
             journal.finish_step(session, self.lease, step_key, output=output, status=status)
+            going = _record_end(session, self.lease, parent_id, finish, self.on_finish) if finish else []
         self.steps[step_key] = journal.Entry(status.value, output)
+        if finish is not None:
+            self.ended = Ended(finish, going)
+
+
+@dataclass(frozen=True)
+class Ended:
+    """A run's end recorded with its last step (`RunContext.step(..., ends=...)`) and what it sets going."""
+
+    outcome: Finish
+    going: list[Run]
 
 
 Handler = Callable[[RunContext], RunOutcome]
@@ -272,13 +292,18 @@ def execute_run(db: Database, run_id: uuid.UUID, *, owner: str, lease_seconds: f
     log_extra = {"run_id": str(run_id), "epoch": lease.epoch, "kind": lease.kind}
     logger.info("claimed run", extra=log_extra)
     with LeaseKeeper(db, lease, lease_seconds) as keeper:
-        context = RunContext(db=db, lease=lease, run=run, keeper=keeper, enqueue=enqueue, steps=steps)
+        context = RunContext(db=db, lease=lease, run=run, keeper=keeper, enqueue=enqueue, steps=steps,
+                             on_finish=on_finish)
         started = time.monotonic()
         while True:
             outcome = _handle(context, handlers.get(lease.kind), sorted(handlers), max_crashes, log_extra)
             if not (isinstance(outcome, Continue) and time_slice.allows(started)):
                 break
             context.turns_in_task += 1  # the lease is still ours: the next turn's first write is fenced
+        if context.ended is not None:  # recorded with the last step, whatever happened since
+            for run_to_start in context.ended.going:
+                enqueue(task_for_kind(run_to_start.kind), str(run_to_start.id))
+            return "finished"
         if isinstance(outcome, str):
             return outcome
         try:
@@ -347,10 +372,16 @@ def _record_outcome(session: Session, lease: runs.Lease, outcome: RunOutcome,
         return outcome, handed_back, []
     parent_id = runs.lock_parent(session, lease)
     runs.check_fence(session, lease)  # the run row before the session row, which `record` may lock
+    return outcome, False, _record_end(session, lease, parent_id, outcome, on_finish)
+
+
+def _record_end(session: Session, lease: runs.Lease, parent_id: uuid.UUID | None, outcome: Finish,
+                on_finish: dict[str, FinishHook] | None) -> list[Run]:
+    """Record the run's end (the parent, if any, and the run row already locked, in that order): the
+    runs it sets going."""
     if outcome.record is not None:
         outcome.record(session)
     recorded = runs.finish_run(session, lease, outcome.status, result=outcome.result, error=as_dict(outcome.error))
     hook = (on_finish or {}).get(lease.kind)
-    going = set_going_by_end(session, lease.session_id, lease.kind, parent_id,
-                             hook(session, lease) if recorded and hook is not None else [])
-    return outcome, False, going
+    return set_going_by_end(session, lease.session_id, lease.kind, parent_id,
+                            hook(session, lease) if recorded and hook is not None else [])

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sqlalchemy import text
+
 from orchestrator.domain.enums import MessageRole
+from orchestrator.domain.keys import model_key
 from orchestrator.store import projects, runs, sessions, users
 from tests.fakes.model_server import FakeModelServer, Reply, openai_usage
 from tests.support import RunStatusWatcher, WorkerProcess, committed_transactions, wait_for
@@ -60,3 +63,39 @@ def test_a_tool_calling_turn_costs_at_most_five_commits(make_stack, fake: FakeMo
     print(f"commits: 2-turn run {short}, 7-turn run {long}, {per_turn:.1f} per tool-calling turn")
     assert per_turn <= MODEL_CALL_COMMITS + TOOL_CALL_COMMITS, (short, long)
     assert per_turn >= 4, "fewer commits than steps: is the journal still written per step?"
+
+
+def test_a_final_answer_and_the_run_end_commit_together(make_stack, fake: FakeModelServer,  # type: ignore[no-untyped-def]
+                                                        tmp_path: Path) -> None:
+    """The last model call's journal entry, its message and the run's end are one transaction: Postgres
+    stamps every row a transaction writes with its id (xmin), so the three rows must share one."""
+    stack = make_stack(model_base_url=fake.base_url, model_name="gpt-4o-mini", agent_max_steps=10)
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "README.md").write_text("# demo\n")
+    fake.script(Reply(tool_calls=[("glob", {"pattern": "*.md"})], usage=openai_usage(50, 5)),
+                Reply(text="done", usage=openai_usage(50, 1)))
+    with stack.db.transaction() as session:
+        owner = users.create_user(session, "owner")
+        project = projects.create_project(session, "p", str(root), owner)
+        chat = sessions.create_session(session, project.id, "s", owner.id)
+        run = runs.create_run(session, project_id=project.id, session_id=chat.id, kind="agent", input={},
+                              created_by=owner.id)
+        sessions.add_message(session, chat.id, MessageRole.USER, [{"type": "text", "text": "go"}], run_id=run.id)
+    worker = WorkerProcess(stack.settings, tmp_path, name="end-together@localhost", concurrency=1).start()
+    TaskQueue(stack.settings).enqueue_run("agent", run.id)
+    with RunStatusWatcher(stack.settings.database_url, run.id) as watcher:
+        wait_for(lambda: watcher.status() == "completed", 60, 0.2, "the run to complete")
+    worker.stop()
+    with stack.db.transaction() as session:
+        step = session.execute(text("SELECT xmin::text FROM steps WHERE run_id = :run AND step_key = :key"),
+                               {"run": run.id, "key": model_key(1)}).scalar_one()
+        first = session.execute(text("SELECT xmin::text FROM steps WHERE run_id = :run AND step_key = :key"),
+                                {"run": run.id, "key": model_key(0)}).scalar_one()
+        ended = session.execute(text("SELECT xmin::text FROM runs WHERE id = :run"), {"run": run.id}).scalar_one()
+        answer = session.execute(text("SELECT xmin::text FROM messages WHERE run_id = :run AND role = 'assistant' "
+                                      "ORDER BY seq DESC LIMIT 1"), {"run": run.id}).scalar_one()
+        finished = session.execute(text("SELECT xmin::text FROM events WHERE run_id = :run AND type = 'run.finished'"),
+                                   {"run": run.id}).scalar_one()
+    assert step == ended == answer == finished, (step, ended, answer, finished)
+    assert first != step, "the first (tool-calling) turn's call must have committed on its own"

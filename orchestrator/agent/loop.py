@@ -8,7 +8,8 @@ task while no other task waits for a worker (ADR 0006), else in a new one.
         CallModel(N): step "turn/N/model": spans open as it begins; the answer is streamed (deltas as
             events); message, last deltas and span end are written with the journal entry; decide again
         Conclude:      a final answer completes (a schema mismatch is fed back, up to twice); a failed
-                       call fails; the turn and run spans close as the outcome is recorded
+                       call fails; the turn and run spans close as the outcome is recorded, in the
+                       model step's own transaction when the answer comes (`ends`)
         RunTools:      the turn's tool calls (orchestrator/agent/tool_calls.py) -> continue, or park
                        for an approval
         StopRepeating / StopAtCap: record why as the run's last message and fail
@@ -42,7 +43,7 @@ from orchestrator.agent.profile import SCHEMA_RETRIES, AgentProfile, ProfileErro
 from orchestrator.agent.prompt import image_digests, render_messages, system_prompt
 from orchestrator.agent.streaming import DeltaPublisher
 from orchestrator.agent.tool_calls import TurnTools, run_tool_calls
-from orchestrator.domain.enums import MessageRole, RunStatus
+from orchestrator.domain.enums import MessageRole, RunStatus, StepStatus
 from orchestrator.domain.failure import Failure
 from orchestrator.domain.keys import STEP_CAP, feedback_key, model_key, repeating_key
 from orchestrator.errors import ConfigurationError, RunCancelledError
@@ -54,6 +55,7 @@ from orchestrator.settings import Settings
 from orchestrator.store import blobs, projects, runs, subagents
 from orchestrator.store import sessions as chat_sessions
 from orchestrator.store.events import append_event
+from orchestrator.store.journal import Entry
 from orchestrator.store.models import Blob, Project
 from orchestrator.tools.base import ToolContext
 from orchestrator.tools.policy import wants_network
@@ -157,6 +159,8 @@ def run_turn(context: RunContext, config: AgentConfig) -> RunOutcome:
         failed = call_model_step(context, config, turn, decision.turn, history)
         if failed is not None:
             return failed
+        if context.ended is not None:  # the answer ended the run in the step's own transaction
+            return context.ended.outcome
         decision = decide(context.steps, config.max_steps)
     return act(context, config, turn, decision)
 
@@ -262,8 +266,16 @@ def call_model_step(context: RunContext, config: AgentConfig, turn: Turn, number
             deltas.stop()  # before the result's transaction, which writes what is still pending
         return result.to_dict()
 
+    def ends(output: dict[str, Any]) -> Finish | None:
+        """A final answer (or a failed call) ends the run with the step, unless the worktree must be
+        settled first (`settle_worktree` adds to the result) or a schema mismatch is fed back."""
+        if profile.spec.get("isolation") == "worktree":
+            return None
+        after = decide({**context.steps, model_key(number): Entry(StepStatus.FINISHED.value, output)}, config.max_steps)
+        return conclusion(context, after.turn, after.result, profile) if isinstance(after, Conclude) else None
+
     context.step(model_key(number), body, kind="model_call", input={"turn": number, "model": provider.model},
-                 begin=begin, record=lambda session, output: record_assistant_message(
+                 begin=begin, ends=ends, record=lambda session, output: record_assistant_message(
                      session, context, number, output, provider, deltas))
     return None
 
@@ -281,8 +293,9 @@ def data_url(blob: Blob) -> str:
     return f"data:{blob.media_type};base64,{base64.b64encode(blob.data).decode()}"
 
 
-def conclude(context: RunContext, turn: int, result: ModelResult, profile: AgentProfile) -> RunOutcome:
-    """A final answer or a failed model call ends the run; its turn and run spans close as it is recorded.
+def conclusion(context: RunContext, turn: int, result: ModelResult, profile: AgentProfile) -> Finish | None:
+    """How a final answer or a failed model call ends the run (its turn and run spans close as the end is
+    recorded); None when the answer misses its schema and is fed back instead.
 
     With a schema (a workflow's `agent(..., {schema})`) the answer must be JSON that validates: an
     invalid one is fed back as a user message and the agent tries again, up to SCHEMA_RETRIES times."""
@@ -296,19 +309,28 @@ def conclude(context: RunContext, turn: int, result: ModelResult, profile: Agent
         outcome["value"] = value
         return Finish(RunStatus.COMPLETED, result=outcome, record=close_spans(context, turn, "ok", outcome))
     if schema_retries(context.steps, turn) < SCHEMA_RETRIES:
-        feedback = (f"Your answer does not match the required JSON Schema: {problem}. Answer again with only "
-                    "the JSON value, no prose and no code fence.")
-
-        def record(session: Session, output: dict[str, Any]) -> None:
-            chat_sessions.add_message(session, context.run.session_id, MessageRole.USER,
-                                      [{"type": "text", "text": output["text"]}], run_id=context.run.id)
-            trace.close_turn(session, context.run, turn)
-
-        context.step(feedback_key(turn), lambda: {"text": feedback}, kind="schema_feedback", record=record)
-        return Continue()
+        return None
     error = Failure("schema_invalid", f"the agent's answer did not match the schema after {SCHEMA_RETRIES + 1} "
                                       f"tries: {problem}")
     return Finish(RunStatus.FAILED, error=error, record=close_spans(context, turn, "error"))
+
+
+def conclude(context: RunContext, turn: int, result: ModelResult, profile: AgentProfile) -> RunOutcome:
+    """The run's end (`conclusion`), or the schema mismatch fed back as a user message."""
+    finish = conclusion(context, turn, result, profile)
+    if finish is not None:
+        return finish
+    _value, problem = check_against_schema(result.text, profile.schema or {})
+    feedback = (f"Your answer does not match the required JSON Schema: {problem}. Answer again with only "
+                "the JSON value, no prose and no code fence.")
+
+    def record(session: Session, output: dict[str, Any]) -> None:
+        chat_sessions.add_message(session, context.run.session_id, MessageRole.USER,
+                                  [{"type": "text", "text": output["text"]}], run_id=context.run.id)
+        trace.close_turn(session, context.run, turn)
+
+    context.step(feedback_key(turn), lambda: {"text": feedback}, kind="schema_feedback", record=record)
+    return Continue()
 
 
 def close_spans(context: RunContext, turn: int | None, status: str,
