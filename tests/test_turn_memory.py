@@ -6,7 +6,8 @@ the trace stores.
 The same two runs (a first one, then a follow-up whose history includes the first's messages) go
 through a real worker twice: once with every turn in a task of its own (BOOCODE_TURN_SLICE_SECONDS=0:
 every turn reads everything afresh) and once with each run's turns in one task. The model must receive
-the same messages at every call, and every prompt segment of every model call span must be stored.
+the same messages at every call, every prompt segment of every model call span must be stored, and
+each call's cache diagnosis (made against the previous call's segments, which a task keeps) must agree.
 """
 
 from __future__ import annotations
@@ -79,11 +80,15 @@ def two_runs(stack, fake: FakeModelServer, root: Path, tmp_path: Path, slice_nam
     sent = fake.requests[before:]
     with stack.db.transaction() as session:
         claims = [session.scalar(select(Run.claims).where(Run.id == run_id)) for run_id in run_ids]
-        segments = [segment["blob"] for span in spans.list_spans(session, session_id=chat_id, kind="model_call",
-                                                                  limit=200)
-                    for segment in span.attributes["prompt_segments"]]
+        calls = spans.list_spans(session, session_id=chat_id, kind="model_call", limit=200)
+        segments = [segment["blob"] for span in calls for segment in span.attributes["prompt_segments"]]
+        # each call's cache diagnosis against the session's previous call (what does not depend on timing)
+        diagnoses = [{key: span.attributes["cache"][key] for key in ("cause", "first_changed_segment",
+                                                                      "shared_segments", "expected_cached_tokens")}
+                     for span in calls]
         stored = set(session.scalars(select(Blob.sha256).where(Blob.sha256.in_(segments))))
-    return {"sent": normalised(sent), "claims": claims, "segments": segments, "stored": stored}
+    return {"sent": normalised(sent), "claims": claims, "segments": segments, "stored": stored,
+            "diagnoses": diagnoses}
 
 
 def test_turns_in_one_task_send_and_store_what_separate_tasks_do(make_stack, fake: FakeModelServer,  # type: ignore[no-untyped-def]
@@ -110,3 +115,7 @@ def test_turns_in_one_task_send_and_store_what_separate_tasks_do(make_stack, fak
                                                      "assistant", "user", *["assistant", "tool"] * TOOL_TURNS]
     for figures in (apart, together):
         assert figures["segments"] and set(figures["segments"]) == figures["stored"]
+    # a task's later calls compare with the previous call's segments it kept, not read back: the same diagnosis
+    assert together["diagnoses"] == apart["diagnoses"]
+    assert len(apart["diagnoses"]) == 2 * (TOOL_TURNS + 1)
+    assert all(diagnosis["shared_segments"] >= 2 for diagnosis in apart["diagnoses"][1:]), apart["diagnoses"]

@@ -252,10 +252,12 @@ def call_model_step(context: RunContext, config: AgentConfig, turn: Turn, number
     tools = tool_schemas(list(profile.tools))
     deltas = DeltaPublisher(context.db, context.lease, number, interval=config.stream_flush_seconds)
 
+    started: list[trace.StartedCall | None] = [None]
+
     def begin(session: Session) -> None:
-        trace.open_turn(session, context.run, number)
-        trace.start_model_span(session, context.run, number, provider, messages, tools,
-                               stored=context.carried.setdefault("stored_blobs", set()))
+        trace.open_turn(session, context.run, number, run_span_open=context.carried.get("run_span_open", False))
+        started[0] = trace.start_model_span(session, context.run, number, provider, messages, tools,
+                                            stored=context.carried.setdefault("stored_blobs", set()))
 
     def body() -> dict[str, Any]:
         try:
@@ -276,7 +278,8 @@ def call_model_step(context: RunContext, config: AgentConfig, turn: Turn, number
 
     context.step(model_key(number), body, kind="model_call", input={"turn": number, "model": provider.model},
                  begin=begin, ends=ends, record=lambda session, output: record_assistant_message(
-                     session, context, number, output, provider, deltas))
+                     session, context, number, output, provider, deltas, started[0]))
+    context.carried["run_span_open"] = True  # the step's begin committed: the run's span exists
     return None
 
 
@@ -345,7 +348,8 @@ def close_spans(context: RunContext, turn: int | None, status: str,
 
 
 def record_assistant_message(session: Session, context: RunContext, turn: int, output: dict[str, Any],
-                             provider: Provider, deltas: DeltaPublisher) -> None:
+                             provider: Provider, deltas: DeltaPublisher,
+                             started: trace.StartedCall | None = None) -> None:
     deltas.write(session)  # the stream's last deltas, before the message that replaces them
     result = ModelResult.from_dict(output)
     parts: list[dict[str, Any]] = []
@@ -356,7 +360,9 @@ def record_assistant_message(session: Session, context: RunContext, turn: int, o
         parts.append({"type": "error", **result.error})
     chat_sessions.add_message(session, context.run.session_id, MessageRole.ASSISTANT,
                               parts or [{"type": "text", "text": ""}], run_id=context.run.id)
-    attributes = trace.finish_model_span(session, context.run, turn, result, provider)
+    attributes = trace.finish_model_span(session, context.run, turn, result, provider, started,
+                                         last=context.carried.get("last_call"))
+    context.carried["last_call"] = started  # for the next call's cache diagnosis (see finish_model_span)
     append_event(session, context.run.session_id, "model_call.finished",
                  {"turn": turn, **{key: attributes[key] for key in (
                      "model", "finish_reason", "usage", "cost", "cache", "attempts", "latency_ms",

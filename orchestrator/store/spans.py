@@ -12,7 +12,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Numeric, Text, and_, bindparam, func, literal, not_, select, update
+from sqlalchemy import Numeric, Text, and_, bindparam, case, func, literal, not_, null, select, update
 from sqlalchemy.dialects.postgresql import array, insert
 from sqlalchemy.orm import Session
 
@@ -124,10 +124,12 @@ def load_span(session: Session, run_id: uuid.UUID, key: str) -> Any:
     return session.execute(_LOAD, {"span": span_id(run_id, key)}).one_or_none()
 
 
-def previous_model_call(session: Session, session_id: uuid.UUID, before_position: int | None = None) -> Any:
-    """The session's last finished model call (before `before_position`): a row of its `prompt_segments`
-    and `ended_at`, or None."""
-    return session.execute(_PREVIOUS, {"session": session_id,
+def previous_model_call(session: Session, session_id: uuid.UUID, before_position: int | None = None, *,
+                        known: uuid.UUID | None = None) -> Any:
+    """The session's last finished model call (before `before_position`): a row of its `id`,
+    `prompt_segments` and `ended_at`, or None. When it is the span `known` (one whose segments the
+    caller holds), `prompt_segments` is left out (None) and `is_known` is true."""
+    return session.execute(_PREVIOUS, {"session": session_id, "known": known or _NO_SPAN,
                                        "before": before_position if before_position is not None else _NO_POSITION}
                            ).one_or_none()
 
@@ -135,7 +137,11 @@ def previous_model_call(session: Session, session_id: uuid.UUID, before_position
 # built once: each model call's end reads both (for its cache diagnosis)
 _NO_POSITION = 2 ** 62
 _LOAD = select(*_SPANS.c).where(_SPANS.c.id == bindparam("span", type_=_SPANS.c.id.type))
-_PREVIOUS = (select(_SPANS.c.attributes["prompt_segments"].label("prompt_segments"), _SPANS.c.ended_at)
+_NO_SPAN = uuid.UUID(int=0)
+_IS_KNOWN = _SPANS.c.id == bindparam("known", type_=_SPANS.c.id.type)
+_PREVIOUS = (select(_SPANS.c.id, (_IS_KNOWN).label("is_known"),
+                    case((_IS_KNOWN, null()), else_=_SPANS.c.attributes["prompt_segments"]).label("prompt_segments"),
+                    _SPANS.c.ended_at)
              .where(_SPANS.c.session_id == bindparam("session", type_=_SPANS.c.session_id.type),
                     _SPANS.c.kind == "model_call", _SPANS.c.ended_at.is_not(None),
                     _SPANS.c.position < bindparam("before", type_=_SPANS.c.position.type))
