@@ -45,6 +45,7 @@ from orchestrator.workflow.launch import create_workflow_run
 from orchestrator.workflow.sandbox import Sandbox, Settled, replay
 from orchestrator.workflow.script import load_script
 from tests.fakes.model_server import FakeModelServer, Reply, openai_usage
+from tests.support import RunStatusWatcher, committed_transactions
 from web.queue import TaskQueue
 
 SCRIPT = """export const meta = {name: "fanout", description: "N agents in parallel"};
@@ -191,18 +192,16 @@ def main() -> None:
                                       {"agents": count}, {"concurrency": options.concurrency})
             run_id = run.id
         log = Path(tempfile.mkdtemp(prefix="bench-fanout-")) / "worker.log"
+        commits_before = committed_transactions(place.settings.database_url or "")
         with logging_tasks_to(log):
             worker = start_worker("worker.celery_app", place.settings.to_environment(), f"ours-{place.tag}@bench")
         memory = PeakMemory(worker.pid)
         started = time.monotonic()
         TaskQueue(place.settings).enqueue_run("workflow", run_id)
 
-        def finished() -> Any:
-            with db.transaction() as session:
-                return session.scalar(select(Run.status).where(Run.id == run_id)) in (
-                    "completed", "completed_with_failures", "failed", "cancelled")
-
-        wait_until(finished, timeout=3600)
+        with RunStatusWatcher(place.settings.database_url or "", run_id) as watcher:  # adds no commits
+            wait_until(lambda: watcher.status() in ("completed", "completed_with_failures", "failed", "cancelled"),
+                       timeout=3600)
         ours_seconds = time.monotonic() - started
         ours_memory = memory.stop()
         with db.transaction() as session:
@@ -217,6 +216,7 @@ def main() -> None:
             gaps = sorted(((later - earlier).total_seconds() for earlier, later in zip(moments, moments[1:])),
                           reverse=True)[:3]
         stop(worker)
+        commits = committed_transactions(place.settings.database_url or "") - commits_before - 1  # less our read
         seconds = task_seconds(log)
         shutil.rmtree(log.parent, ignore_errors=True)
         db.dispose()
@@ -233,6 +233,8 @@ def main() -> None:
     print(f"ratio (ours / baseline)                : {ours_seconds / baseline_seconds:8.1f}x wall time, "
           f"{(ours_seconds - baseline_seconds) / count * 1000:.1f} ms extra per agent, "
           f"{ours_memory / max(baseline_memory, 1):.2f}x memory")
+    print(f"commits                                : {commits} = {commits / max(count, 1):.2f} per agent "
+          "(pg_stat_database, the workflow's ticks and the worker's start and stop included)")
     print("where the worker's time went (from its log):")
     print_task_shares(seconds, ours_seconds)
     print_sandbox_cost(count)
