@@ -147,7 +147,7 @@ class RunContext:
              record: Callable[[Session, Any], None] | None = None,
              interrupted: Callable[[], Any] | None = None,
              begin: Callable[[Session], None] | None = None,
-             ends: Callable[[Any], "Finish | None"] | None = None) -> Any:
+             ends: Callable[[Any], "Finish | None"] | None = None, begun: bool = False) -> Any:
         """Run `body` once per journal entry: a recorded result is returned without running it again.
 
         `record(session, output)` runs in the transaction that journals the result, so what it writes
@@ -158,9 +158,12 @@ class RunContext:
         commit and the body: a step is `started` only when its body is about to run. `ends(output)`,
         asked before the result is journaled, may say the result ends the run: then the run's end is
         recorded in the same transaction (`ended` holds it; the handler returns that Finish), so a last
-        step costs no transaction of its own.
+        step costs no transaction of its own. `begun`: the caller journaled `started` in a transaction of
+        its own that committed (`journal_started`), having decided from the journal that the body runs.
         """
         self.check()
+        if begun:
+            return self._run(step_key, body, record, ends)
         recorded = self.steps.get(step_key)
         if recorded is not None and recorded.status in (StepStatus.FINISHED, StepStatus.INTERRUPTED):
             self.journal_hits += 1
@@ -170,11 +173,22 @@ class RunContext:
             self._finish(step_key, output, record, StepStatus.INTERRUPTED, ends)
             return output
         with self.db.transaction() as session:
-            journal.begin_step(session, self.lease, step_key, kind=kind,
-                               input_hash=hash_input(input) if input is not None else None,
-                               detail=input if isinstance(input, dict) else None)
-            if begin is not None:
-                begin(session)
+            self.journal_started(session, step_key, kind=kind, input=input, begin=begin)
+        return self._run(step_key, body, record, ends)
+
+    def journal_started(self, session: Session, step_key: str, *, kind: str = "step", input: Any = None,
+                        begin: Callable[[Session], None] | None = None) -> None:
+        """Journal `started` (and run `begin`) in the caller's transaction; once it commits, run the body
+        with `step(..., begun=True)`. Lets a handler read what the step needs in the same transaction."""
+        journal.begin_step(session, self.lease, step_key, kind=kind,
+                           input_hash=hash_input(input) if input is not None else None,
+                           detail=input if isinstance(input, dict) else None)
+        if begin is not None:
+            begin(session)
+
+    def _run(self, step_key: str, body: Callable[[], Any], record: Callable[[Session, Any], None] | None,
+             ends: Callable[[Any], "Finish | None"] | None) -> Any:
+        """The body of a step journaled `started`, then its result (or failure)."""
         self.steps[step_key] = journal.Entry(StepStatus.STARTED)
         try:
             output = body()

@@ -20,7 +20,7 @@ from tests.fakes.model_server import FakeModelServer, Reply, openai_usage
 from tests.support import RunStatusWatcher, WorkerProcess, committed_transactions, wait_for
 from web.queue import TaskQueue
 
-MODEL_CALL_COMMITS = 3  # the turn's read, begin, finish (docs/turns.md)
+MODEL_CALL_COMMITS = 2  # the turn's read with the call's begin, finish (docs/turns.md)
 TOOL_CALL_COMMITS = 2   # begin, finish
 
 
@@ -48,7 +48,7 @@ def run_agent(stack, fake: FakeModelServer, root: Path, turns: int, tmp_path: Pa
     return committed_transactions(stack.settings.database_url) - before
 
 
-def test_a_tool_calling_turn_costs_at_most_five_commits(make_stack, fake: FakeModelServer,  # type: ignore[no-untyped-def]
+def test_a_tool_calling_turn_costs_at_most_four_commits(make_stack, fake: FakeModelServer,  # type: ignore[no-untyped-def]
                                                         tmp_path: Path) -> None:
     stack = make_stack(model_base_url=fake.base_url, model_name="gpt-4o-mini", agent_max_steps=10,
                        # nothing but the run: no lease renewal, sweep or mid-stream delta flush within it

@@ -4,7 +4,8 @@ task while no other task waits for a worker (ADR 0006), else in a new one.
     run_turn(context):
         a subagent without a free slot                    -> defer (a subagent ending frees one)
         decide over the journal (orchestrator/agent/decision.py), then, in one transaction:
-            cancelled -> stop; an earlier run in this session is unfinished -> defer (it wakes us)
+            cancelled -> stop; an earlier run in this session is unfinished -> defer (it wakes us);
+            read the project and the conversation; for CallModel, build the prompt and begin its step
         CallModel(N): step "turn/N/model": spans open as it begins; the answer is streamed (deltas as
             events); message, last deltas and span end are written with the journal entry; decide again
         Conclude:      a final answer completes (a schema mismatch is fed back, up to twice); a failed
@@ -141,6 +142,11 @@ def run_turn(context: RunContext, config: AgentConfig) -> RunOutcome:
             return Defer(wake=lambda session: subagents.slot_free_for(
                 session, context.run.id, config.subagent_limits))
     decision = decide(context.steps, config.max_steps)
+    # the model call begins in the turn's read transaction, unless the run has its own worktree (made
+    # with git, outside any transaction): see "What a turn costs" in docs/turns.md
+    begins_with_read = isinstance(decision, CallModel) and not has_own_worktree(context)
+    call: PreparedCall | None = None
+    turn: Turn | Finish | None = None
     with context.db.transaction() as session:
         if runs.check_fence(session, context.lease) == RunStatus.CANCELLED:
             raise RunCancelledError(f"run {context.run.id} was cancelled")
@@ -150,19 +156,33 @@ def run_turn(context: RunContext, config: AgentConfig) -> RunOutcome:
         project = projects.load_project(session, context.run.project_id)
         history = chat_sessions.list_history(session, context.run, known=context.carried.get("history")) \
             if isinstance(decision, CallModel) else []
+        if begins_with_read and isinstance(decision, CallModel):
+            turn = prepare_turn(context, config, project)
+            if isinstance(turn, Finish):
+                return turn
+            prepared = prepare_call(context, config, turn, decision.turn, history, session)
+            if isinstance(prepared, Finish):
+                return prepared
+            call = prepared
+            context.journal_started(session, call.key, kind="model_call", input=call.input, begin=call.begin)
     if history:
         context.carried["history"] = history
-    turn = prepare_turn(context, config, project)
+    if turn is None:
+        turn = prepare_turn(context, config, project)
     if isinstance(turn, Finish):
         return turn
     if isinstance(decision, CallModel):
-        failed = call_model_step(context, config, turn, decision.turn, history)
+        failed = call_model_step(context, config, turn, decision.turn, history, call)
         if failed is not None:
             return failed
         if context.ended is not None:  # the answer ended the run in the step's own transaction
             return context.ended.outcome
         decision = decide(context.steps, config.max_steps)
     return act(context, config, turn, decision)
+
+
+def has_own_worktree(context: RunContext) -> bool:
+    return ((context.run.input or {}).get("spec") or {}).get("isolation") == "worktree"
 
 
 def wait_behind_earlier_run(session: Session, context: RunContext) -> Defer | None:
@@ -233,10 +253,22 @@ def act(context: RunContext, config: AgentConfig, turn: Turn, decision: Decision
     return Continue()
 
 
-def call_model_step(context: RunContext, config: AgentConfig, turn: Turn, number: int,
-                    history: list[Any]) -> Finish | None:
-    """Journal one model call: its spans open as it begins; the answer, its message, the stream's last
-    deltas and the span's end are written in one transaction. A Finish when it cannot be made."""
+@dataclass
+class PreparedCall:
+    """A model call ready to begin: its step, what it sends, and the span it opens as it begins."""
+
+    key: str
+    input: dict[str, Any]
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]]
+    begin: Callable[[Session], None]
+    started: list[trace.StartedCall | None]  # what `begin` opened (for the call's end)
+
+
+def prepare_call(context: RunContext, config: AgentConfig, turn: Turn, number: int, history: list[Any],
+                 session: Session | None = None) -> PreparedCall | Finish:
+    """The prompt of model call `number` and how its step begins (the images read in `session`, if given,
+    else in a transaction of their own). A Finish when the call cannot be made."""
     provider, profile = turn.provider, turn.profile
     digests = image_digests(history)
     if digests and not provider.vision:
@@ -245,19 +277,37 @@ def call_model_step(context: RunContext, config: AgentConfig, turn: Turn, number
             f"the configured model {provider.model!r} is text-only, so the images were not sent and no call was "
             "made: use a vision-capable model and set BOOCODE_MODEL_VISION=true, or resend the message without images"))
     images: dict[str, str] = {}
-    if digests:
-        with context.db.transaction() as session:
-            images = {digest: data_url(blobs.load_blob(session, digest)) for digest in digests}
+    if digests and session is not None:
+        images = {digest: data_url(blobs.load_blob(session, digest)) for digest in digests}
+    elif digests:
+        with context.db.transaction() as own:
+            images = {digest: data_url(blobs.load_blob(own, digest)) for digest in digests}
     messages = render_messages(profile.system(system_prompt(turn.project.name, str(turn.root))), history, images)
     tools = tool_schemas(list(profile.tools))
-    deltas = DeltaPublisher(context.db, context.lease, number, interval=config.stream_flush_seconds)
-
     started: list[trace.StartedCall | None] = [None]
 
     def begin(session: Session) -> None:
         trace.open_turn(session, context.run, number, run_span_open=context.carried.get("run_span_open", False))
         started[0] = trace.start_model_span(session, context.run, number, provider, messages, tools,
                                             stored=context.carried.setdefault("stored_blobs", set()))
+
+    return PreparedCall(model_key(number), {"turn": number, "model": provider.model}, messages, tools, begin, started)
+
+
+def call_model_step(context: RunContext, config: AgentConfig, turn: Turn, number: int,
+                    history: list[Any], call: PreparedCall | None = None) -> Finish | None:
+    """Journal one model call: its spans open as it begins (in `call`'s own transaction if it has begun,
+    see run_turn); the answer, its message, the stream's last deltas and the span's end are written in
+    one transaction, with the run's end when the answer ends it. A Finish when it cannot be made."""
+    provider, profile = turn.provider, turn.profile
+    begun = call is not None
+    if call is None:
+        prepared = prepare_call(context, config, turn, number, history)
+        if isinstance(prepared, Finish):
+            return prepared
+        call = prepared
+    messages, tools, started = call.messages, call.tools, call.started
+    deltas = DeltaPublisher(context.db, context.lease, number, interval=config.stream_flush_seconds)
 
     def body() -> dict[str, Any]:
         try:
@@ -271,13 +321,13 @@ def call_model_step(context: RunContext, config: AgentConfig, turn: Turn, number
     def ends(output: dict[str, Any]) -> Finish | None:
         """A final answer (or a failed call) ends the run with the step, unless the worktree must be
         settled first (`settle_worktree` adds to the result) or a schema mismatch is fed back."""
-        if profile.spec.get("isolation") == "worktree":
+        if has_own_worktree(context):
             return None
-        after = decide({**context.steps, model_key(number): Entry(StepStatus.FINISHED.value, output)}, config.max_steps)
+        after = decide({**context.steps, call.key: Entry(StepStatus.FINISHED.value, output)}, config.max_steps)
         return conclusion(context, after.turn, after.result, profile) if isinstance(after, Conclude) else None
 
-    context.step(model_key(number), body, kind="model_call", input={"turn": number, "model": provider.model},
-                 begin=begin, ends=ends, record=lambda session, output: record_assistant_message(
+    context.step(call.key, body, kind="model_call", input=call.input, begin=call.begin, ends=ends, begun=begun,
+                 record=lambda session, output: record_assistant_message(
                      session, context, number, output, provider, deltas, started[0]))
     context.carried["run_span_open"] = True  # the step's begin committed: the run's span exists
     return None
