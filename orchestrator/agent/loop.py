@@ -142,9 +142,6 @@ def run_turn(context: RunContext, config: AgentConfig) -> RunOutcome:
             return Defer(wake=lambda session: subagents.slot_free_for(
                 session, context.run.id, config.subagent_limits))
     decision = decide(context.steps, config.max_steps)
-    # the model call begins in the turn's read transaction, unless the run has its own worktree (made
-    # with git, outside any transaction): see "What a turn costs" in docs/turns.md
-    begins_with_read = isinstance(decision, CallModel) and not has_own_worktree(context)
     call: PreparedCall | None = None
     turn: Turn | Finish | None = None
     with context.db.transaction() as session:
@@ -156,7 +153,9 @@ def run_turn(context: RunContext, config: AgentConfig) -> RunOutcome:
         project = projects.load_project(session, context.run.project_id)
         history = chat_sessions.list_history(session, context.run, known=context.carried.get("history")) \
             if isinstance(decision, CallModel) else []
-        if begins_with_read and isinstance(decision, CallModel):
+        # the model call begins in the turn's read transaction, unless the run has its own worktree (made
+        # with git, outside any transaction): see "What a turn costs" in docs/turns.md
+        if isinstance(decision, CallModel) and not has_own_worktree(context):
             turn = prepare_turn(context, config, project)
             if isinstance(turn, Finish):
                 return turn
