@@ -214,7 +214,7 @@ class RunContext:
             if record is not None:
                 record(session, output)
             journal.finish_step(session, self.lease, step_key, output=output, status=status)
-            going = _record_end(session, self.lease, parent_id, finish, self.on_finish) if finish else []
+            going = _record_end(session, self.lease, parent_id, finish, self.on_finish) if finish is not None else []
         self.steps[step_key] = journal.Entry(status.value, output)
         if finish is not None:
             self.ended = Ended(finish, going)

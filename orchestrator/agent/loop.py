@@ -110,8 +110,7 @@ def make_agent_handler(config: AgentConfig) -> Handler:
 def settle_worktree(context: RunContext, outcome: RunOutcome, sandbox: Sandbox) -> RunOutcome:
     """An agent with its own worktree ended: drop the worktree if it changed nothing, else keep it, and
     say which in the result (or the error)."""
-    spec = (context.run.input or {}).get("spec") or {}
-    if spec.get("isolation") != "worktree" or not isinstance(outcome, Finish):
+    if not has_own_worktree(context) or not isinstance(outcome, Finish):
         return outcome
     with context.db.transaction() as session:
         root = Path(projects.load_project(session, context.run.project_id).root_path)
